@@ -1,0 +1,34 @@
+// Output and workspace buffers shared by the CUDA ops: all from PyTorch's
+// caching allocator on the current device.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <limits>
+#include <optional>
+#include <vector>
+
+#include "../ops.h"
+
+namespace gwprune::cuda {
+
+constexpr int64_t kMaxCublasDim = std::numeric_limits<int>::max();
+
+// Bias is added by letting the GEMM accumulate (beta = 1) onto an output that
+// already holds it; without bias the GEMM overwrites (beta = 0).
+inline float prepare_output(at::Tensor& out, const std::optional<at::Tensor>& bias, int64_t channel_dim) {
+  if (poison_outputs()) out.fill_(std::numeric_limits<double>::quiet_NaN());
+  if (!bias.has_value()) return 0.0f;
+  std::vector<int64_t> shape(out.dim(), 1);
+  shape[channel_dim] = bias->size(0);
+  out.copy_(bias->view(shape).expand_as(out));
+  return 1.0f;
+}
+
+inline at::Tensor make_workspace(int64_t elements, const at::Tensor& like) {
+  at::Tensor ws = at::empty({elements}, like.options());
+  if (poison_outputs()) ws.fill_(std::numeric_limits<double>::quiet_NaN());
+  return ws;
+}
+
+}  // namespace gwprune::cuda

@@ -1,0 +1,112 @@
+// Group-wise conv2d on CUDA: chunked gather into a bounded workspace, then
+// one cuBLAS call per chunk that writes the output in its final layout.
+//
+//   NCHW input:  cols [images][K'][pixels]; out[n] (Cout x pixels) =
+//                W (Cout x K') @ cols[n] (K' x pixels), batched over images,
+//                so the GEMM writes NCHW directly.
+//   NHWC input:  cols [pixels][K']; out (pixels x Cout, i.e. channels_last) =
+//                cols @ W^T as one flat GEMM.
+// The workspace holds at most `workspace_bytes` (at least one row), so peak
+// extra memory is bounded for any batch; chunks run in order on the current
+// stream and reuse one buffer.
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+
+#include <algorithm>
+
+#include "../ops.h"
+#include "buffers.h"
+#include "gather.h"
+#include "gemm.h"
+#include "precision.h"
+
+namespace gwprune::cuda {
+namespace {
+
+void conv_nchw(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& group_idx,
+               at::Tensor& out, const ConvGeometry& g, float beta, bool allow_tf32,
+               int64_t budget_elements) {
+  const int64_t batch = x.size(0);
+  const int64_t out_channels = weight.size(0);
+  const int64_t kept = group_idx.numel();
+  const int64_t pixels = g.out_pixels();
+  // Whole images per chunk when one fits the budget, else a slice of one image.
+  const int64_t images_per_chunk = std::clamp<int64_t>(budget_elements / (kept * pixels), 1, batch);
+  const int64_t pixels_per_chunk =
+      images_per_chunk > 1 ? pixels
+                           : std::clamp<int64_t>(budget_elements / kept, 1,
+                                                 std::min(pixels, kMaxCublasDim));
+  at::Tensor cols = make_workspace(images_per_chunk * kept * pixels_per_chunk, x);
+  const int64_t elem = x.element_size();
+  char* out_base = static_cast<char*>(out.data_ptr());
+
+  for (int64_t n0 = 0; n0 < batch; n0 += images_per_chunk) {
+    const int64_t images = std::min(images_per_chunk, batch - n0);
+    for (int64_t p0 = 0; p0 < pixels; p0 += pixels_per_chunk) {
+      const int64_t count = std::min(pixels_per_chunk, pixels - p0);
+      im2col_gather_nchw(x, group_idx, cols, g, n0, images, p0, count);
+      const RowMajorOperand w_op{weight.data_ptr(), out_channels, kept, kept, 0, false};
+      const RowMajorOperand cols_op{cols.data_ptr(), kept, count, count, kept * count, false};
+      const RowMajorOutput out_op{out_base + (n0 * out_channels * pixels + p0) * elem,
+                                  out_channels, count, pixels, out_channels * pixels};
+      gemm(w_op, cols_op, out_op, images, x.scalar_type(), allow_tf32, beta);
+    }
+  }
+}
+
+void conv_nhwc(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& group_idx,
+               at::Tensor& out, const ConvGeometry& g, float beta, bool allow_tf32,
+               int64_t budget_elements) {
+  const int64_t out_channels = weight.size(0);
+  const int64_t kept = group_idx.numel();
+  const int64_t total_pixels = x.size(0) * g.out_pixels();
+  const int64_t pixels_per_chunk =
+      std::clamp<int64_t>(budget_elements / kept, 1, std::min(total_pixels, kMaxCublasDim));
+  at::Tensor cols = make_workspace(pixels_per_chunk * kept, x);
+  const int64_t elem = x.element_size();
+  char* out_base = static_cast<char*>(out.data_ptr());
+
+  for (int64_t p0 = 0; p0 < total_pixels; p0 += pixels_per_chunk) {
+    const int64_t count = std::min(pixels_per_chunk, total_pixels - p0);
+    im2col_gather_nhwc(x, group_idx, cols, g, p0, count);
+    const RowMajorOperand cols_op{cols.data_ptr(), count, kept, kept, 0, false};
+    const RowMajorOperand w_op{weight.data_ptr(), out_channels, kept, kept, 0, true};
+    const RowMajorOutput out_op{out_base + p0 * out_channels * elem, count, out_channels,
+                                out_channels, 0};
+    gemm(cols_op, w_op, out_op, 1, x.scalar_type(), allow_tf32, beta);
+  }
+}
+
+}  // namespace
+
+at::Tensor conv2d_packed_cuda(const at::Tensor& x_in, const at::Tensor& weight,
+                              const at::Tensor& group_idx, const std::optional<at::Tensor>& bias,
+                              const ConvGeometry& geometry, int64_t workspace_bytes) {
+  const c10::cuda::CUDAGuard device_guard(x_in.device());
+  const bool allow_tf32 = conv_allows_tf32();
+  // Same rule as gwprune.reference: channels_last only when x is exactly that.
+  const bool channels_last =
+      !x_in.is_contiguous() && x_in.is_contiguous(at::MemoryFormat::ChannelsLast);
+  const auto format = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  const at::Tensor x = x_in.contiguous(format);
+
+  at::Tensor out = at::empty({x.size(0), weight.size(0), geometry.out_h, geometry.out_w},
+                             x.options().memory_format(format));
+  if (out.numel() == 0) return out;
+  const float beta = prepare_output(out, bias, 1);
+  const int64_t kept = group_idx.numel();
+  if (kept == 0) {
+    // Every group pruned: the result is the bias alone.
+    if (beta == 0.0f) out.zero_();
+    return out;
+  }
+  const int64_t budget_elements = std::max<int64_t>(workspace_bytes / x.element_size(), kept);
+  if (channels_last) {
+    conv_nhwc(x, weight, group_idx, out, geometry, beta, allow_tf32, budget_elements);
+  } else {
+    conv_nchw(x, weight, group_idx, out, geometry, beta, allow_tf32, budget_elements);
+  }
+  return out;
+}
+
+}  // namespace gwprune::cuda

@@ -1,0 +1,55 @@
+// Feature gather of a group-wise linear layer: out[r][k] = x[r][feature_idx[k]].
+//
+// One warp per row of x; lanes walk the kept features, so stores are
+// coalesced and loads of sorted, mostly-consecutive features share sectors.
+// x2d is [M, in] with unit column stride and any row stride; out is
+// contiguous [rows, K']. Offsets are 64-bit. An index outside [0, in) yields
+// zero, never an out-of-bounds read.
+#include <ATen/Dispatch.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
+
+#include "gather.h"
+#include "kernel_utils.cuh"
+
+namespace gwprune::cuda {
+namespace {
+
+template <typename scalar_t>
+__global__ void __launch_bounds__(kThreadsPerBlock)
+    gather_features_kernel(const scalar_t* __restrict__ x, int64_t x_row_stride,
+                           int64_t in_features, const int32_t* __restrict__ feature_idx,
+                           scalar_t* __restrict__ out, int64_t row_begin, int64_t row_count,
+                           int64_t num_kept) {
+  const int lane = threadIdx.x % kWarpSize;
+  const int64_t warp_stride = static_cast<int64_t>(gridDim.x) * kWarpsPerBlock;
+  for (int64_t row = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarpSize;
+       row < row_count; row += warp_stride) {
+    const scalar_t* src = x + (row_begin + row) * x_row_stride;
+    scalar_t* dst = out + row * num_kept;
+    for (int64_t k = lane; k < num_kept; k += kWarpSize) {
+      const int32_t feature = feature_idx[k];
+      dst[k] = (feature >= 0 && feature < in_features) ? src[feature] : scalar_t(0);
+    }
+  }
+}
+
+}  // namespace
+
+void gather_features(const at::Tensor& x2d, const at::Tensor& feature_idx, at::Tensor& out,
+                     int64_t row_begin, int64_t row_count) {
+  const int64_t num_kept = feature_idx.numel();
+  if (num_kept == 0 || row_count == 0) return;
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const auto blocks = static_cast<unsigned>(warp_per_row_blocks(row_count));
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, x2d.scalar_type(), "gather_features", [&] {
+        gather_features_kernel<scalar_t><<<blocks, kThreadsPerBlock, 0, stream>>>(
+            x2d.const_data_ptr<scalar_t>(), x2d.stride(0), x2d.size(1),
+            feature_idx.const_data_ptr<int32_t>(), out.mutable_data_ptr<scalar_t>(), row_begin,
+            row_count, num_kept);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      });
+}
+
+}  // namespace gwprune::cuda

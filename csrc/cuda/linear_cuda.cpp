@@ -1,0 +1,51 @@
+// Group-wise linear on CUDA: rows of x are gathered chunk by chunk into a
+// bounded workspace [rows, K'] and multiplied by the packed weight, so
+// out (rows x out) = gathered @ W^T is one TN GEMM per chunk.
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+
+#include <algorithm>
+
+#include "../ops.h"
+#include "buffers.h"
+#include "gather.h"
+#include "gemm.h"
+#include "precision.h"
+
+namespace gwprune::cuda {
+
+at::Tensor linear_packed_cuda(const at::Tensor& x2d, const at::Tensor& weight,
+                              const at::Tensor& feature_idx, const std::optional<at::Tensor>& bias,
+                              int64_t workspace_bytes) {
+  const c10::cuda::CUDAGuard device_guard(x2d.device());
+  const bool allow_tf32 = matmul_allows_tf32();
+  const int64_t rows = x2d.size(0);
+  const int64_t out_features = weight.size(0);
+  const int64_t kept = feature_idx.numel();
+  at::Tensor out = at::empty({rows, out_features}, x2d.options());
+  if (out.numel() == 0) return out;
+  const float beta = prepare_output(out, bias, 1);
+  if (kept == 0) {
+    if (beta == 0.0f) out.zero_();
+    return out;
+  }
+  const int64_t budget_elements = std::max<int64_t>(workspace_bytes / x2d.element_size(), kept);
+  const int64_t rows_per_chunk =
+      std::clamp<int64_t>(budget_elements / kept, 1, std::min(rows, kMaxCublasDim));
+  at::Tensor gathered = make_workspace(rows_per_chunk * kept, x2d);
+  const int64_t elem = x2d.element_size();
+  char* out_base = static_cast<char*>(out.data_ptr());
+
+  for (int64_t r0 = 0; r0 < rows; r0 += rows_per_chunk) {
+    const int64_t count = std::min(rows_per_chunk, rows - r0);
+    gather_features(x2d, feature_idx, gathered, r0, count);
+    const RowMajorOperand x_op{gathered.data_ptr(), count, kept, kept, 0, false};
+    const RowMajorOperand w_op{weight.data_ptr(), out_features, kept, kept, 0, true};
+    const RowMajorOutput out_op{out_base + r0 * out_features * elem, count, out_features,
+                                out_features, 0};
+    gemm(x_op, w_op, out_op, 1, x2d.scalar_type(), allow_tf32, beta);
+  }
+  return out;
+}
+
+}  // namespace gwprune::cuda

@@ -1,0 +1,53 @@
+// pybind11 module gwprune._C: binds the entry points, nothing else.
+#include <torch/extension.h>
+
+#include <atomic>
+
+#include "ops.h"
+
+#define GWPRUNE_STRINGIFY_(x) #x
+#define GWPRUNE_STRINGIFY(x) GWPRUNE_STRINGIFY_(x)
+
+namespace gwprune {
+namespace {
+std::atomic<bool> poison_flag{false};
+}  // namespace
+
+void set_poison_outputs(bool enabled) { poison_flag.store(enabled); }
+bool poison_outputs() { return poison_flag.load(); }
+
+bool compiled_with_cuda() {
+#ifdef GWPRUNE_WITH_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
+// setup.py passes the architectures as digits joined by '_' (e.g. 80_90) so
+// the value survives every shell and build tool unquoted.
+std::string cuda_arch_list() {
+#ifdef GWPRUNE_CUDA_ARCHS
+  return GWPRUNE_STRINGIFY(GWPRUNE_CUDA_ARCHS);
+#else
+  return "";
+#endif
+}
+
+}  // namespace gwprune
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "gwprune compiled kernels: group-wise pruned conv2d and linear";
+  m.def("conv2d_packed", &gwprune::conv2d_packed, "Group-wise conv2d on a packed weight",
+        py::arg("x"), py::arg("weight"), py::arg("group_idx"), py::arg("bias"),
+        py::arg("kernel_size"), py::arg("stride"), py::arg("padding"), py::arg("dilation"),
+        py::arg("workspace_bytes"));
+  m.def("linear_packed", &gwprune::linear_packed, "Group-wise linear on a packed weight",
+        py::arg("x"), py::arg("weight"), py::arg("feature_idx"), py::arg("bias"),
+        py::arg("workspace_bytes"));
+  m.def("set_poison_outputs", &gwprune::set_poison_outputs,
+        "Fill outputs and workspaces with NaN before kernels write them (tests)");
+  m.def("poison_outputs", &gwprune::poison_outputs);
+  m.def("compiled_with_cuda", &gwprune::compiled_with_cuda);
+  m.def("cuda_arch_list", &gwprune::cuda_arch_list);
+}

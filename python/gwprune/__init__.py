@@ -1,0 +1,64 @@
+"""gwprune: group-wise pruned conv2d and linear layers that run as dense GEMMs.
+
+A group is one column of a layer's weight-expansion matrix (one ``(c, i, j)``
+of a conv filter, one input feature of a linear layer). Pruning whole groups
+lets inference gather only the kept rows of the input expansion and hand a
+smaller dense operand to cuBLAS.
+"""
+
+import torch
+
+from . import nn, ops, prune, reference
+from ._config import get_workspace_limit, set_workspace_limit
+from ._extension import compiled_cuda_archs, cuda_kernels_compiled, extension_loaded
+from .groups import group_mask_from_keep_idx, keep_idx_from_mask, keep_idx_from_zeroed, mask_weight
+from .convert import ConversionReport, convert, to_dense
+from .nn import GroupwiseConv2d, GroupwiseLinear
+from .packing import PackedConv2dWeight, PackedLinearWeight, pack_conv2d_weight, pack_linear_weight
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ops",
+    "reference",
+    "nn",
+    "prune",
+    "convert",
+    "to_dense",
+    "ConversionReport",
+    "GroupwiseConv2d",
+    "GroupwiseLinear",
+    "info",
+    "set_workspace_limit",
+    "get_workspace_limit",
+    "keep_idx_from_mask",
+    "keep_idx_from_zeroed",
+    "group_mask_from_keep_idx",
+    "mask_weight",
+    "pack_conv2d_weight",
+    "pack_linear_weight",
+    "PackedConv2dWeight",
+    "PackedLinearWeight",
+    "__version__",
+]
+
+
+def info() -> dict:
+    """Versions, build and device facts, as printed by ``python -m gwprune info``."""
+    facts = {
+        "gwprune": __version__,
+        "torch": torch.__version__,
+        "torch CUDA": torch.version.cuda or "none (CPU-only torch)",
+        "extension loaded": extension_loaded(),
+        "CUDA kernels compiled": cuda_kernels_compiled(),
+        "compiled for": ", ".join(compiled_cuda_archs()) or "-",
+        "workspace limit (MiB)": get_workspace_limit() / 2**20,
+    }
+    if torch.cuda.is_available():
+        index = torch.cuda.current_device()
+        props = torch.cuda.get_device_properties(index)
+        facts["GPU"] = f"cuda:{index} {props.name} (sm_{props.major}{props.minor}, {props.total_memory / 2**30:.0f} GiB)"
+        facts["cuDNN"] = torch.backends.cudnn.version()
+    else:
+        facts["GPU"] = "none visible"
+    return facts

@@ -1,0 +1,167 @@
+"""Argument validation shared by every backend.
+
+Each check raises TypeError (wrong kind of thing) or ValueError (right kind,
+wrong value) with a message that names the argument and the problem. The
+shape-only checks also run under torch.compile's fake tensors; the value checks
+of index tensors read the indices (one host sync when they live on a GPU).
+"""
+
+from collections.abc import Sequence
+
+import torch
+
+FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+INDEX_DTYPES = (torch.int32, torch.int64)
+
+
+def _fail_type(message: str):
+    raise TypeError(f"gwprune: {message}")
+
+
+def _fail_value(message: str):
+    raise ValueError(f"gwprune: {message}")
+
+
+def check_tensor(value, name: str) -> None:
+    if not isinstance(value, torch.Tensor):
+        _fail_type(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+
+
+def check_float_tensor(value, name: str, dim: int | None = None) -> None:
+    check_tensor(value, name)
+    if value.dtype not in FLOAT_DTYPES:
+        _fail_type(f"{name} must be float32, float64, float16 or bfloat16, got {value.dtype}")
+    if dim is not None and value.dim() != dim:
+        _fail_value(f"{name} must be a {dim}-D tensor, got shape {tuple(value.shape)}")
+
+
+def check_same_device(value: torch.Tensor, name: str, x: torch.Tensor) -> None:
+    if value.device != x.device:
+        _fail_value(f"{name} is on {value.device} but x is on {x.device}")
+
+
+def check_same_dtype_device(value: torch.Tensor, name: str, x: torch.Tensor) -> None:
+    if value.dtype != x.dtype:
+        _fail_type(f"{name} has dtype {value.dtype} but x has dtype {x.dtype}")
+    check_same_device(value, name, x)
+
+
+def as_pair(value, name: str, minimum: int) -> tuple[int, int]:
+    """An int or a pair of ints, each >= minimum, as a 2-tuple."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        pair = (value, value)
+    elif (
+        isinstance(value, Sequence)
+        and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    ):
+        pair = (int(value[0]), int(value[1]))
+    else:
+        _fail_type(f"{name} must be an int or a pair of ints, got {value!r}")
+    if min(pair) < minimum:
+        bound = "positive" if minimum == 1 else "non-negative"
+        _fail_value(f"{name} must be {bound}, got {value!r}")
+    return pair
+
+
+def check_index_meta(
+    index, name: str, ref: torch.Tensor, ref_name: str, limit: int, what: str
+) -> None:
+    """Kind, rank and placement of a kept-index tensor (no values read)."""
+    check_tensor(index, name)
+    if index.dtype == torch.bool:
+        _fail_type(
+            f"{name} must hold integer indices, got a bool tensor "
+            "(for a mask use gwprune.keep_idx_from_mask)"
+        )
+    if index.dtype not in INDEX_DTYPES:
+        _fail_type(f"{name} must be an int32 or int64 tensor, got {index.dtype}")
+    if index.dim() != 1:
+        _fail_value(f"{name} must be 1-D, got shape {tuple(index.shape)}")
+    if index.device != ref.device:
+        _fail_value(f"{name} is on {index.device} but {ref_name} is on {ref.device}")
+    if index.numel() > limit:
+        _fail_value(f"{name} has {index.numel()} entries but there are only {limit} {what}")
+
+
+def check_index_values(index: torch.Tensor, name: str, limit: int, what: str) -> None:
+    """Range and uniqueness of kept indices: costs one host sync for GPU indices."""
+    if index.numel() == 0:
+        return
+    ordered = torch.sort(index.reshape(-1)).values
+    duplicates = (ordered[1:] == ordered[:-1]).sum()
+    low, high, repeated = torch.stack([ordered[0], ordered[-1], duplicates.to(ordered.dtype)]).tolist()
+    if low < 0:
+        _fail_value(f"{name} contains {low}; indices must be >= 0")
+    if high >= limit:
+        _fail_value(f"{name} contains {high}, out of range for {limit} {what}")
+    if repeated:
+        _fail_value(f"{name} contains {repeated} duplicated indices; each kept index must be unique")
+
+
+def check_bias(bias, x: torch.Tensor, out_features: int, what: str) -> None:
+    if bias is None:
+        return
+    check_tensor(bias, "bias")
+    check_same_dtype_device(bias, "bias", x)
+    if bias.dim() != 1 or bias.shape[0] != out_features:
+        _fail_value(f"bias must have shape ({out_features},) ({what}), got {tuple(bias.shape)}")
+
+
+def conv_out_size(size: int, kernel: int, stride: int, pad: int, dilation: int) -> int:
+    return (size + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def check_conv2d_input(
+    x, in_channels: int, kernel_size: tuple[int, int], stride, padding, dilation
+) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int], tuple[int, int]]:
+    """Checks x and the conv parameters; returns (stride, padding, dilation, out_hw)."""
+    check_float_tensor(x, "x")
+    if x.dim() != 4:
+        _fail_value(f"x must be a 4-D [N, C, H, W] tensor, got shape {tuple(x.shape)}")
+    if x.shape[1] != in_channels:
+        hint = ""
+        if in_channels and x.shape[1] % in_channels == 0 and x.shape[1] != in_channels:
+            hint = " (grouped convolution, groups != 1, is not supported by gwprune)"
+        _fail_value(f"x has {x.shape[1]} channels but weight expects {in_channels}{hint}")
+    stride = as_pair(stride, "stride", 1)
+    padding = as_pair(padding, "padding", 0)
+    dilation = as_pair(dilation, "dilation", 1)
+    out_hw = tuple(
+        conv_out_size(x.shape[2 + d], kernel_size[d], stride[d], padding[d], dilation[d])
+        for d in range(2)
+    )
+    if min(out_hw) <= 0:
+        _fail_value(
+            f"output size would be {out_hw} for input {tuple(x.shape[2:])}, kernel "
+            f"{kernel_size}, stride {stride}, padding {padding}, dilation {dilation}: "
+            "the input is too small"
+        )
+    return stride, padding, dilation, out_hw
+
+
+def check_conv2d_weight(weight, x: torch.Tensor) -> None:
+    check_tensor(weight, "weight")
+    if weight.dim() != 4:
+        _fail_value(f"weight must be a 4-D [Cout, C, kh, kw] tensor, got shape {tuple(weight.shape)}")
+    check_same_dtype_device(weight, "weight", x)
+
+
+def check_linear_input(x, in_features: int) -> None:
+    check_float_tensor(x, "x")
+    if x.dim() < 1:
+        _fail_value("x must have at least 1 dimension [..., in_features]")
+    if x.shape[-1] != in_features:
+        _fail_value(f"x has {x.shape[-1]} features in its last dimension but weight expects {in_features}")
+
+
+def check_linear_weight(weight, x: torch.Tensor) -> None:
+    check_tensor(weight, "weight")
+    if weight.dim() != 2:
+        _fail_value(f"weight must be a 2-D [out_features, in_features] tensor, got shape {tuple(weight.shape)}")
+    check_same_dtype_device(weight, "weight", x)
+
+
+def check_no_groups(groups) -> None:
+    if groups != 1:
+        _fail_value(f"groups must be 1, got {groups!r}: grouped convolution is out of scope for gwprune")

@@ -1,0 +1,41 @@
+"""Process-wide settings: the workspace cap of the CUDA ops."""
+
+import os
+
+_DEFAULT_WORKSPACE_BYTES = 64 * 2**20
+
+
+def _initial_workspace_bytes() -> int:
+    value = os.environ.get("GWPRUNE_WORKSPACE_MB")
+    if value is None:
+        return _DEFAULT_WORKSPACE_BYTES
+    try:
+        megabytes = float(value)
+    except ValueError:
+        raise ValueError(f"GWPRUNE_WORKSPACE_MB must be a number, got {value!r}") from None
+    if megabytes <= 0:
+        raise ValueError(f"GWPRUNE_WORKSPACE_MB must be positive, got {value!r}")
+    return int(megabytes * 2**20)
+
+
+_workspace_bytes = _initial_workspace_bytes()
+
+
+def set_workspace_limit(nbytes: int) -> None:
+    """Cap the extra device memory one CUDA op may take for its compacted buffer.
+
+    The batch (or, for a single huge image, its pixels) is processed in chunks
+    that fit the cap; a smaller cap saves memory and costs some speed. Default
+    64 MiB, or ``GWPRUNE_WORKSPACE_MB`` from the environment.
+    """
+    if isinstance(nbytes, bool) or not isinstance(nbytes, int):
+        raise TypeError(f"nbytes must be an int, got {type(nbytes).__name__}")
+    if nbytes <= 0:
+        raise ValueError(f"nbytes must be positive, got {nbytes}")
+    global _workspace_bytes
+    _workspace_bytes = nbytes
+
+
+def get_workspace_limit() -> int:
+    """The current workspace cap in bytes (see set_workspace_limit)."""
+    return _workspace_bytes

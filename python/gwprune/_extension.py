@@ -1,0 +1,44 @@
+"""Guarded load of the compiled extension gwprune._C.
+
+gwprune works without it: CPU tensors always use gwprune.reference, and CUDA
+tensors fall back to it too (with a warning logged once) when the CUDA kernels
+were not built.
+"""
+
+import importlib
+import logging
+
+import torch  # noqa: F401  (the extension links against torch's libraries: import torch first)
+
+logger = logging.getLogger("gwprune")
+
+try:
+    _C = importlib.import_module("gwprune._C")
+except ImportError as error:  # pragma: no cover - depends on how gwprune was installed
+    _C = None
+    _LOAD_ERROR = error
+    logger.warning(
+        "gwprune: compiled extension not loaded (%s); using the pure-PyTorch reference path",
+        error,
+    )
+else:
+    _LOAD_ERROR = None
+
+
+def extension_loaded() -> bool:
+    return _C is not None
+
+
+def cuda_kernels_compiled() -> bool:
+    return _C is not None and _C.compiled_with_cuda()
+
+
+def compiled_cuda_archs() -> list[str]:
+    """Architectures the CUDA kernels were compiled for, e.g. ['sm_80', 'sm_90']."""
+    if not cuda_kernels_compiled():
+        return []
+    return [f"sm_{arch}" for arch in _C.cuda_arch_list().split("_") if arch]
+
+
+def load_error() -> ImportError | None:
+    return _LOAD_ERROR

@@ -1,0 +1,216 @@
+"""Result rows: the CSV format, the ratios against dense and floor, and per-model sums."""
+
+import csv
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from .workloads import ModelLayers
+
+
+@dataclass
+class ResultRow:
+    workload: str  # slug
+    label: str  # human description
+    kind: str
+    gemm: str  # out x K x columns of the dense GEMM behind the layer
+    batch: int
+    precision: str
+    provider: str
+    family: str
+    pattern: str
+    keep: float  # requested keep ratio (1.0 for dense)
+    density: float | None = None  # fraction of weights the provider's mask actually keeps
+    ms: float | None = None
+    ratio_vs_dense: float | None = None  # ms / fastest dense layout, same workload & precision
+    ratio_vs_floor: float | None = None  # ms / fastest floor, same workload, precision & keep
+    rel_error: float | None = None
+    tolerance: float | None = None
+    status: str = ""  # ok | FAILED | unsupported: why | error: what | skipped: why
+    timing: str = ""
+    input_sets: int | None = None
+    note: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def key(self) -> tuple[str, str, float, str]:
+        return (self.workload, self.provider, round(self.keep, 6), self.precision)
+
+
+FIELDS = [f.name for f in fields(ResultRow)]
+_FLOATS = {"keep", "density", "ms", "ratio_vs_dense", "ratio_vs_floor", "rel_error", "tolerance"}
+_INTS = {"batch", "input_sets"}
+
+
+def _format(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def _parse(name: str, text: str):
+    if text == "":
+        return "" if name not in _FLOATS | _INTS else None
+    if name in _FLOATS:
+        return float(text)
+    if name in _INTS:
+        return int(text)
+    return text
+
+
+class CsvSink:
+    """Appends rows to results.csv as they are measured, so an interrupted run keeps them."""
+
+    def __init__(self, path: Path, existing: list[ResultRow]):
+        self.path = path
+        self.rows = list(existing)
+        write_csv(path, self.rows)
+        self._file = path.open("a", newline="")
+        self._writer = csv.DictWriter(self._file, fieldnames=FIELDS)
+
+    def add(self, row: ResultRow) -> None:
+        self.rows.append(row)
+        self._writer.writerow({k: _format(v) for k, v in asdict(row).items()})
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def write_csv(path: Path, rows: list[ResultRow]) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=FIELDS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _format(v) for k, v in asdict(row).items()})
+
+
+def read_csv(path: Path) -> list[ResultRow]:
+    with path.open(newline="") as handle:
+        return [
+            ResultRow(**{name: _parse(name, record.get(name, "")) for name in FIELDS})
+            for record in csv.DictReader(handle)
+        ]
+
+
+# ---- derived numbers ----------------------------------------------------------------------
+
+
+def dense_best(rows: list[ResultRow]) -> dict[tuple[str, str], float]:
+    """Fastest passing dense layout per (workload, precision)."""
+    best: dict[tuple[str, str], float] = {}
+    for row in rows:
+        if row.ok and row.family == "dense" and row.ms is not None:
+            key = (row.workload, row.precision)
+            best[key] = min(best.get(key, math.inf), row.ms)
+    return best
+
+
+def floor_best(rows: list[ResultRow]) -> dict[tuple[str, str, float], float]:
+    best: dict[tuple[str, str, float], float] = {}
+    for row in rows:
+        if row.ok and row.family == "floor" and row.ms is not None:
+            key = (row.workload, row.precision, round(row.keep, 6))
+            best[key] = min(best.get(key, math.inf), row.ms)
+    return best
+
+
+def add_ratios(rows: list[ResultRow]) -> None:
+    dense, floor = dense_best(rows), floor_best(rows)
+    for row in rows:
+        row.ratio_vs_dense = row.ratio_vs_floor = None
+        if not row.ok or row.ms is None:
+            continue
+        if (row.workload, row.precision) in dense:
+            row.ratio_vs_dense = row.ms / dense[(row.workload, row.precision)]
+        floor_key = (row.workload, row.precision, round(row.keep, 6))
+        if floor_key in floor:
+            row.ratio_vs_floor = row.ms / floor[floor_key]
+
+
+DENSE_BEST = "dense-best"  # model total with each layer in its fastest dense layout
+
+
+@dataclass
+class ModelTotal:
+    model: str
+    precision: str
+    provider: str
+    family: str
+    keep: float
+    ms: float
+    ratio_vs_dense: float
+    dense_fallback_layers: int  # layer uses this provider could not run: dense time counted
+    layers: int  # layer uses in the model
+
+
+def model_totals(rows: list[ResultRow], models: list[ModelLayers]) -> list[ModelTotal]:
+    """Sum over a model's layers (times their use count) per provider, keep and precision.
+
+    A layer the provider could not run (unsupported, failed, missing) counts with its
+    fastest dense time, as a deployment would keep that layer dense. Only the layers'
+    GEMM-like work is summed: activations, pooling and norms are not measured. The
+    reference, ``dense-best``, takes each layer in its fastest dense layout.
+    """
+    dense = dense_best(rows)
+    by_key = {row.key: row for row in rows if row.ok and row.ms is not None}
+    totals: list[ModelTotal] = []
+    for model in models:
+        uses = sum(count for _, count in model.layers)
+        precisions = dict.fromkeys(
+            row.precision for row in rows if any(row.workload == w.slug for w, _ in model.layers)
+        )
+        for precision in precisions:
+            if any((w.slug, precision) not in dense for w, _ in model.layers):
+                continue  # no dense time for some layer: no meaningful total
+            dense_total = sum(count * dense[(w.slug, precision)] for w, count in model.layers)
+            totals.append(
+                ModelTotal(
+                    model.name, precision, DENSE_BEST, "dense", 1.0, dense_total, 1.0, 0, uses
+                )
+            )
+            variants = dict.fromkeys(
+                (row.provider, row.family, round(row.keep, 6))
+                for row in rows
+                if row.precision == precision
+                and any(row.workload == w.slug for w, _ in model.layers)
+            )
+            for provider, family, keep in variants:
+                total, fallback = 0.0, 0
+                for workload, count in model.layers:
+                    row = by_key.get((workload.slug, provider, keep, precision))
+                    if row is None:
+                        fallback += count
+                        total += count * dense[(workload.slug, precision)]
+                    else:
+                        total += count * row.ms
+                if fallback == uses:
+                    continue  # the provider ran no layer of this model: nothing to report
+                totals.append(
+                    ModelTotal(
+                        model.name,
+                        precision,
+                        provider,
+                        family,
+                        keep,
+                        total,
+                        total / dense_total,
+                        fallback,
+                        uses,
+                    )
+                )
+    return totals
+
+
+def write_model_totals_csv(path: Path, totals: list[ModelTotal]) -> None:
+    names = [f.name for f in fields(ModelTotal)]
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=names)
+        writer.writeheader()
+        for total in totals:
+            writer.writerow({k: _format(v) for k, v in asdict(total).items()})

@@ -1,0 +1,58 @@
+"""Group indexing: the seed's two ways of marking pruned groups (Algorithms 1-2).
+
+A *group* is one column of ``weight.reshape(out, -1)``: for a conv weight
+``[Cout, C, kh, kw]`` the flat index of ``(c, i, j)``; for a linear weight
+``[out, in]`` one input feature. ``keep_idx`` lists the kept groups.
+"""
+
+import math
+
+import torch
+
+from ._checks import check_tensor
+
+
+def num_groups(weight: torch.Tensor) -> int:
+    """How many groups a conv or linear weight has (C*kh*kw, or in_features)."""
+    return math.prod(weight.shape[1:])
+
+
+def keep_idx_from_mask(group_mask: torch.Tensor) -> torch.Tensor:
+    """Sorted int64 indices of the True entries of a group mask.
+
+    ``group_mask`` is boolean, shaped like one filter (``[C, kh, kw]``), flat
+    (``[C*kh*kw]`` or ``[in_features]``), or 0/1 numbers of those shapes.
+    """
+    check_tensor(group_mask, "group_mask")
+    if group_mask.dtype != torch.bool:
+        if group_mask.is_floating_point() or group_mask.is_complex():
+            bad = (group_mask != 0) & (group_mask != 1)
+            if bool(bad.any()):
+                raise ValueError("gwprune: group_mask must be boolean or hold only 0 and 1")
+        group_mask = group_mask != 0
+    return group_mask.reshape(-1).nonzero().reshape(-1)
+
+
+def keep_idx_from_zeroed(weight: torch.Tensor) -> torch.Tensor:
+    """Sorted int64 indices of the groups of ``weight`` that are not entirely zero."""
+    check_tensor(weight, "weight")
+    if weight.dim() not in (2, 4):
+        raise ValueError(
+            "gwprune: weight must be a linear [out, in] or conv [Cout, C, kh, kw] weight, "
+            f"got shape {tuple(weight.shape)}"
+        )
+    return weight.reshape(weight.shape[0], -1).ne(0).any(dim=0).nonzero().reshape(-1)
+
+
+def group_mask_from_keep_idx(keep_idx: torch.Tensor, num_groups: int) -> torch.Tensor:
+    """Boolean mask of ``num_groups`` entries, True at the kept groups."""
+    mask = torch.zeros(num_groups, dtype=torch.bool, device=keep_idx.device)
+    mask[keep_idx.long()] = True
+    return mask
+
+
+def mask_weight(weight: torch.Tensor, keep_idx: torch.Tensor) -> torch.Tensor:
+    """A copy of ``weight`` with every pruned group set to zero (the dense equivalent)."""
+    flat = weight.reshape(weight.shape[0], -1)
+    mask = group_mask_from_keep_idx(keep_idx.to(weight.device), flat.shape[1])
+    return (flat * mask.to(weight.dtype)).reshape(weight.shape)

@@ -1,0 +1,369 @@
+"""Drop-in inference modules for group-wise pruned conv2d and linear layers.
+
+``GroupwiseConv2d`` and ``GroupwiseLinear`` hold a weight packed once (only
+the kept columns of ``weight.reshape(out, -1)``) and run
+``gwprune.ops.conv2d_packed`` / ``gwprune.ops.linear_packed``, so a forward is
+gather + GEMM only. They are inference-only: the ops have no autograd formula,
+and the packed weight and bias are buffers, not parameters.
+
+Buffers (what ``state_dict`` saves):
+
+- ``weight``: ``[out, K']`` the kept columns, in the order of the index buffer;
+- ``group_idx`` (conv) / ``feature_idx`` (linear): int32 ``[K']`` flat index of
+  each kept column in the dense layer;
+- ``bias``: ``[out]`` or absent.
+
+Their shapes depend only on the layer's sizes and the number of kept groups,
+so a state dict loads into any module built with the same sizes and keep count.
+"""
+
+import math
+
+import torch
+import torch.nn as nn
+
+from . import ops
+from .groups import keep_idx_from_mask, keep_idx_from_zeroed
+from .packing import PackedConv2dWeight, PackedLinearWeight, pack_conv2d_weight, pack_linear_weight
+
+__all__ = ["GroupwiseConv2d", "GroupwiseLinear", "resolve_conv2d_padding"]
+
+
+def _pair(value, name: str) -> tuple[int, int]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (value, value)
+    if isinstance(value, (tuple, list)) and len(value) == 2:
+        return (int(value[0]), int(value[1]))
+    raise TypeError(f"gwprune: {name} must be an int or a pair of ints, got {value!r}")
+
+
+def resolve_conv2d_padding(conv: nn.Conv2d) -> tuple[int, int]:
+    """The explicit symmetric padding of ``conv``, resolving ``'valid'`` and ``'same'``.
+
+    ``'same'`` is only representable when the total padding of each dimension,
+    ``dilation * (kernel - 1)``, is even: PyTorch pads an odd total one more on
+    the right/bottom, which a symmetric (pad_h, pad_w) cannot express.
+    """
+    if conv.padding == "valid":
+        return (0, 0)
+    if conv.padding == "same":
+        pads = []
+        for kernel, dilation in zip(conv.kernel_size, conv.dilation, strict=True):
+            total = dilation * (kernel - 1)
+            if total % 2:
+                raise ValueError(
+                    f"gwprune: padding='same' with kernel_size={conv.kernel_size} and "
+                    f"dilation={conv.dilation} pads asymmetrically, which gwprune cannot express"
+                )
+            pads.append(total // 2)
+        return (pads[0], pads[1])
+    return _pair(conv.padding, "padding")
+
+
+def _check_keep_idx_arg(keep_idx, name: str = "keep_idx") -> torch.Tensor:
+    if not isinstance(keep_idx, torch.Tensor):
+        raise TypeError(f"gwprune: {name} must be a torch.Tensor, got {type(keep_idx).__name__}")
+    return keep_idx
+
+
+def _placeholder_idx(keep, num_groups: int, device) -> torch.Tensor:
+    """Index buffer for __init__: the given kept indices, or 0..n-1 for a bare keep count."""
+    if isinstance(keep, int) and not isinstance(keep, bool):
+        if not 0 <= keep <= num_groups:
+            raise ValueError(
+                f"gwprune: keep_idx as a count must be in [0, {num_groups}], got {keep}"
+            )
+        return torch.arange(keep, dtype=torch.int32, device=device)
+    keep = _check_keep_idx_arg(keep)
+    return torch.sort(keep.reshape(-1).long()).values.to(device=device, dtype=torch.int32)
+
+
+class _GroupwiseBase(nn.Module):
+    """Shared buffer handling: index buffers keep their integer dtype under any cast."""
+
+    _index_buffer: str  # name of the int32 index buffer of the subclass
+
+    def _apply(self, fn, recurse=True):
+        # Module.to(dtype) already skips integer tensors, but Module.type(), .half() via
+        # custom lambdas and similar casts run fn on every buffer: indices must keep their
+        # dtype and exact values (a float16 index is wrong above 2048), and only follow
+        # the device of the weight.
+        original_index = self._buffers[self._index_buffer]
+        super()._apply(fn, recurse)
+        moved = self._buffers[self._index_buffer]
+        if moved is not None and moved.dtype != original_index.dtype:
+            self._buffers[self._index_buffer] = original_index.to(moved.device)
+        return self
+
+    @property
+    def keep_idx(self) -> torch.Tensor:
+        """Sorted int64 indices of the kept groups (flat columns of the dense weight)."""
+        return torch.sort(self._buffers[self._index_buffer].long()).values
+
+    @property
+    def num_kept(self) -> int:
+        return self._buffers[self._index_buffer].numel()
+
+    @property
+    def keep_ratio(self) -> float:
+        return self.num_kept / self.num_groups if self.num_groups else 1.0
+
+    def _dense_weight_flat(self) -> torch.Tensor:
+        """``[out, num_groups]`` dense weight with pruned columns zero."""
+        index = self._buffers[self._index_buffer].long()
+        dense = self.weight.new_zeros(self.weight.shape[0], self.num_groups)
+        dense[:, index] = self.weight
+        return dense
+
+    def _kept_repr(self) -> str:
+        return f"kept_groups={self.num_kept}/{self.num_groups} ({100 * self.keep_ratio:.1f}%)"
+
+
+class GroupwiseConv2d(_GroupwiseBase):
+    """Conv2d whose pruned groups (columns ``(c, i, j)`` of ``weight.reshape(Cout, -1)``)
+    are dropped. Equals ``nn.Conv2d`` with those groups zeroed; ``groups`` is always 1.
+
+    Build one with ``from_dense``, ``from_mask`` or ``from_zeroed``. The constructor
+    makes an empty (zero-weight) module for ``load_state_dict``: ``keep_idx`` is the
+    kept groups or just their count.
+    """
+
+    _index_buffer = "group_idx"
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size,
+        keep_idx: torch.Tensor | int,
+        stride=1,
+        padding=0,
+        dilation=1,
+        bias: bool = True,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__()
+        self.in_channels = int(in_channels)
+        self.out_channels = int(out_channels)
+        self.kernel_size = _pair(kernel_size, "kernel_size")
+        self.stride = _pair(stride, "stride")
+        self.padding = _pair(padding, "padding")
+        self.dilation = _pair(dilation, "dilation")
+        group_idx = _placeholder_idx(keep_idx, self.num_groups, device)
+        self.register_buffer("group_idx", group_idx)
+        self.register_buffer(
+            "weight", torch.zeros(self.out_channels, group_idx.numel(), device=device, dtype=dtype)
+        )
+        if bias:
+            self.register_buffer("bias", torch.zeros(self.out_channels, device=device, dtype=dtype))
+        else:
+            self.register_buffer("bias", None)
+
+    @property
+    def num_groups(self) -> int:
+        return self.in_channels * self.kernel_size[0] * self.kernel_size[1]
+
+    @classmethod
+    def from_dense(
+        cls,
+        conv: nn.Conv2d,
+        keep_idx: torch.Tensor,
+        memory_format: torch.memory_format = torch.contiguous_format,
+    ) -> "GroupwiseConv2d":
+        """Packs ``conv``'s kept groups. ``keep_idx``: 1-D int tensor of kept flat
+        ``(c, i, j)`` indices. ``memory_format``: the input layout the layer will mostly
+        see (sets the gather order; results are the same for either layout)."""
+        if not isinstance(conv, nn.Conv2d):
+            raise TypeError(f"gwprune: conv must be an nn.Conv2d, got {type(conv).__name__}")
+        if conv.groups != 1:
+            raise ValueError(
+                f"gwprune: conv has groups={conv.groups}; grouped convolution is not supported"
+            )
+        if conv.padding_mode != "zeros":
+            raise ValueError(
+                f"gwprune: conv has padding_mode={conv.padding_mode!r}; only 'zeros' is supported"
+            )
+        keep_idx = _check_keep_idx_arg(keep_idx)
+        weight = conv.weight.detach()
+        packed = pack_conv2d_weight(weight, keep_idx.to(weight.device), memory_format)
+        module = cls(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            packed.group_idx.numel(),
+            stride=conv.stride,
+            padding=resolve_conv2d_padding(conv),
+            dilation=conv.dilation,
+            bias=conv.bias is not None,
+            device=weight.device,
+            dtype=weight.dtype,
+        )
+        module.weight = packed.weight
+        module.group_idx = packed.group_idx
+        if conv.bias is not None:
+            module.bias = conv.bias.detach().clone()
+        return module
+
+    @classmethod
+    def from_mask(cls, conv: nn.Conv2d, group_mask: torch.Tensor, **kwargs) -> "GroupwiseConv2d":
+        """Keeps the groups where ``group_mask`` (``[C, kh, kw]`` or ``[C*kh*kw]``) is True."""
+        _check_group_mask_size(group_mask, conv.weight)
+        return cls.from_dense(conv, keep_idx_from_mask(group_mask), **kwargs)
+
+    @classmethod
+    def from_zeroed(cls, conv: nn.Conv2d, **kwargs) -> "GroupwiseConv2d":
+        """Keeps the groups of ``conv.weight`` that are not entirely zero."""
+        return cls.from_dense(conv, keep_idx_from_zeroed(conv.weight.detach()), **kwargs)
+
+    def packed(self) -> PackedConv2dWeight:
+        return PackedConv2dWeight(self.weight, self.group_idx, self.in_channels, self.kernel_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ops.conv2d_packed(
+            x, self.packed(), self.bias, self.stride, self.padding, self.dilation
+        )
+
+    def to_dense(self) -> nn.Conv2d:
+        """The equivalent ``nn.Conv2d`` with the pruned groups zeroed."""
+        conv = nn.Conv2d(
+            self.in_channels,
+            self.out_channels,
+            self.kernel_size,
+            stride=self.stride,
+            padding=self.padding,
+            dilation=self.dilation,
+            bias=self.bias is not None,
+            device=self.weight.device,
+            dtype=self.weight.dtype,
+        )
+        with torch.no_grad():
+            conv.weight.copy_(self._dense_weight_flat().reshape(conv.weight.shape))
+            if self.bias is not None:
+                conv.bias.copy_(self.bias)
+        return conv
+
+    def extra_repr(self) -> str:
+        text = (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}"
+        )
+        if self.padding != (0, 0):
+            text += f", padding={self.padding}"
+        if self.dilation != (1, 1):
+            text += f", dilation={self.dilation}"
+        if self.bias is None:
+            text += ", bias=False"
+        return f"{text}, {self._kept_repr()}"
+
+
+class GroupwiseLinear(_GroupwiseBase):
+    """Linear whose pruned input features are dropped. Equals ``nn.Linear`` with those
+    columns of the weight zeroed.
+
+    Build one with ``from_dense``, ``from_mask`` or ``from_zeroed``; the constructor
+    makes an empty module for ``load_state_dict`` (``keep_idx``: indices or a count).
+    """
+
+    _index_buffer = "feature_idx"
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        keep_idx: torch.Tensor | int,
+        bias: bool = True,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__()
+        self.in_features = int(in_features)
+        self.out_features = int(out_features)
+        feature_idx = _placeholder_idx(keep_idx, self.in_features, device)
+        self.register_buffer("feature_idx", feature_idx)
+        self.register_buffer(
+            "weight",
+            torch.zeros(self.out_features, feature_idx.numel(), device=device, dtype=dtype),
+        )
+        if bias:
+            self.register_buffer("bias", torch.zeros(self.out_features, device=device, dtype=dtype))
+        else:
+            self.register_buffer("bias", None)
+
+    @property
+    def num_groups(self) -> int:
+        return self.in_features
+
+    @classmethod
+    def from_dense(cls, linear: nn.Linear, keep_idx: torch.Tensor) -> "GroupwiseLinear":
+        """Packs ``linear``'s kept input features (``keep_idx``: 1-D int tensor)."""
+        if not isinstance(linear, nn.Linear):
+            raise TypeError(f"gwprune: linear must be an nn.Linear, got {type(linear).__name__}")
+        keep_idx = _check_keep_idx_arg(keep_idx)
+        weight = linear.weight.detach()
+        packed = pack_linear_weight(weight, keep_idx.to(weight.device))
+        module = cls(
+            linear.in_features,
+            linear.out_features,
+            packed.feature_idx.numel(),
+            bias=linear.bias is not None,
+            device=weight.device,
+            dtype=weight.dtype,
+        )
+        module.weight = packed.weight
+        module.feature_idx = packed.feature_idx
+        if linear.bias is not None:
+            module.bias = linear.bias.detach().clone()
+        return module
+
+    @classmethod
+    def from_mask(cls, linear: nn.Linear, group_mask: torch.Tensor) -> "GroupwiseLinear":
+        """Keeps the input features where ``group_mask`` (``[in_features]``) is True."""
+        _check_group_mask_size(group_mask, linear.weight)
+        return cls.from_dense(linear, keep_idx_from_mask(group_mask))
+
+    @classmethod
+    def from_zeroed(cls, linear: nn.Linear) -> "GroupwiseLinear":
+        """Keeps the input features whose weight column is not entirely zero."""
+        return cls.from_dense(linear, keep_idx_from_zeroed(linear.weight.detach()))
+
+    def packed(self) -> PackedLinearWeight:
+        return PackedLinearWeight(self.weight, self.feature_idx, self.in_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ops.linear_packed(x, self.packed(), self.bias)
+
+    def to_dense(self) -> nn.Linear:
+        """The equivalent ``nn.Linear`` with the pruned input features zeroed."""
+        linear = nn.Linear(
+            self.in_features,
+            self.out_features,
+            bias=self.bias is not None,
+            device=self.weight.device,
+            dtype=self.weight.dtype,
+        )
+        with torch.no_grad():
+            linear.weight.copy_(self._dense_weight_flat())
+            if self.bias is not None:
+                linear.bias.copy_(self.bias)
+        return linear
+
+    def extra_repr(self) -> str:
+        text = f"in_features={self.in_features}, out_features={self.out_features}"
+        if self.bias is None:
+            text += ", bias=False"
+        return f"{text}, {self._kept_repr()}"
+
+
+def _check_group_mask_size(group_mask, weight: torch.Tensor) -> None:
+    if not isinstance(group_mask, torch.Tensor):
+        raise TypeError(
+            f"gwprune: group_mask must be a torch.Tensor, got {type(group_mask).__name__}"
+        )
+    expected = math.prod(weight.shape[1:])
+    if group_mask.numel() != expected:
+        raise ValueError(
+            f"gwprune: group_mask has {group_mask.numel()} entries (shape "
+            f"{tuple(group_mask.shape)}) but the layer has {expected} groups "
+            f"(weight shape {tuple(weight.shape)}, one group per column of weight.reshape(out, -1))"
+        )

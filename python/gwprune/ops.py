@@ -1,0 +1,248 @@
+"""Public inference ops: group-wise conv2d and linear.
+
+Each op is a ``torch.library.custom_op`` (so ``torch.compile`` and
+``torch.library.opcheck`` see one opaque op with a fake implementation) over
+the pybind11 functions of ``gwprune._C`` for CUDA tensors and over
+``gwprune.reference`` for CPU tensors. No autograd: these are inference ops.
+
+Raw ops take a dense-shaped weight plus ``keep_idx`` and compact it per call
+(validating ``keep_idx`` costs one host sync when it lives on a GPU). Packed
+ops take a weight compacted once by ``pack_conv2d_weight`` /
+``pack_linear_weight``: their forward is gather + GEMM only, with no sync.
+"""
+
+import logging
+
+import torch
+
+from . import _checks, reference
+from ._config import get_workspace_limit
+from ._extension import _C, cuda_kernels_compiled
+from ._layout import conv_output_memory_format
+from .groups import (  # noqa: F401  (re-exported: the seed's two ways of marking groups)
+    group_mask_from_keep_idx,
+    keep_idx_from_mask,
+    keep_idx_from_zeroed,
+    mask_weight,
+    num_groups,
+)
+from .packing import (
+    PackedConv2dWeight,
+    PackedLinearWeight,
+    pack_conv2d_unchecked,
+    pack_conv2d_weight,
+    pack_linear_unchecked,
+    pack_linear_weight,
+)
+
+__all__ = [
+    "conv2d",
+    "conv2d_packed",
+    "linear",
+    "linear_packed",
+    "pack_conv2d_weight",
+    "pack_linear_weight",
+    "PackedConv2dWeight",
+    "PackedLinearWeight",
+    "keep_idx_from_mask",
+    "keep_idx_from_zeroed",
+    "group_mask_from_keep_idx",
+    "mask_weight",
+]
+
+logger = logging.getLogger("gwprune")
+_warned_fallback = False
+
+
+def _use_cuda_kernels(x: torch.Tensor) -> bool:
+    if x.device.type != "cuda":
+        return False
+    if cuda_kernels_compiled():
+        return True
+    global _warned_fallback
+    if not _warned_fallback:
+        _warned_fallback = True
+        logger.warning("gwprune: CUDA kernels not compiled; CUDA tensors use the reference path")
+    return False
+
+
+def _run_conv2d_packed(x, weight, group_idx, bias, kernel_size, stride, padding, dilation, workspace_bytes):
+    if _use_cuda_kernels(x):
+        return _C.conv2d_packed(
+            x, weight, group_idx, bias, kernel_size, stride, padding, dilation, workspace_bytes
+        )
+    return reference.conv2d_packed(x, weight, group_idx, bias, kernel_size, stride, padding, dilation)
+
+
+def _run_linear_packed(x, weight, feature_idx, bias, workspace_bytes):
+    if _use_cuda_kernels(x):
+        return _C.linear_packed(x, weight, feature_idx, bias, workspace_bytes)
+    return reference.linear_packed(x, weight, feature_idx, bias)
+
+
+def _conv2d_empty_like_output(x, out_channels, kernel_size, stride, padding, dilation):
+    out_h, out_w = (
+        _checks.conv_out_size(x.shape[2 + d], kernel_size[d], stride[d], padding[d], dilation[d])
+        for d in range(2)
+    )
+    return torch.empty(
+        (x.shape[0], out_channels, out_h, out_w), dtype=x.dtype, device=x.device,
+        memory_format=conv_output_memory_format(x),
+    )
+
+
+# ---- registered ops -------------------------------------------------------------------
+
+
+@torch.library.custom_op("gwprune::conv2d_packed", mutates_args=())
+def _conv2d_packed_op(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    group_idx: torch.Tensor,
+    bias: torch.Tensor | None,
+    kernel_size: list[int],
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+    workspace_bytes: int,
+) -> torch.Tensor:
+    return _run_conv2d_packed(x, weight, group_idx, bias, kernel_size, stride, padding, dilation, workspace_bytes)
+
+
+@_conv2d_packed_op.register_fake
+def _(x, weight, group_idx, bias, kernel_size, stride, padding, dilation, workspace_bytes):
+    return _conv2d_empty_like_output(x, weight.shape[0], kernel_size, stride, padding, dilation)
+
+
+@torch.library.custom_op("gwprune::conv2d", mutates_args=())
+def _conv2d_op(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    keep_idx: torch.Tensor,
+    bias: torch.Tensor | None,
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+    workspace_bytes: int,
+) -> torch.Tensor:
+    _checks.check_index_values(keep_idx, "keep_idx", num_groups(weight), "groups (C*kh*kw of weight)")
+    packed = pack_conv2d_unchecked(
+        weight, torch.sort(keep_idx.long()).values, conv_output_memory_format(x)
+    )
+    return _run_conv2d_packed(
+        x, packed.weight, packed.group_idx, bias, list(packed.kernel_size), stride, padding,
+        dilation, workspace_bytes,
+    )
+
+
+@_conv2d_op.register_fake
+def _(x, weight, keep_idx, bias, stride, padding, dilation, workspace_bytes):
+    kernel_size = (weight.shape[2], weight.shape[3])
+    return _conv2d_empty_like_output(x, weight.shape[0], kernel_size, stride, padding, dilation)
+
+
+@torch.library.custom_op("gwprune::linear_packed", mutates_args=())
+def _linear_packed_op(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    feature_idx: torch.Tensor,
+    bias: torch.Tensor | None,
+    workspace_bytes: int,
+) -> torch.Tensor:
+    return _run_linear_packed(x, weight, feature_idx, bias, workspace_bytes)
+
+
+@_linear_packed_op.register_fake
+def _(x, weight, feature_idx, bias, workspace_bytes):
+    return x.new_empty((*x.shape[:-1], weight.shape[0]))
+
+
+@torch.library.custom_op("gwprune::linear", mutates_args=())
+def _linear_op(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    keep_idx: torch.Tensor,
+    bias: torch.Tensor | None,
+    workspace_bytes: int,
+) -> torch.Tensor:
+    _checks.check_index_values(keep_idx, "keep_idx", weight.shape[1], "input features of weight")
+    packed = pack_linear_unchecked(weight, torch.sort(keep_idx.long()).values)
+    return _run_linear_packed(x, packed.weight, packed.feature_idx, bias, workspace_bytes)
+
+
+@_linear_op.register_fake
+def _(x, weight, keep_idx, bias, workspace_bytes):
+    return x.new_empty((*x.shape[:-1], weight.shape[0]))
+
+
+# ---- public API ------------------------------------------------------------------------
+
+
+def conv2d(x, weight, keep_idx, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """Group-wise pruned ``F.conv2d``.
+
+    ``x`` is ``[N, C, H, W]`` (NCHW or channels_last; the output follows x's
+    layout), ``weight`` the dense-shaped ``[Cout, C, kh, kw]`` (values of pruned
+    groups are ignored), ``keep_idx`` a 1-D int32/int64 tensor of kept flat
+    ``(c, i, j)`` indices into ``weight.reshape(Cout, -1)``'s columns. Equals
+    ``F.conv2d(x, mask_weight(weight, keep_idx), bias, stride, padding, dilation)``.
+    ``groups`` must be 1 (grouped convolution is out of scope).
+    """
+    _checks.check_no_groups(groups)
+    _checks.check_float_tensor(x, "x")
+    _checks.check_conv2d_weight(weight, x)
+    kernel_size = (weight.shape[2], weight.shape[3])
+    stride, padding, dilation, _ = _checks.check_conv2d_input(
+        x, weight.shape[1], kernel_size, stride, padding, dilation
+    )
+    _checks.check_index_meta(
+        keep_idx, "keep_idx", x, "x", weight.shape[1] * kernel_size[0] * kernel_size[1],
+        "groups (C*kh*kw of weight)",
+    )
+    _checks.check_bias(bias, x, weight.shape[0], "out_channels")
+    return torch.ops.gwprune.conv2d(
+        x, weight, keep_idx, bias, list(stride), list(padding), list(dilation), get_workspace_limit()
+    )
+
+
+def conv2d_packed(x, packed: PackedConv2dWeight, bias=None, stride=1, padding=0, dilation=1):
+    """Group-wise conv2d on a weight packed once by ``pack_conv2d_weight``: gather + GEMM only."""
+    if not isinstance(packed, PackedConv2dWeight):
+        raise TypeError(f"gwprune: packed must be a PackedConv2dWeight, got {type(packed).__name__}")
+    _checks.check_float_tensor(x, "x")
+    _checks.check_same_dtype_device(packed.weight, "packed.weight", x)
+    _checks.check_same_device(packed.group_idx, "packed.group_idx", x)
+    stride, padding, dilation, _ = _checks.check_conv2d_input(
+        x, packed.in_channels, packed.kernel_size, stride, padding, dilation
+    )
+    _checks.check_bias(bias, x, packed.weight.shape[0], "out_channels")
+    return torch.ops.gwprune.conv2d_packed(
+        x, packed.weight, packed.group_idx, bias, list(packed.kernel_size), list(stride),
+        list(padding), list(dilation), get_workspace_limit(),
+    )
+
+
+def linear(x, weight, keep_idx, bias=None):
+    """Group-wise pruned ``F.linear``: ``x [..., in]``, ``weight [out, in]``,
+    ``keep_idx`` the kept input features. Equals
+    ``F.linear(x, mask_weight(weight, keep_idx), bias)``."""
+    _checks.check_float_tensor(x, "x")
+    _checks.check_linear_weight(weight, x)
+    _checks.check_linear_input(x, weight.shape[1])
+    _checks.check_index_meta(keep_idx, "keep_idx", x, "x", weight.shape[1], "input features of weight")
+    _checks.check_bias(bias, x, weight.shape[0], "out_features")
+    return torch.ops.gwprune.linear(x, weight, keep_idx, bias, get_workspace_limit())
+
+
+def linear_packed(x, packed: PackedLinearWeight, bias=None):
+    """Group-wise linear on a weight packed once by ``pack_linear_weight``."""
+    if not isinstance(packed, PackedLinearWeight):
+        raise TypeError(f"gwprune: packed must be a PackedLinearWeight, got {type(packed).__name__}")
+    _checks.check_float_tensor(x, "x")
+    _checks.check_same_dtype_device(packed.weight, "packed.weight", x)
+    _checks.check_same_device(packed.feature_idx, "packed.feature_idx", x)
+    _checks.check_linear_input(x, packed.in_features)
+    _checks.check_bias(bias, x, packed.weight.shape[0], "out_features")
+    return torch.ops.gwprune.linear_packed(
+        x, packed.weight, packed.feature_idx, bias, get_workspace_limit()
+    )

@@ -1,0 +1,115 @@
+"""Packed weights: the kept columns of a pruned layer, compacted once.
+
+Packing is the only place a weight is compacted; a packed layer's forward is
+gather + GEMM only. The kept groups are ordered for the input layout the
+packed weight is meant for: (c, i, j) for NCHW inputs, (i, j, c) for
+channels_last ones, where consecutive kept groups are then consecutive
+channels of one tap. Either order gives the same result for any input.
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+from . import _checks
+from .groups import num_groups
+
+
+@dataclass(frozen=True)
+class PackedConv2dWeight:
+    weight: torch.Tensor  # [Cout, K'] kept columns of weight.reshape(Cout, -1), group_idx order
+    group_idx: torch.Tensor  # int32 [K'] flat (c, i, j) index of each kept column
+    in_channels: int
+    kernel_size: tuple[int, int]
+
+    @property
+    def num_groups(self) -> int:
+        return self.in_channels * self.kernel_size[0] * self.kernel_size[1]
+
+    @property
+    def keep_ratio(self) -> float:
+        return self.group_idx.numel() / self.num_groups if self.num_groups else 1.0
+
+    def to(self, *args, **kwargs) -> "PackedConv2dWeight":
+        """Moves/casts the weight like Tensor.to; indices follow the device only."""
+        weight = self.weight.to(*args, **kwargs).contiguous()
+        return PackedConv2dWeight(
+            weight, self.group_idx.to(weight.device), self.in_channels, self.kernel_size
+        )
+
+
+@dataclass(frozen=True)
+class PackedLinearWeight:
+    weight: torch.Tensor  # [out, K'] kept columns, feature_idx order
+    feature_idx: torch.Tensor  # int32 [K'] kept input features
+    in_features: int
+
+    @property
+    def keep_ratio(self) -> float:
+        return self.feature_idx.numel() / self.in_features if self.in_features else 1.0
+
+    def to(self, *args, **kwargs) -> "PackedLinearWeight":
+        weight = self.weight.to(*args, **kwargs).contiguous()
+        return PackedLinearWeight(weight, self.feature_idx.to(weight.device), self.in_features)
+
+
+def _validated_keep_idx(keep_idx, weight: torch.Tensor, what: str) -> torch.Tensor:
+    limit = num_groups(weight)
+    _checks.check_index_meta(keep_idx, "keep_idx", weight, "weight", limit, what)
+    _checks.check_index_values(keep_idx, "keep_idx", limit, what)
+    return torch.sort(keep_idx.long()).values
+
+
+def conv2d_gather_order(
+    keep_idx: torch.Tensor, in_channels: int, kernel_size: tuple[int, int],
+    memory_format: torch.memory_format,
+) -> torch.Tensor:
+    """Sorted keep_idx reordered for the gather of the given input layout."""
+    if memory_format != torch.channels_last:
+        return keep_idx
+    taps = kernel_size[0] * kernel_size[1]
+    tap_major = (keep_idx % taps) * in_channels + keep_idx // taps
+    return keep_idx[torch.argsort(tap_major)]
+
+
+def pack_conv2d_unchecked(
+    weight: torch.Tensor, sorted_keep_idx: torch.Tensor, memory_format: torch.memory_format
+) -> PackedConv2dWeight:
+    """Packs with indices already validated and sorted (see pack_conv2d_weight)."""
+    out_channels, in_channels, kh, kw = weight.shape
+    order = conv2d_gather_order(sorted_keep_idx.long(), in_channels, (kh, kw), memory_format)
+    columns = weight.reshape(out_channels, -1).index_select(1, order).contiguous()
+    return PackedConv2dWeight(columns, order.to(torch.int32), in_channels, (kh, kw))
+
+
+def pack_conv2d_weight(
+    weight: torch.Tensor,
+    keep_idx: torch.Tensor,
+    memory_format: torch.memory_format = torch.contiguous_format,
+) -> PackedConv2dWeight:
+    """Compacts a conv weight ``[Cout, C, kh, kw]`` to its kept groups.
+
+    ``keep_idx`` (int32/int64, 1-D, same device as ``weight``) lists kept flat
+    ``(c, i, j)`` indices; it is validated here (range, duplicates), once.
+    ``memory_format`` is the input layout the packed weight will mostly see.
+    """
+    _checks.check_float_tensor(weight, "weight", dim=4)
+    if memory_format not in (torch.contiguous_format, torch.channels_last):
+        raise ValueError(
+            f"gwprune: memory_format must be torch.contiguous_format or torch.channels_last, "
+            f"got {memory_format}"
+        )
+    keep = _validated_keep_idx(keep_idx, weight, "groups (C*kh*kw of weight)")
+    return pack_conv2d_unchecked(weight, keep, memory_format)
+
+
+def pack_linear_unchecked(weight: torch.Tensor, sorted_keep_idx: torch.Tensor) -> PackedLinearWeight:
+    columns = weight.index_select(1, sorted_keep_idx.long()).contiguous()
+    return PackedLinearWeight(columns, sorted_keep_idx.to(torch.int32), weight.shape[1])
+
+
+def pack_linear_weight(weight: torch.Tensor, keep_idx: torch.Tensor) -> PackedLinearWeight:
+    """Compacts a linear weight ``[out, in]`` to its kept input features."""
+    _checks.check_float_tensor(weight, "weight", dim=2)
+    keep = _validated_keep_idx(keep_idx, weight, "input features of weight")
+    return pack_linear_unchecked(weight, keep)

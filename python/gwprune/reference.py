@@ -1,0 +1,74 @@
+"""The pure-PyTorch group-wise path: the tests' oracle and the CPU backend.
+
+It is the seed's unfused algorithm (Algorithms 1-2): im2col of the whole
+input (F.unfold), index_select of the kept rows, one matmul. Every backend of
+gwprune must agree with it, and it must agree with F.conv2d / F.linear on
+weights whose pruned groups are zero.
+"""
+
+import torch
+import torch.nn.functional as F
+
+from . import _checks
+from ._layout import conv_output_memory_format
+from .packing import pack_conv2d_weight, pack_linear_weight
+
+
+def conv2d_packed(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    group_idx: torch.Tensor,
+    bias: torch.Tensor | None,
+    kernel_size: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+) -> torch.Tensor:
+    """Conv2d on a packed weight [Cout, K'] whose columns follow group_idx (no checks)."""
+    batch, _, height, width = x.shape
+    out_h, out_w = (
+        _checks.conv_out_size((height, width)[d], kernel_size[d], stride[d], padding[d], dilation[d])
+        for d in range(2)
+    )
+    out_channels = weight.shape[0]
+    if x.numel() == 0:
+        cols = x.new_zeros(batch, group_idx.numel(), out_h * out_w)
+    else:
+        unfolded = F.unfold(x, kernel_size, dilation=dilation, padding=padding, stride=stride)
+        cols = unfolded.index_select(1, group_idx.long())
+    out = torch.matmul(weight, cols)
+    if bias is not None:
+        out = out + bias.unsqueeze(-1)
+    out = out.reshape(batch, out_channels, out_h, out_w)
+    return out.contiguous(memory_format=conv_output_memory_format(x))
+
+
+def linear_packed(
+    x: torch.Tensor, weight: torch.Tensor, feature_idx: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
+    """Linear on a packed weight [out, K'] whose columns follow feature_idx (no checks)."""
+    return F.linear(x.index_select(-1, feature_idx.long()), weight, bias)
+
+
+def conv2d(x, weight, keep_idx, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """Validated reference group-wise conv2d; same contract as gwprune.ops.conv2d."""
+    _checks.check_no_groups(groups)
+    _checks.check_float_tensor(x, "x")
+    _checks.check_conv2d_weight(weight, x)
+    kernel_size = (weight.shape[2], weight.shape[3])
+    stride, padding, dilation, _ = _checks.check_conv2d_input(
+        x, weight.shape[1], kernel_size, stride, padding, dilation
+    )
+    _checks.check_bias(bias, x, weight.shape[0], "out_channels")
+    packed = pack_conv2d_weight(weight, keep_idx)
+    return conv2d_packed(x, packed.weight, packed.group_idx, bias, kernel_size, stride, padding, dilation)
+
+
+def linear(x, weight, keep_idx, bias=None):
+    """Validated reference group-wise linear; same contract as gwprune.ops.linear."""
+    _checks.check_float_tensor(x, "x")
+    _checks.check_linear_weight(weight, x)
+    _checks.check_linear_input(x, weight.shape[1])
+    _checks.check_bias(bias, x, weight.shape[0], "out_features")
+    packed = pack_linear_weight(weight, keep_idx)
+    return linear_packed(x, packed.weight, packed.feature_idx, bias)
