@@ -71,8 +71,8 @@ def poisoned_outputs(device: str):
 
 
 def relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
-    diff = (out.double() - ref.double()).norm()
-    scale = ref.double().norm()
+    diff = (out.double().cpu() - ref.double().cpu()).norm()
+    scale = ref.double().cpu().norm()
     if scale == 0:
         return float(diff)
     return float(diff / scale)
@@ -82,7 +82,7 @@ def assert_matches(out: torch.Tensor, ref: torch.Tensor, precision: str, context
     """Shape, finiteness and relative error against the float64 reference; on failure
     the message names the case and the worst element."""
     assert out.shape == ref.shape, f"{context}: shape {tuple(out.shape)} != {tuple(ref.shape)}"
-    out64, ref64 = out.double(), ref.double()
+    out64, ref64 = out.double().cpu(), ref.double().cpu()
     finite = torch.isfinite(out64)
     if not bool(finite.all()):
         where = (~finite).nonzero()[0].tolist()
