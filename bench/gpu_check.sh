@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One GPU-machine run: build, CUDA tests, compute-sanitizer, layer benchmark.
 #
-#   bash bench/gpu_check.sh [STAGE ...]     stages: build test sanitize bench (default: all)
+#   bash bench/gpu_check.sh [STAGE ...]     stages: build test sanitize bench workspace (default: all)
 #
 # Writes logs and results under $OUT (or bench/results/gpu-check when unset) and
 # prints a short summary last. Builds in place (python/gwprune/_C*.so) so later
@@ -12,7 +12,7 @@ OUT=${OUT:-bench/results/gpu-check}
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD/python${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}
-STAGES=${*:-build test sanitize bench}
+STAGES=${*:-build test sanitize bench workspace}
 PY=${PYTHON:-python3}
 summary=()
 
@@ -46,7 +46,7 @@ fi
 if stage sanitize; then
   # Sanitizers instrument every kernel, torch's included: a focused CUDA subset.
   subset=(tests/test_conv2d.py tests/test_linear.py tests/test_cuda_integration.py
-          -k "cuda-fp32 or cuda-fp16 or workspace or chunked or empty")
+          -k "cuda-fp32 or workspace or chunked or empty")
   for tool in memcheck racecheck initcheck synccheck; do
     start=$SECONDS
     timeout 240 compute-sanitizer --tool "$tool" --error-exitcode 99 --print-limit 20 \
@@ -65,6 +65,17 @@ if stage bench; then
   note "bench --quick: rc=$? ($((SECONDS - start)) s) -> $dest"
   tar czf "$OUT/bench-quick.tgz" -C bench/results "$(basename "$dest")"
   [ -f "$dest/results.md" ] && head -80 "$dest/results.md"
+fi
+
+if stage workspace; then
+  # The speed cost of the workspace cap: the seed conv at several caps, side by side.
+  for mb in 64 256 1024; do
+    $PY -m gwprune bench --layers seed-conv --providers dense,dense-cl,group-packed,group-packed-cl,floor-flat \
+      --workspace-mb "$mb" --no-plots --out "bench/results/workspace-$mb" >"$OUT/workspace-$mb.log" 2>&1
+    note "workspace ${mb} MiB: rc=$?"
+    grep -E "^### |^\| group-packed" "bench/results/workspace-$mb/results.md"
+  done > "$OUT/workspace.txt"
+  cat "$OUT/workspace.txt"
 fi
 
 echo

@@ -13,11 +13,10 @@ std::pair<int64_t, int64_t> pair_arg(const std::vector<int64_t>& values, const c
 
 }  // namespace
 
-at::Tensor conv2d_packed(const at::Tensor& x, const at::Tensor& weight,
-                         const at::Tensor& group_idx, const std::optional<at::Tensor>& bias,
-                         std::vector<int64_t> kernel_size, std::vector<int64_t> stride,
-                         std::vector<int64_t> padding, std::vector<int64_t> dilation,
-                         int64_t workspace_bytes) {
+at::Tensor conv2d_packed(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& group_idx,
+                         const std::optional<at::Tensor>& bias, std::vector<int64_t> kernel_size,
+                         std::vector<int64_t> stride, std::vector<int64_t> padding,
+                         std::vector<int64_t> dilation, int64_t workspace_bytes) {
   CHECK_DIM(x, 4);
   CHECK_DIM(weight, 2);
   CHECK_DIM(group_idx, 1);
@@ -53,14 +52,13 @@ at::Tensor conv2d_packed(const at::Tensor& x, const at::Tensor& weight,
   GWPRUNE_CHECK_VALUE(dilation_h > 0 && dilation_w > 0, "dilation must be positive, got ",
                       dilation);
 
-  ConvGeometry geometry{x.size(1), x.size(2), x.size(3), kernel_h, kernel_w,
-                        stride_h,  stride_w,  pad_h,     pad_w,    dilation_h,
-                        dilation_w, 0, 0};
+  ConvGeometry geometry{x.size(1), x.size(2), x.size(3),  kernel_h,   kernel_w, stride_h, stride_w,
+                        pad_h,     pad_w,     dilation_h, dilation_w, 0,        0};
   geometry.out_h = conv_out_size(geometry.height, kernel_h, stride_h, pad_h, dilation_h);
   geometry.out_w = conv_out_size(geometry.width, kernel_w, stride_w, pad_w, dilation_w);
   GWPRUNE_CHECK_VALUE(geometry.out_h > 0 && geometry.out_w > 0, "output size would be (",
-                      geometry.out_h, ", ", geometry.out_w, ") for input (", geometry.height,
-                      ", ", geometry.width, "): the input is too small for the kernel");
+                      geometry.out_h, ", ", geometry.out_w, ") for input (", geometry.height, ", ",
+                      geometry.width, "): the input is too small for the kernel");
 
   GWPRUNE_CHECK_VALUE(x.is_cuda(), "gwprune._C.conv2d_packed runs CUDA tensors only; ",
                       "CPU tensors go through gwprune.reference");

@@ -42,8 +42,7 @@ at::Tensor linear_packed(const at::Tensor& x, const at::Tensor& weight,
   std::vector<int64_t> out_shape(x.sizes().begin(), x.sizes().end() - 1);
   out_shape.push_back(weight.size(0));
 #ifdef GWPRUNE_WITH_CUDA
-  return cuda::linear_packed_cuda(x2d, weight, feature_idx, bias, workspace_bytes)
-      .view(out_shape);
+  return cuda::linear_packed_cuda(x2d, weight, feature_idx, bias, workspace_bytes).view(out_shape);
 #else
   TORCH_CHECK(false, "gwprune was built without CUDA kernels");
 #endif

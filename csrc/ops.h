@@ -4,21 +4,20 @@
 
 #include <torch/extension.h>
 
-#include "conv_geometry.h"
-
 #include <optional>
 #include <string>
 #include <vector>
+
+#include "conv_geometry.h"
 
 namespace gwprune {
 
 // Group-wise conv2d on a packed weight: weight [Cout, K'] holds the kept
 // columns of weight.view(Cout, -1) in the order of group_idx (int32 [K']).
-at::Tensor conv2d_packed(const at::Tensor& x, const at::Tensor& weight,
-                         const at::Tensor& group_idx, const std::optional<at::Tensor>& bias,
-                         std::vector<int64_t> kernel_size, std::vector<int64_t> stride,
-                         std::vector<int64_t> padding, std::vector<int64_t> dilation,
-                         int64_t workspace_bytes);
+at::Tensor conv2d_packed(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& group_idx,
+                         const std::optional<at::Tensor>& bias, std::vector<int64_t> kernel_size,
+                         std::vector<int64_t> stride, std::vector<int64_t> padding,
+                         std::vector<int64_t> dilation, int64_t workspace_bytes);
 
 // Group-wise linear on a packed weight: weight [out, K'] holds the kept
 // columns in the order of feature_idx (int32 [K']).

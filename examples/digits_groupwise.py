@@ -18,14 +18,15 @@ digits ship with scikit-learn.
 import copy
 import time
 
-import gwprune
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from gwprune import prune
-from gwprune.convert import convert
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
+
+import gwprune
+from gwprune import prune
+from gwprune.convert import convert
 
 KEEP_RATIO = 0.5
 TRAIN_EPOCHS = 30

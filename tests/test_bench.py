@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+
 from gwprune.bench import masks
 from gwprune.bench.case import Case, make_layer_data
 from gwprune.bench.cli import main

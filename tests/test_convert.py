@@ -3,10 +3,11 @@
 import copy
 import io
 
-import gwprune
 import pytest
 import torch
 import torch.nn as nn
+
+import gwprune
 from gwprune import prune
 from gwprune.convert import ConversionReport, convert, to_dense
 from gwprune.nn import GroupwiseConv2d, GroupwiseLinear

@@ -3,23 +3,27 @@ determinism, and that PyTorch's precision flags are followed."""
 
 import threading
 
-import gwprune
 import pytest
 import torch
 import torch.nn.functional as F
 from conftest import assert_matches, poisoned_outputs, precision_flags, relative_error
 
+import gwprune
+
 pytestmark = pytest.mark.cuda
 
 
-def conv_problem(n=4, c=32, co=48, hw=(14, 12), k=3, keep=0.5, seed=0, dtype=torch.float32,
-                 device="cuda"):
+def conv_problem(
+    n=4, c=32, co=48, hw=(14, 12), k=3, keep=0.5, seed=0, dtype=torch.float32, device="cuda"
+):
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(n, c, *hw, generator=generator).to(dtype)
     weight = torch.randn(co, c, k, k, generator=generator).to(dtype)
     bias = torch.randn(co, generator=generator).to(dtype)
     keep_idx = torch.randperm(c * k * k, generator=generator)[: int(keep * c * k * k)]
-    ref = F.conv2d(x.double(), gwprune.mask_weight(weight.double(), keep_idx), bias.double(), padding=1)
+    ref = F.conv2d(
+        x.double(), gwprune.mask_weight(weight.double(), keep_idx), bias.double(), padding=1
+    )
     return x.to(device), weight.to(device), bias.to(device), keep_idx.to(device), ref
 
 
@@ -72,8 +76,9 @@ def test_packed_forward_never_syncs_the_host():
     x, weight, bias, keep_idx, _ = conv_problem()
     packed_conv = gwprune.pack_conv2d_weight(weight, keep_idx)
     xl = torch.randn(8, 64, device="cuda")
-    packed_linear = gwprune.pack_linear_weight(torch.randn(16, 64, device="cuda"),
-                                               torch.arange(0, 64, 2, device="cuda"))
+    packed_linear = gwprune.pack_linear_weight(
+        torch.randn(16, 64, device="cuda"), torch.arange(0, 64, 2, device="cuda")
+    )
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
@@ -105,8 +110,10 @@ def test_non_default_stream_and_cuda_graph():
             static_out = gwprune.ops.conv2d_packed(static_x, packed, bias, padding=1)
         x2 = torch.randn_like(static_x)
         ref2 = F.conv2d(
-            x2.double().cpu(), gwprune.mask_weight(weight.double().cpu(), keep_idx.cpu()),
-            bias.double().cpu(), padding=1,
+            x2.double().cpu(),
+            gwprune.mask_weight(weight.double().cpu(), keep_idx.cpu()),
+            bias.double().cpu(),
+            padding=1,
         )
         static_x.copy_(x2)
         graph.replay()

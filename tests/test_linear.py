@@ -1,10 +1,18 @@
 """gwprune.ops.linear / linear_packed against F.linear in float64 on masked weights."""
 
-import gwprune
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import DTYPES, assert_matches, device_precisions, make_keep_idx, poisoned_outputs, precision_flags
+from conftest import (
+    DTYPES,
+    assert_matches,
+    device_precisions,
+    make_keep_idx,
+    poisoned_outputs,
+    precision_flags,
+)
+
+import gwprune
 
 # x shape, in_features, out_features
 LINEAR_SHAPES = [
@@ -23,15 +31,28 @@ def linear_case(x_shape, in_f, out_f, keep_mode, with_bias, transposed, precisio
     dtype = DTYPES[precision]
     if transposed and len(x_shape) >= 2:
         # A transposed view: the feature dimension is not contiguous.
-        x = torch.randn(*x_shape[:-2], x_shape[-1], x_shape[-2], generator=generator,
-                        dtype=torch.float64).to(dtype).to(device).transpose(-1, -2)
+        x = (
+            torch.randn(
+                *x_shape[:-2], x_shape[-1], x_shape[-2], generator=generator, dtype=torch.float64
+            )
+            .to(dtype)
+            .to(device)
+            .transpose(-1, -2)
+        )
     else:
         x = torch.randn(*x_shape, generator=generator, dtype=torch.float64).to(dtype).to(device)
     weight = torch.randn(out_f, in_f, generator=generator, dtype=torch.float64).to(dtype)
-    bias = torch.randn(out_f, generator=generator, dtype=torch.float64).to(dtype) if with_bias else None
+    bias = (
+        torch.randn(out_f, generator=generator, dtype=torch.float64).to(dtype)
+        if with_bias
+        else None
+    )
     keep_idx = make_keep_idx(in_f, keep_mode, generator)
-    ref = F.linear(x.double().cpu(), gwprune.mask_weight(weight.double(), keep_idx),
-                   None if bias is None else bias.double())
+    ref = F.linear(
+        x.double().cpu(),
+        gwprune.mask_weight(weight.double(), keep_idx),
+        None if bias is None else bias.double(),
+    )
     bias = None if bias is None else bias.to(device)
     return x, weight.to(device), bias, keep_idx.to(device), ref
 
@@ -71,7 +92,8 @@ def test_linear_empty_keep_idx_gives_bias_or_zeros(device, with_bias):
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
 def test_linear_empty_rows(device):
     out = gwprune.ops.linear(
-        torch.randn(0, 8, device=device), torch.randn(5, 8, device=device),
+        torch.randn(0, 8, device=device),
+        torch.randn(5, 8, device=device),
         torch.arange(3, device=device),
     )
     assert out.shape == (0, 5)

@@ -2,11 +2,12 @@
 
 import io
 
-import gwprune
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+import gwprune
 from gwprune.nn import GroupwiseConv2d, GroupwiseLinear
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -136,7 +137,7 @@ def test_linear_matches_masked_dense(bias, input_shape):
     x = torch.randn(*input_shape, dtype=torch.float64, generator=generator)
     expected = F.linear(x, gwprune.mask_weight(linear.weight.detach(), keep_idx), linear.bias)
     torch.testing.assert_close(module(x), expected, rtol=1e-12, atol=1e-12)
-    assert module.weight.shape == (5, 3)
+    assert module.weight.shape == (5, 8) and module.num_kept == 3  # padded to 8 columns
     assert module.feature_idx.dtype == torch.int32
 
 

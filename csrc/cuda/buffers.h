@@ -16,7 +16,8 @@ constexpr int64_t kMaxCublasDim = std::numeric_limits<int>::max();
 
 // Bias is added by letting the GEMM accumulate (beta = 1) onto an output that
 // already holds it; without bias the GEMM overwrites (beta = 0).
-inline float prepare_output(at::Tensor& out, const std::optional<at::Tensor>& bias, int64_t channel_dim) {
+inline float prepare_output(at::Tensor& out, const std::optional<at::Tensor>& bias,
+                            int64_t channel_dim) {
   if (poison_outputs()) out.fill_(std::numeric_limits<double>::quiet_NaN());
   if (!bias.has_value()) return 0.0f;
   std::vector<int64_t> shape(out.dim(), 1);

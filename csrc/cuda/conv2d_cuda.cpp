@@ -13,6 +13,8 @@
 #include <c10/cuda/CUDAGuard.h>
 
 #include <algorithm>
+#include <cstdint>
+#include <limits>
 
 #include "../ops.h"
 #include "buffers.h"
@@ -22,6 +24,19 @@
 
 namespace gwprune::cuda {
 namespace {
+
+// The gather kernels index within one image in 32 bits (see Tap in im2col_gather.cu).
+void check_conv_fits_32bit(const ConvGeometry& g) {
+  constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
+  constexpr int64_t kInt16Max = std::numeric_limits<int16_t>::max();
+  TORCH_CHECK_VALUE(
+      g.num_groups() <= kInt32Max && g.height * g.width <= kInt32Max && g.out_pixels() <= kInt32Max,
+      "gwprune: one image of this conv is too large for the CUDA kernels (C*kh*kw, "
+      "H*W and Ho*Wo must each be below 2^31)");
+  TORCH_CHECK_VALUE((g.kernel_h - 1) * g.dilation_h + g.pad_h <= kInt16Max &&
+                        (g.kernel_w - 1) * g.dilation_w + g.pad_w <= kInt16Max,
+                    "gwprune: (kernel - 1) * dilation + padding must be below 32768");
+}
 
 void conv_nchw(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& group_idx,
                at::Tensor& out, const ConvGeometry& g, float beta, bool allow_tf32,
@@ -33,9 +48,9 @@ void conv_nchw(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& 
   // Whole images per chunk when one fits the budget, else a slice of one image.
   const int64_t images_per_chunk = std::clamp<int64_t>(budget_elements / (kept * pixels), 1, batch);
   const int64_t pixels_per_chunk =
-      images_per_chunk > 1 ? pixels
-                           : std::clamp<int64_t>(budget_elements / kept, 1,
-                                                 std::min(pixels, kMaxCublasDim));
+      images_per_chunk > 1
+          ? pixels
+          : std::clamp<int64_t>(budget_elements / kept, 1, std::min(pixels, kMaxCublasDim));
   at::Tensor cols = make_workspace(images_per_chunk * kept * pixels_per_chunk, x);
   const int64_t elem = x.element_size();
   char* out_base = static_cast<char*>(out.data_ptr());
@@ -47,8 +62,8 @@ void conv_nchw(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& 
       im2col_gather_nchw(x, group_idx, cols, g, n0, images, p0, count);
       const RowMajorOperand w_op{weight.data_ptr(), out_channels, kept, kept, 0, false};
       const RowMajorOperand cols_op{cols.data_ptr(), kept, count, count, kept * count, false};
-      const RowMajorOutput out_op{out_base + (n0 * out_channels * pixels + p0) * elem,
-                                  out_channels, count, pixels, out_channels * pixels};
+      const RowMajorOutput out_op{out_base + (n0 * out_channels * pixels + p0) * elem, out_channels,
+                                  count, pixels, out_channels * pixels};
       gemm(w_op, cols_op, out_op, images, x.scalar_type(), allow_tf32, beta);
     }
   }
@@ -83,6 +98,7 @@ at::Tensor conv2d_packed_cuda(const at::Tensor& x_in, const at::Tensor& weight,
                               const at::Tensor& group_idx, const std::optional<at::Tensor>& bias,
                               const ConvGeometry& geometry, int64_t workspace_bytes) {
   const c10::cuda::CUDAGuard device_guard(x_in.device());
+  check_conv_fits_32bit(geometry);
   const bool allow_tf32 = conv_allows_tf32();
   // Same rule as gwprune.reference: channels_last only when x is exactly that.
   const bool channels_last =

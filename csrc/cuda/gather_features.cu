@@ -1,7 +1,8 @@
 // Feature gather of a group-wise linear layer: out[r][k] = x[r][feature_idx[k]].
 //
-// One warp per row of x; lanes walk the kept features, so stores are
-// coalesced and loads of sorted, mostly-consecutive features share sectors.
+// One warp per row of x; each lane takes VEC consecutive kept features, so
+// stores are 16-byte and coalesced, and loads of sorted, mostly-consecutive
+// features share sectors.
 // x2d is [M, in] with unit column stride and any row stride; out is
 // contiguous [rows, K']. Offsets are 64-bit. An index outside [0, in) yields
 // zero, never an out-of-bounds read.
@@ -15,7 +16,7 @@
 namespace gwprune::cuda {
 namespace {
 
-template <typename scalar_t>
+template <typename scalar_t, int VEC>
 __global__ void __launch_bounds__(kThreadsPerBlock)
     gather_features_kernel(const scalar_t* __restrict__ x, int64_t x_row_stride,
                            int64_t in_features, const int32_t* __restrict__ feature_idx,
@@ -27,9 +28,15 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
        row < row_count; row += warp_stride) {
     const scalar_t* src = x + (row_begin + row) * x_row_stride;
     scalar_t* dst = out + row * num_kept;
-    for (int64_t k = lane; k < num_kept; k += kWarpSize) {
-      const int32_t feature = feature_idx[k];
-      dst[k] = (feature >= 0 && feature < in_features) ? src[feature] : scalar_t(0);
+    for (int64_t k = static_cast<int64_t>(lane) * VEC; k < num_kept;
+         k += static_cast<int64_t>(kWarpSize) * VEC) {
+      scalar_t vals[VEC];
+#pragma unroll
+      for (int v = 0; v < VEC; ++v) {
+        const int32_t feature = feature_idx[k + v];
+        vals[v] = (feature >= 0 && feature < in_features) ? src[feature] : scalar_t(0);
+      }
+      store_vector<scalar_t, VEC>(dst + k, vals);
     }
   }
 }
@@ -44,11 +51,13 @@ void gather_features(const at::Tensor& x2d, const at::Tensor& feature_idx, at::T
   const auto blocks = static_cast<unsigned>(warp_per_row_blocks(row_count));
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, x2d.scalar_type(), "gather_features", [&] {
-        gather_features_kernel<scalar_t><<<blocks, kThreadsPerBlock, 0, stream>>>(
-            x2d.const_data_ptr<scalar_t>(), x2d.stride(0), x2d.size(1),
-            feature_idx.const_data_ptr<int32_t>(), out.mutable_data_ptr<scalar_t>(), row_begin,
-            row_count, num_kept);
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
+        dispatch_vector_width<scalar_t>(num_kept, [&]<int VEC>() {
+          gather_features_kernel<scalar_t, VEC><<<blocks, kThreadsPerBlock, 0, stream>>>(
+              x2d.const_data_ptr<scalar_t>(), x2d.stride(0), x2d.size(1),
+              feature_idx.const_data_ptr<int32_t>(), out.mutable_data_ptr<scalar_t>(), row_begin,
+              row_count, num_kept);
+          C10_CUDA_KERNEL_LAUNCH_CHECK();
+        });
       });
 }
 

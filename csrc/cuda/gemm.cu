@@ -1,12 +1,12 @@
 // cuBLAS calls for gwprune: layouts, precision and the math-mode guard.
-#include "gemm.h"
-
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/cuda/Exceptions.h>
 #include <c10/util/Exception.h>
 #include <cublas_v2.h>
 
 #include <limits>
+
+#include "gemm.h"
 
 namespace gwprune::cuda {
 namespace {
@@ -30,8 +30,8 @@ class MathModeGuard {
 };
 
 int as_cublas_int(int64_t value, const char* what) {
-  TORCH_CHECK(value >= 0 && value <= std::numeric_limits<int>::max(), "gwprune: GEMM ", what,
-              " = ", value, " does not fit cuBLAS's 32-bit int (the caller must chunk)");
+  TORCH_CHECK(value >= 0 && value <= std::numeric_limits<int>::max(), "gwprune: GEMM ", what, " = ",
+              value, " does not fit cuBLAS's 32-bit int (the caller must chunk)");
   return static_cast<int>(value);
 }
 
@@ -79,10 +79,9 @@ void gemm(const RowMajorOperand& a, const RowMajorOperand& b, const RowMajorOutp
     MathModeGuard mode(handle, CUBLAS_DEFAULT_MATH);
     const float alpha_f = 1.0f;
     if (batch_count == 1) {
-      TORCH_CUDABLAS_CHECK(cublasSgemm(handle, op_b, op_a, m, n, k, &alpha_f,
-                                       static_cast<const float*>(b.data), ld_b,
-                                       static_cast<const float*>(a.data), ld_a, &beta,
-                                       static_cast<float*>(out.data), ld_out));
+      TORCH_CUDABLAS_CHECK(cublasSgemm(
+          handle, op_b, op_a, m, n, k, &alpha_f, static_cast<const float*>(b.data), ld_b,
+          static_cast<const float*>(a.data), ld_a, &beta, static_cast<float*>(out.data), ld_out));
     } else {
       TORCH_CUDABLAS_CHECK(cublasSgemmStridedBatched(
           handle, op_b, op_a, m, n, k, &alpha_f, static_cast<const float*>(b.data), ld_b,
@@ -116,8 +115,8 @@ void gemm(const RowMajorOperand& a, const RowMajorOperand& b, const RowMajorOutp
   } else {
     TORCH_CUDABLAS_CHECK(cublasGemmStridedBatchedEx(
         handle, op_b, op_a, m, n, k, &alpha_f, b.data, type, ld_b, b.batch_stride, a.data, type,
-        ld_a, a.batch_stride, &beta, out.data, type, ld_out, out.batch_stride, batch_count,
-        compute, CUBLAS_GEMM_DEFAULT));
+        ld_a, a.batch_stride, &beta, out.data, type, ld_out, out.batch_stride, batch_count, compute,
+        CUBLAS_GEMM_DEFAULT));
   }
 }
 

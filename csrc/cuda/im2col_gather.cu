@@ -20,55 +20,62 @@
 namespace gwprune::cuda {
 namespace {
 
+// One kept group resolved to its input channel (-1: padding or out of range,
+// contributes zeros) and its (row, column) offset relative to an output
+// pixel's window origin. 8 bytes so a 4096-entry table fits shared memory;
+// 32-bit because 64-bit division would dominate the kernel. The host checks
+// that C*kh*kw, H*W fit int32 and the offsets fit int16 (check_conv_fits_32bit).
 struct Tap {
-  int64_t channel;
-  int64_t dh;  // row offset of the tap: i * dilation_h - pad_h
-  int64_t dw;  // column offset of the tap: j * dilation_w - pad_w
-  bool valid;
+  int channel;
+  int16_t dh;  // i * dilation_h - pad_h
+  int16_t dw;  // j * dilation_w - pad_w
 };
 
 __device__ __forceinline__ Tap decode_group(int32_t group, const ConvGeometry& g) {
-  Tap tap;
-  const int64_t taps = g.kernel_h * g.kernel_w;
-  tap.valid = group >= 0 && group < g.channels * taps;
-  const int64_t safe = tap.valid ? group : 0;
-  tap.channel = safe / taps;
-  const int64_t t = safe - tap.channel * taps;
-  const int64_t i = t / g.kernel_w;
-  const int64_t j = t - i * g.kernel_w;
-  tap.dh = i * g.dilation_h - g.pad_h;
-  tap.dw = j * g.dilation_w - g.pad_w;
-  return tap;
+  const int kernel_w = static_cast<int>(g.kernel_w);
+  const int taps = static_cast<int>(g.kernel_h) * kernel_w;
+  if (group < 0 || group >= static_cast<int>(g.channels) * taps) return Tap{-1, 0, 0};
+  const int channel = group / taps;
+  const int t = group - channel * taps;
+  const int i = t / kernel_w;
+  const int j = t - i * kernel_w;
+  return Tap{channel,
+             static_cast<int16_t>(i * static_cast<int>(g.dilation_h) - static_cast<int>(g.pad_h)),
+             static_cast<int16_t>(j * static_cast<int>(g.dilation_w) - static_cast<int>(g.pad_w))};
 }
 
 template <typename scalar_t, int VEC>
 __global__ void __launch_bounds__(kThreadsPerBlock)
-    im2col_gather_nchw_kernel(const scalar_t* __restrict__ x,
-                              const int32_t* __restrict__ group_idx,
+    im2col_gather_nchw_kernel(const scalar_t* __restrict__ x, const int32_t* __restrict__ group_idx,
                               scalar_t* __restrict__ cols, const ConvGeometry g,
                               int64_t image_begin, int64_t num_rows, int64_t num_kept,
                               int64_t pixel_begin, int64_t pixel_count) {
   const int lane = threadIdx.x % kWarpSize;
   const int64_t warp_stride = static_cast<int64_t>(gridDim.x) * kWarpsPerBlock;
-  const int64_t plane = g.height * g.width;
+  const int height = static_cast<int>(g.height), width = static_cast<int>(g.width);
+  const int out_w = static_cast<int>(g.out_w);
+  const int stride_h = static_cast<int>(g.stride_h), stride_w = static_cast<int>(g.stride_w);
+  const int count = static_cast<int>(pixel_count);
   for (int64_t row = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarpSize;
        row < num_rows; row += warp_stride) {
     const int64_t image = row / num_kept;
     const Tap tap = decode_group(group_idx[row - image * num_kept], g);
-    const scalar_t* src = x + ((image_begin + image) * g.channels + tap.channel) * plane;
+    const bool valid = tap.channel >= 0;
+    const scalar_t* src =
+        x + ((image_begin + image) * g.channels + (valid ? tap.channel : 0)) * g.height * g.width;
     scalar_t* dst = cols + row * pixel_count;
-    for (int64_t p = static_cast<int64_t>(lane) * VEC; p < pixel_count;
-         p += static_cast<int64_t>(kWarpSize) * VEC) {
-      int64_t oh = (pixel_begin + p) / g.out_w;
-      int64_t ow = (pixel_begin + p) - oh * g.out_w;
+    for (int p = lane * VEC; p < count; p += kWarpSize * VEC) {
+      const int flat = static_cast<int>(pixel_begin) + p;
+      int oh = flat / out_w;
+      int ow = flat - oh * out_w;
       scalar_t vals[VEC];
 #pragma unroll
       for (int v = 0; v < VEC; ++v) {
-        const int64_t h = oh * g.stride_h + tap.dh;
-        const int64_t w = ow * g.stride_w + tap.dw;
-        const bool inside = tap.valid && h >= 0 && h < g.height && w >= 0 && w < g.width;
-        vals[v] = inside ? src[h * g.width + w] : scalar_t(0);
-        if (++ow == g.out_w) {
+        const int h = oh * stride_h + tap.dh;
+        const int w = ow * stride_w + tap.dw;
+        const bool inside = valid && h >= 0 && h < height && w >= 0 && w < width;
+        vals[v] = inside ? src[h * width + w] : scalar_t(0);
+        if (++ow == out_w) {
           ow = 0;
           ++oh;
         }
@@ -78,58 +85,52 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
   }
 }
 
-template <typename scalar_t, int VEC>
+// Kept groups per block resolved once into shared memory, so the per-element
+// work is a table read, two compares and a load. Above kMaxTableTaps the
+// groups are decoded per element instead.
+constexpr int kMaxTableTaps = 4096;
+
+template <typename scalar_t, int VEC, bool kTable>
 __global__ void __launch_bounds__(kThreadsPerBlock)
-    im2col_gather_nhwc_kernel(const scalar_t* __restrict__ x,
-                              const int32_t* __restrict__ group_idx,
+    im2col_gather_nhwc_kernel(const scalar_t* __restrict__ x, const int32_t* __restrict__ group_idx,
                               scalar_t* __restrict__ cols, const ConvGeometry g,
                               int64_t pixel_begin, int64_t pixel_count, int64_t num_kept) {
+  __shared__ Tap table[kTable ? kMaxTableTaps : 1];
+  if constexpr (kTable) {
+    for (int k = threadIdx.x; k < num_kept; k += blockDim.x)
+      table[k] = decode_group(group_idx[k], g);
+    __syncthreads();
+  }
   const int lane = threadIdx.x % kWarpSize;
   const int64_t warp_stride = static_cast<int64_t>(gridDim.x) * kWarpsPerBlock;
   const int64_t out_pixels = g.out_pixels();
+  const int height = static_cast<int>(g.height), width = static_cast<int>(g.width);
+  const int channels = static_cast<int>(g.channels);
+  const int kept = static_cast<int>(num_kept);
   for (int64_t row = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarpSize;
        row < pixel_count; row += warp_stride) {
     const int64_t flat = pixel_begin + row;
     const int64_t image = flat / out_pixels;
-    const int64_t pixel = flat - image * out_pixels;
-    const int64_t oh = pixel / g.out_w;
-    const int64_t h0 = oh * g.stride_h;
-    const int64_t w0 = (pixel - oh * g.out_w) * g.stride_w;
+    const int pixel = static_cast<int>(flat - image * out_pixels);
+    const int oh = pixel / static_cast<int>(g.out_w);
+    const int h0 = oh * static_cast<int>(g.stride_h);
+    const int w0 = (pixel - oh * static_cast<int>(g.out_w)) * static_cast<int>(g.stride_w);
     const scalar_t* src = x + image * g.height * g.width * g.channels;
     scalar_t* dst = cols + row * num_kept;
-    for (int64_t k = static_cast<int64_t>(lane) * VEC; k < num_kept;
-         k += static_cast<int64_t>(kWarpSize) * VEC) {
+    for (int k = lane * VEC; k < kept; k += kWarpSize * VEC) {
       scalar_t vals[VEC];
 #pragma unroll
       for (int v = 0; v < VEC; ++v) {
-        const Tap tap = decode_group(group_idx[k + v], g);
-        const int64_t h = h0 + tap.dh;
-        const int64_t w = w0 + tap.dw;
-        const bool inside = tap.valid && h >= 0 && h < g.height && w >= 0 && w < g.width;
-        vals[v] = inside ? src[(h * g.width + w) * g.channels + tap.channel] : scalar_t(0);
+        const Tap tap = kTable ? table[k + v] : decode_group(group_idx[k + v], g);
+        const int h = h0 + tap.dh;
+        const int w = w0 + tap.dw;
+        const bool inside = tap.channel >= 0 && h >= 0 && h < height && w >= 0 && w < width;
+        vals[v] = inside ? src[(static_cast<int64_t>(h) * width + w) * channels + tap.channel]
+                         : scalar_t(0);
       }
       store_vector<scalar_t, VEC>(dst + k, vals);
     }
   }
-}
-
-// Calls launch.template operator()<VEC>() with the widest vector width that
-// divides row_length (see pick_vector_width).
-template <typename scalar_t, typename Launch>
-void dispatch_vector_width(int64_t row_length, Launch&& launch) {
-  switch (pick_vector_width<scalar_t>(row_length)) {
-    case 8:
-      if constexpr (sizeof(scalar_t) <= 2) return launch.template operator()<8>();
-      break;
-    case 4:
-      if constexpr (sizeof(scalar_t) <= 4) return launch.template operator()<4>();
-      break;
-    case 2:
-      return launch.template operator()<2>();
-    default:
-      break;
-  }
-  launch.template operator()<1>();
 }
 
 }  // namespace
@@ -142,19 +143,16 @@ void im2col_gather_nchw(const at::Tensor& x, const at::Tensor& group_idx, at::Te
   if (num_rows == 0 || pixel_count == 0) return;
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   const auto blocks = static_cast<unsigned>(warp_per_row_blocks(num_rows));
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "im2col_gather_nchw",
-                                  [&] {
-                                    dispatch_vector_width<scalar_t>(pixel_count, [&]<int VEC>() {
-                                      im2col_gather_nchw_kernel<scalar_t, VEC>
-                                          <<<blocks, kThreadsPerBlock, 0, stream>>>(
-                                              x.const_data_ptr<scalar_t>(),
-                                              group_idx.const_data_ptr<int32_t>(),
-                                              cols.mutable_data_ptr<scalar_t>(), geometry,
-                                              image_begin, num_rows, num_kept, pixel_begin,
-                                              pixel_count);
-                                      C10_CUDA_KERNEL_LAUNCH_CHECK();
-                                    });
-                                  });
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, x.scalar_type(), "im2col_gather_nchw", [&] {
+        dispatch_vector_width<scalar_t>(pixel_count, [&]<int VEC>() {
+          im2col_gather_nchw_kernel<scalar_t, VEC><<<blocks, kThreadsPerBlock, 0, stream>>>(
+              x.const_data_ptr<scalar_t>(), group_idx.const_data_ptr<int32_t>(),
+              cols.mutable_data_ptr<scalar_t>(), geometry, image_begin, num_rows, num_kept,
+              pixel_begin, pixel_count);
+          C10_CUDA_KERNEL_LAUNCH_CHECK();
+        });
+      });
 }
 
 void im2col_gather_nhwc(const at::Tensor& x, const at::Tensor& group_idx, at::Tensor& cols,
@@ -163,18 +161,22 @@ void im2col_gather_nhwc(const at::Tensor& x, const at::Tensor& group_idx, at::Te
   if (num_kept == 0 || pixel_count == 0) return;
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   const auto blocks = static_cast<unsigned>(warp_per_row_blocks(pixel_count));
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "im2col_gather_nhwc",
-                                  [&] {
-                                    dispatch_vector_width<scalar_t>(num_kept, [&]<int VEC>() {
-                                      im2col_gather_nhwc_kernel<scalar_t, VEC>
-                                          <<<blocks, kThreadsPerBlock, 0, stream>>>(
-                                              x.const_data_ptr<scalar_t>(),
-                                              group_idx.const_data_ptr<int32_t>(),
-                                              cols.mutable_data_ptr<scalar_t>(), geometry,
-                                              pixel_begin, pixel_count, num_kept);
-                                      C10_CUDA_KERNEL_LAUNCH_CHECK();
-                                    });
-                                  });
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, x.scalar_type(), "im2col_gather_nhwc", [&] {
+        dispatch_vector_width<scalar_t>(num_kept, [&]<int VEC>() {
+          const auto launch = [&](auto kernel) {
+            kernel<<<blocks, kThreadsPerBlock, 0, stream>>>(
+                x.const_data_ptr<scalar_t>(), group_idx.const_data_ptr<int32_t>(),
+                cols.mutable_data_ptr<scalar_t>(), geometry, pixel_begin, pixel_count, num_kept);
+            C10_CUDA_KERNEL_LAUNCH_CHECK();
+          };
+          if (num_kept <= kMaxTableTaps) {
+            launch(im2col_gather_nhwc_kernel<scalar_t, VEC, true>);
+          } else {
+            launch(im2col_gather_nhwc_kernel<scalar_t, VEC, false>);
+          }
+        });
+      });
 }
 
 }  // namespace gwprune::cuda

@@ -45,4 +45,23 @@ inline int64_t warp_per_row_blocks(int64_t rows) {
   return std::max<int64_t>(1, std::min(wanted, cap));
 }
 
+// Calls launch.template operator()<VEC>() with the widest vector width that
+// divides row_length (see pick_vector_width).
+template <typename scalar_t, typename Launch>
+void dispatch_vector_width(int64_t row_length, Launch&& launch) {
+  switch (pick_vector_width<scalar_t>(row_length)) {
+    case 8:
+      if constexpr (sizeof(scalar_t) <= 2) return launch.template operator()<8>();
+      break;
+    case 4:
+      if constexpr (sizeof(scalar_t) <= 4) return launch.template operator()<4>();
+      break;
+    case 2:
+      return launch.template operator()<2>();
+    default:
+      break;
+  }
+  launch.template operator()<1>();
+}
+
 }  // namespace gwprune::cuda

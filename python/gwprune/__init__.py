@@ -11,8 +11,8 @@ import torch
 from . import nn, ops, prune, reference
 from ._config import get_workspace_limit, set_workspace_limit
 from ._extension import compiled_cuda_archs, cuda_kernels_compiled, extension_loaded
-from .groups import group_mask_from_keep_idx, keep_idx_from_mask, keep_idx_from_zeroed, mask_weight
 from .convert import ConversionReport, convert, to_dense
+from .groups import group_mask_from_keep_idx, keep_idx_from_mask, keep_idx_from_zeroed, mask_weight
 from .nn import GroupwiseConv2d, GroupwiseLinear
 from .packing import PackedConv2dWeight, PackedLinearWeight, pack_conv2d_weight, pack_linear_weight
 
@@ -57,7 +57,10 @@ def info() -> dict:
     if torch.cuda.is_available():
         index = torch.cuda.current_device()
         props = torch.cuda.get_device_properties(index)
-        facts["GPU"] = f"cuda:{index} {props.name} (sm_{props.major}{props.minor}, {props.total_memory / 2**30:.0f} GiB)"
+        memory_gib = props.total_memory / 2**30
+        facts["GPU"] = (
+            f"cuda:{index} {props.name} (sm_{props.major}{props.minor}, {memory_gib:.0f} GiB)"
+        )
         facts["cuDNN"] = torch.backends.cudnn.version()
     else:
         facts["GPU"] = "none visible"

@@ -90,13 +90,17 @@ def check_index_values(index: torch.Tensor, name: str, limit: int, what: str) ->
         return
     ordered = torch.sort(index.reshape(-1)).values
     duplicates = (ordered[1:] == ordered[:-1]).sum()
-    low, high, repeated = torch.stack([ordered[0], ordered[-1], duplicates.to(ordered.dtype)]).tolist()
+    low, high, repeated = torch.stack(
+        [ordered[0], ordered[-1], duplicates.to(ordered.dtype)]
+    ).tolist()
     if low < 0:
         _fail_value(f"{name} contains {low}; indices must be >= 0")
     if high >= limit:
         _fail_value(f"{name} contains {high}, out of range for {limit} {what}")
     if repeated:
-        _fail_value(f"{name} contains {repeated} duplicated indices; each kept index must be unique")
+        _fail_value(
+            f"{name} contains {repeated} duplicated indices; each kept index must be unique"
+        )
 
 
 def check_bias(bias, x: torch.Tensor, out_features: int, what: str) -> None:
@@ -143,7 +147,9 @@ def check_conv2d_input(
 def check_conv2d_weight(weight, x: torch.Tensor) -> None:
     check_tensor(weight, "weight")
     if weight.dim() != 4:
-        _fail_value(f"weight must be a 4-D [Cout, C, kh, kw] tensor, got shape {tuple(weight.shape)}")
+        _fail_value(
+            f"weight must be a 4-D [Cout, C, kh, kw] tensor, got shape {tuple(weight.shape)}"
+        )
     check_same_dtype_device(weight, "weight", x)
 
 
@@ -152,16 +158,23 @@ def check_linear_input(x, in_features: int) -> None:
     if x.dim() < 1:
         _fail_value("x must have at least 1 dimension [..., in_features]")
     if x.shape[-1] != in_features:
-        _fail_value(f"x has {x.shape[-1]} features in its last dimension but weight expects {in_features}")
+        _fail_value(
+            f"x has {x.shape[-1]} features in its last dimension but weight expects {in_features}"
+        )
 
 
 def check_linear_weight(weight, x: torch.Tensor) -> None:
     check_tensor(weight, "weight")
     if weight.dim() != 2:
-        _fail_value(f"weight must be a 2-D [out_features, in_features] tensor, got shape {tuple(weight.shape)}")
+        _fail_value(
+            "weight must be a 2-D [out_features, in_features] tensor, "
+            f"got shape {tuple(weight.shape)}"
+        )
     check_same_dtype_device(weight, "weight", x)
 
 
 def check_no_groups(groups) -> None:
     if groups != 1:
-        _fail_value(f"groups must be 1, got {groups!r}: grouped convolution is out of scope for gwprune")
+        _fail_value(
+            f"groups must be 1, got {groups!r}: grouped convolution is out of scope for gwprune"
+        )

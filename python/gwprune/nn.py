@@ -24,7 +24,14 @@ import torch.nn as nn
 
 from . import ops
 from .groups import keep_idx_from_mask, keep_idx_from_zeroed
-from .packing import PackedConv2dWeight, PackedLinearWeight, pack_conv2d_weight, pack_linear_weight
+from .packing import (
+    PackedConv2dWeight,
+    PackedLinearWeight,
+    kept_count,
+    pack_conv2d_weight,
+    pack_linear_weight,
+    pad_index,
+)
 
 __all__ = ["GroupwiseConv2d", "GroupwiseLinear", "resolve_conv2d_padding"]
 
@@ -73,9 +80,9 @@ def _placeholder_idx(keep, num_groups: int, device) -> torch.Tensor:
             raise ValueError(
                 f"gwprune: keep_idx as a count must be in [0, {num_groups}], got {keep}"
             )
-        return torch.arange(keep, dtype=torch.int32, device=device)
+        return pad_index(torch.arange(keep, dtype=torch.int32, device=device))
     keep = _check_keep_idx_arg(keep)
-    return torch.sort(keep.reshape(-1).long()).values.to(device=device, dtype=torch.int32)
+    return pad_index(torch.sort(keep.reshape(-1).long()).values.to(device=device))
 
 
 class _GroupwiseBase(nn.Module):
@@ -98,11 +105,12 @@ class _GroupwiseBase(nn.Module):
     @property
     def keep_idx(self) -> torch.Tensor:
         """Sorted int64 indices of the kept groups (flat columns of the dense weight)."""
-        return torch.sort(self._buffers[self._index_buffer].long()).values
+        index = self._buffers[self._index_buffer].long()
+        return torch.sort(index[index >= 0]).values
 
     @property
     def num_kept(self) -> int:
-        return self._buffers[self._index_buffer].numel()
+        return kept_count(self._buffers[self._index_buffer])
 
     @property
     def keep_ratio(self) -> float:
@@ -111,8 +119,9 @@ class _GroupwiseBase(nn.Module):
     def _dense_weight_flat(self) -> torch.Tensor:
         """``[out, num_groups]`` dense weight with pruned columns zero."""
         index = self._buffers[self._index_buffer].long()
+        real = index >= 0
         dense = self.weight.new_zeros(self.weight.shape[0], self.num_groups)
-        dense[:, index] = self.weight
+        dense[:, index[real]] = self.weight[:, real]
         return dense
 
     def _kept_repr(self) -> str:
@@ -191,7 +200,7 @@ class GroupwiseConv2d(_GroupwiseBase):
             conv.in_channels,
             conv.out_channels,
             conv.kernel_size,
-            packed.group_idx.numel(),
+            keep_idx.numel(),
             stride=conv.stride,
             padding=resolve_conv2d_padding(conv),
             dilation=conv.dilation,
@@ -305,7 +314,7 @@ class GroupwiseLinear(_GroupwiseBase):
         module = cls(
             linear.in_features,
             linear.out_features,
-            packed.feature_idx.numel(),
+            keep_idx.numel(),
             bias=linear.bias is not None,
             device=weight.device,
             dtype=weight.dtype,

@@ -66,12 +66,16 @@ def _use_cuda_kernels(x: torch.Tensor) -> bool:
     return False
 
 
-def _run_conv2d_packed(x, weight, group_idx, bias, kernel_size, stride, padding, dilation, workspace_bytes):
+def _run_conv2d_packed(
+    x, weight, group_idx, bias, kernel_size, stride, padding, dilation, workspace_bytes
+):
     if _use_cuda_kernels(x):
         return _C.conv2d_packed(
             x, weight, group_idx, bias, kernel_size, stride, padding, dilation, workspace_bytes
         )
-    return reference.conv2d_packed(x, weight, group_idx, bias, kernel_size, stride, padding, dilation)
+    return reference.conv2d_packed(
+        x, weight, group_idx, bias, kernel_size, stride, padding, dilation
+    )
 
 
 def _run_linear_packed(x, weight, feature_idx, bias, workspace_bytes):
@@ -86,16 +90,30 @@ def _conv2d_empty_like_output(x, out_channels, kernel_size, stride, padding, dil
         for d in range(2)
     )
     return torch.empty(
-        (x.shape[0], out_channels, out_h, out_w), dtype=x.dtype, device=x.device,
+        (x.shape[0], out_channels, out_h, out_w),
+        dtype=x.dtype,
+        device=x.device,
         memory_format=conv_output_memory_format(x),
     )
 
 
 # ---- registered ops -------------------------------------------------------------------
+# Eager calls go straight to the *_impl functions (the custom-op dispatcher costs tens of
+# microseconds a call, as much as a small layer's GPU time); under torch.compile the
+# registered ops are used, so the compiled graph holds one opaque op with its fake.
 
 
-@torch.library.custom_op("gwprune::conv2d_packed", mutates_args=())
-def _conv2d_packed_op(
+def _registered_or_eager(op, impl, *tensors):
+    """The registered op under torch.compile, or when autograd would record the call (so
+    a backward fails loudly: these ops have no gradient); else the implementation."""
+    if torch.compiler.is_compiling():
+        return op
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
+        return op
+    return impl
+
+
+def _conv2d_packed_impl(
     x: torch.Tensor,
     weight: torch.Tensor,
     group_idx: torch.Tensor,
@@ -106,7 +124,14 @@ def _conv2d_packed_op(
     dilation: list[int],
     workspace_bytes: int,
 ) -> torch.Tensor:
-    return _run_conv2d_packed(x, weight, group_idx, bias, kernel_size, stride, padding, dilation, workspace_bytes)
+    return _run_conv2d_packed(
+        x, weight, group_idx, bias, kernel_size, stride, padding, dilation, workspace_bytes
+    )
+
+
+_conv2d_packed_op = torch.library.custom_op(
+    "gwprune::conv2d_packed", _conv2d_packed_impl, mutates_args=()
+)
 
 
 @_conv2d_packed_op.register_fake
@@ -114,8 +139,7 @@ def _(x, weight, group_idx, bias, kernel_size, stride, padding, dilation, worksp
     return _conv2d_empty_like_output(x, weight.shape[0], kernel_size, stride, padding, dilation)
 
 
-@torch.library.custom_op("gwprune::conv2d", mutates_args=())
-def _conv2d_op(
+def _conv2d_impl(
     x: torch.Tensor,
     weight: torch.Tensor,
     keep_idx: torch.Tensor,
@@ -125,14 +149,26 @@ def _conv2d_op(
     dilation: list[int],
     workspace_bytes: int,
 ) -> torch.Tensor:
-    _checks.check_index_values(keep_idx, "keep_idx", num_groups(weight), "groups (C*kh*kw of weight)")
+    _checks.check_index_values(
+        keep_idx, "keep_idx", num_groups(weight), "groups (C*kh*kw of weight)"
+    )
     packed = pack_conv2d_unchecked(
         weight, torch.sort(keep_idx.long()).values, conv_output_memory_format(x)
     )
     return _run_conv2d_packed(
-        x, packed.weight, packed.group_idx, bias, list(packed.kernel_size), stride, padding,
-        dilation, workspace_bytes,
+        x,
+        packed.weight,
+        packed.group_idx,
+        bias,
+        list(packed.kernel_size),
+        stride,
+        padding,
+        dilation,
+        workspace_bytes,
     )
+
+
+_conv2d_op = torch.library.custom_op("gwprune::conv2d", _conv2d_impl, mutates_args=())
 
 
 @_conv2d_op.register_fake
@@ -141,8 +177,7 @@ def _(x, weight, keep_idx, bias, stride, padding, dilation, workspace_bytes):
     return _conv2d_empty_like_output(x, weight.shape[0], kernel_size, stride, padding, dilation)
 
 
-@torch.library.custom_op("gwprune::linear_packed", mutates_args=())
-def _linear_packed_op(
+def _linear_packed_impl(
     x: torch.Tensor,
     weight: torch.Tensor,
     feature_idx: torch.Tensor,
@@ -152,13 +187,17 @@ def _linear_packed_op(
     return _run_linear_packed(x, weight, feature_idx, bias, workspace_bytes)
 
 
+_linear_packed_op = torch.library.custom_op(
+    "gwprune::linear_packed", _linear_packed_impl, mutates_args=()
+)
+
+
 @_linear_packed_op.register_fake
 def _(x, weight, feature_idx, bias, workspace_bytes):
     return x.new_empty((*x.shape[:-1], weight.shape[0]))
 
 
-@torch.library.custom_op("gwprune::linear", mutates_args=())
-def _linear_op(
+def _linear_impl(
     x: torch.Tensor,
     weight: torch.Tensor,
     keep_idx: torch.Tensor,
@@ -168,6 +207,9 @@ def _linear_op(
     _checks.check_index_values(keep_idx, "keep_idx", weight.shape[1], "input features of weight")
     packed = pack_linear_unchecked(weight, torch.sort(keep_idx.long()).values)
     return _run_linear_packed(x, packed.weight, packed.feature_idx, bias, workspace_bytes)
+
+
+_linear_op = torch.library.custom_op("gwprune::linear", _linear_impl, mutates_args=())
 
 
 @_linear_op.register_fake
@@ -196,19 +238,32 @@ def conv2d(x, weight, keep_idx, bias=None, stride=1, padding=0, dilation=1, grou
         x, weight.shape[1], kernel_size, stride, padding, dilation
     )
     _checks.check_index_meta(
-        keep_idx, "keep_idx", x, "x", weight.shape[1] * kernel_size[0] * kernel_size[1],
+        keep_idx,
+        "keep_idx",
+        x,
+        "x",
+        weight.shape[1] * kernel_size[0] * kernel_size[1],
         "groups (C*kh*kw of weight)",
     )
     _checks.check_bias(bias, x, weight.shape[0], "out_channels")
-    return torch.ops.gwprune.conv2d(
-        x, weight, keep_idx, bias, list(stride), list(padding), list(dilation), get_workspace_limit()
+    return _registered_or_eager(_conv2d_op, _conv2d_impl, x, weight, bias)(
+        x,
+        weight,
+        keep_idx,
+        bias,
+        list(stride),
+        list(padding),
+        list(dilation),
+        get_workspace_limit(),
     )
 
 
 def conv2d_packed(x, packed: PackedConv2dWeight, bias=None, stride=1, padding=0, dilation=1):
     """Group-wise conv2d on a weight packed once by ``pack_conv2d_weight``: gather + GEMM only."""
     if not isinstance(packed, PackedConv2dWeight):
-        raise TypeError(f"gwprune: packed must be a PackedConv2dWeight, got {type(packed).__name__}")
+        raise TypeError(
+            f"gwprune: packed must be a PackedConv2dWeight, got {type(packed).__name__}"
+        )
     _checks.check_float_tensor(x, "x")
     _checks.check_same_dtype_device(packed.weight, "packed.weight", x)
     _checks.check_same_device(packed.group_idx, "packed.group_idx", x)
@@ -216,9 +271,16 @@ def conv2d_packed(x, packed: PackedConv2dWeight, bias=None, stride=1, padding=0,
         x, packed.in_channels, packed.kernel_size, stride, padding, dilation
     )
     _checks.check_bias(bias, x, packed.weight.shape[0], "out_channels")
-    return torch.ops.gwprune.conv2d_packed(
-        x, packed.weight, packed.group_idx, bias, list(packed.kernel_size), list(stride),
-        list(padding), list(dilation), get_workspace_limit(),
+    return _registered_or_eager(_conv2d_packed_op, _conv2d_packed_impl, x, packed.weight, bias)(
+        x,
+        packed.weight,
+        packed.group_idx,
+        bias,
+        list(packed.kernel_size),
+        list(stride),
+        list(padding),
+        list(dilation),
+        get_workspace_limit(),
     )
 
 
@@ -229,20 +291,26 @@ def linear(x, weight, keep_idx, bias=None):
     _checks.check_float_tensor(x, "x")
     _checks.check_linear_weight(weight, x)
     _checks.check_linear_input(x, weight.shape[1])
-    _checks.check_index_meta(keep_idx, "keep_idx", x, "x", weight.shape[1], "input features of weight")
+    _checks.check_index_meta(
+        keep_idx, "keep_idx", x, "x", weight.shape[1], "input features of weight"
+    )
     _checks.check_bias(bias, x, weight.shape[0], "out_features")
-    return torch.ops.gwprune.linear(x, weight, keep_idx, bias, get_workspace_limit())
+    return _registered_or_eager(_linear_op, _linear_impl, x, weight, bias)(
+        x, weight, keep_idx, bias, get_workspace_limit()
+    )
 
 
 def linear_packed(x, packed: PackedLinearWeight, bias=None):
     """Group-wise linear on a weight packed once by ``pack_linear_weight``."""
     if not isinstance(packed, PackedLinearWeight):
-        raise TypeError(f"gwprune: packed must be a PackedLinearWeight, got {type(packed).__name__}")
+        raise TypeError(
+            f"gwprune: packed must be a PackedLinearWeight, got {type(packed).__name__}"
+        )
     _checks.check_float_tensor(x, "x")
     _checks.check_same_dtype_device(packed.weight, "packed.weight", x)
     _checks.check_same_device(packed.feature_idx, "packed.feature_idx", x)
     _checks.check_linear_input(x, packed.in_features)
     _checks.check_bias(bias, x, packed.weight.shape[0], "out_features")
-    return torch.ops.gwprune.linear_packed(
+    return _registered_or_eager(_linear_packed_op, _linear_packed_impl, x, packed.weight, bias)(
         x, packed.weight, packed.feature_idx, bias, get_workspace_limit()
     )

@@ -5,6 +5,12 @@ gather + GEMM only. The kept groups are ordered for the input layout the
 packed weight is meant for: (c, i, j) for NCHW inputs, (i, j, c) for
 channels_last ones, where consecutive kept groups are then consecutive
 channels of one tap. Either order gives the same result for any input.
+
+The kept count is padded up to a multiple of ``INDEX_ALIGNMENT`` with index -1
+and zero weight columns: every leading dimension cuBLAS sees is then a
+multiple of 16 bytes, which its tensor-core kernels need (an odd K' such as
+4147 ran 2-5x slower than a padded one). Kernels and the reference path read
+-1 as "contributes nothing".
 """
 
 from dataclasses import dataclass
@@ -14,11 +20,36 @@ import torch
 from . import _checks
 from .groups import num_groups
 
+INDEX_ALIGNMENT = 8
+PAD_INDEX = -1
+
+
+def padded_count(count: int) -> int:
+    return -(-count // INDEX_ALIGNMENT) * INDEX_ALIGNMENT
+
+
+def pad_index(index: torch.Tensor) -> torch.Tensor:
+    """int32 index padded with PAD_INDEX to a multiple of INDEX_ALIGNMENT entries."""
+    pad = padded_count(index.numel()) - index.numel()
+    filler = torch.full((pad,), PAD_INDEX, dtype=torch.int32, device=index.device)
+    return torch.cat([index.to(torch.int32), filler])
+
+
+def pad_columns(columns: torch.Tensor) -> torch.Tensor:
+    """[out, K'] -> contiguous [out, padded_count(K')] with zero columns appended."""
+    pad = padded_count(columns.shape[1]) - columns.shape[1]
+    return torch.nn.functional.pad(columns, (0, pad)).contiguous()
+
+
+def kept_count(index: torch.Tensor) -> int:
+    """Number of real (non-padding) entries of a packed index (reads the index)."""
+    return int((index >= 0).sum())
+
 
 @dataclass(frozen=True)
 class PackedConv2dWeight:
-    weight: torch.Tensor  # [Cout, K'] kept columns of weight.reshape(Cout, -1), group_idx order
-    group_idx: torch.Tensor  # int32 [K'] flat (c, i, j) index of each kept column
+    weight: torch.Tensor  # [Cout, K'p] kept columns of weight.reshape(Cout, -1), group_idx order
+    group_idx: torch.Tensor  # int32 [K'p] flat (c, i, j) index of each kept column, -1 = padding
     in_channels: int
     kernel_size: tuple[int, int]
 
@@ -27,8 +58,12 @@ class PackedConv2dWeight:
         return self.in_channels * self.kernel_size[0] * self.kernel_size[1]
 
     @property
+    def num_kept(self) -> int:
+        return kept_count(self.group_idx)
+
+    @property
     def keep_ratio(self) -> float:
-        return self.group_idx.numel() / self.num_groups if self.num_groups else 1.0
+        return self.num_kept / self.num_groups if self.num_groups else 1.0
 
     def to(self, *args, **kwargs) -> "PackedConv2dWeight":
         """Moves/casts the weight like Tensor.to; indices follow the device only."""
@@ -40,13 +75,17 @@ class PackedConv2dWeight:
 
 @dataclass(frozen=True)
 class PackedLinearWeight:
-    weight: torch.Tensor  # [out, K'] kept columns, feature_idx order
-    feature_idx: torch.Tensor  # int32 [K'] kept input features
+    weight: torch.Tensor  # [out, K'p] kept columns, feature_idx order
+    feature_idx: torch.Tensor  # int32 [K'p] kept input features, -1 = padding
     in_features: int
 
     @property
+    def num_kept(self) -> int:
+        return kept_count(self.feature_idx)
+
+    @property
     def keep_ratio(self) -> float:
-        return self.feature_idx.numel() / self.in_features if self.in_features else 1.0
+        return self.num_kept / self.in_features if self.in_features else 1.0
 
     def to(self, *args, **kwargs) -> "PackedLinearWeight":
         weight = self.weight.to(*args, **kwargs).contiguous()
@@ -61,7 +100,9 @@ def _validated_keep_idx(keep_idx, weight: torch.Tensor, what: str) -> torch.Tens
 
 
 def conv2d_gather_order(
-    keep_idx: torch.Tensor, in_channels: int, kernel_size: tuple[int, int],
+    keep_idx: torch.Tensor,
+    in_channels: int,
+    kernel_size: tuple[int, int],
     memory_format: torch.memory_format,
 ) -> torch.Tensor:
     """Sorted keep_idx reordered for the gather of the given input layout."""
@@ -78,8 +119,8 @@ def pack_conv2d_unchecked(
     """Packs with indices already validated and sorted (see pack_conv2d_weight)."""
     out_channels, in_channels, kh, kw = weight.shape
     order = conv2d_gather_order(sorted_keep_idx.long(), in_channels, (kh, kw), memory_format)
-    columns = weight.reshape(out_channels, -1).index_select(1, order).contiguous()
-    return PackedConv2dWeight(columns, order.to(torch.int32), in_channels, (kh, kw))
+    columns = pad_columns(weight.reshape(out_channels, -1).index_select(1, order))
+    return PackedConv2dWeight(columns, pad_index(order), in_channels, (kh, kw))
 
 
 def pack_conv2d_weight(
@@ -103,9 +144,11 @@ def pack_conv2d_weight(
     return pack_conv2d_unchecked(weight, keep, memory_format)
 
 
-def pack_linear_unchecked(weight: torch.Tensor, sorted_keep_idx: torch.Tensor) -> PackedLinearWeight:
-    columns = weight.index_select(1, sorted_keep_idx.long()).contiguous()
-    return PackedLinearWeight(columns, sorted_keep_idx.to(torch.int32), weight.shape[1])
+def pack_linear_unchecked(
+    weight: torch.Tensor, sorted_keep_idx: torch.Tensor
+) -> PackedLinearWeight:
+    columns = pad_columns(weight.index_select(1, sorted_keep_idx.long()))
+    return PackedLinearWeight(columns, pad_index(sorted_keep_idx), weight.shape[1])
 
 
 def pack_linear_weight(weight: torch.Tensor, keep_idx: torch.Tensor) -> PackedLinearWeight:

@@ -14,6 +14,14 @@ from ._layout import conv_output_memory_format
 from .packing import pack_conv2d_weight, pack_linear_weight
 
 
+def _select_kept(source: torch.Tensor, index: torch.Tensor, dim: int) -> torch.Tensor:
+    """index_select along dim where padding entries (-1) select exact zeros."""
+    kept = source.index_select(dim, index.long().clamp(min=0))
+    shape = [1] * kept.dim()
+    shape[dim] = index.numel()
+    return kept.masked_fill(index.view(shape) < 0, 0)
+
+
 def conv2d_packed(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -24,10 +32,13 @@ def conv2d_packed(
     padding: tuple[int, int],
     dilation: tuple[int, int],
 ) -> torch.Tensor:
-    """Conv2d on a packed weight [Cout, K'] whose columns follow group_idx (no checks)."""
+    """Conv2d on a packed weight [Cout, K'] whose columns follow group_idx (no checks;
+    index -1 marks a padding column)."""
     batch, _, height, width = x.shape
     out_h, out_w = (
-        _checks.conv_out_size((height, width)[d], kernel_size[d], stride[d], padding[d], dilation[d])
+        _checks.conv_out_size(
+            (height, width)[d], kernel_size[d], stride[d], padding[d], dilation[d]
+        )
         for d in range(2)
     )
     out_channels = weight.shape[0]
@@ -35,7 +46,7 @@ def conv2d_packed(
         cols = x.new_zeros(batch, group_idx.numel(), out_h * out_w)
     else:
         unfolded = F.unfold(x, kernel_size, dilation=dilation, padding=padding, stride=stride)
-        cols = unfolded.index_select(1, group_idx.long())
+        cols = _select_kept(unfolded, group_idx, dim=1)
     out = torch.matmul(weight, cols)
     if bias is not None:
         out = out + bias.unsqueeze(-1)
@@ -47,7 +58,7 @@ def linear_packed(
     x: torch.Tensor, weight: torch.Tensor, feature_idx: torch.Tensor, bias: torch.Tensor | None
 ) -> torch.Tensor:
     """Linear on a packed weight [out, K'] whose columns follow feature_idx (no checks)."""
-    return F.linear(x.index_select(-1, feature_idx.long()), weight, bias)
+    return F.linear(_select_kept(x, feature_idx, dim=-1), weight, bias)
 
 
 def conv2d(x, weight, keep_idx, bias=None, stride=1, padding=0, dilation=1, groups=1):
@@ -61,7 +72,9 @@ def conv2d(x, weight, keep_idx, bias=None, stride=1, padding=0, dilation=1, grou
     )
     _checks.check_bias(bias, x, weight.shape[0], "out_channels")
     packed = pack_conv2d_weight(weight, keep_idx)
-    return conv2d_packed(x, packed.weight, packed.group_idx, bias, kernel_size, stride, padding, dilation)
+    return conv2d_packed(
+        x, packed.weight, packed.group_idx, bias, kernel_size, stride, padding, dilation
+    )
 
 
 def linear(x, weight, keep_idx, bias=None):
