@@ -38,6 +38,20 @@ std::string cuda_arch_list() {
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "gwprune compiled kernels: group-wise pruned conv2d and linear";
+  // Our own errors become the matching Python exceptions here, in this module,
+  // rather than through torch's global translator: with the device image's torch
+  // 2.11 a c10::ValueError leaving this module that way crashed the process.
+  py::register_local_exception_translator([](std::exception_ptr error) {
+    try {
+      if (error) std::rethrow_exception(error);
+    } catch (const c10::ValueError& e) {
+      PyErr_SetString(PyExc_ValueError, e.what_without_backtrace());
+    } catch (const c10::TypeError& e) {
+      PyErr_SetString(PyExc_TypeError, e.what_without_backtrace());
+    } catch (const c10::Error& e) {
+      PyErr_SetString(PyExc_RuntimeError, e.what_without_backtrace());
+    }
+  });
   m.def("conv2d_packed", &gwprune::conv2d_packed, "Group-wise conv2d on a packed weight",
         py::arg("x"), py::arg("weight"), py::arg("group_idx"), py::arg("bias"),
         py::arg("kernel_size"), py::arg("stride"), py::arg("padding"), py::arg("dilation"),

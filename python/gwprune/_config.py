@@ -2,7 +2,7 @@
 
 import os
 
-_DEFAULT_WORKSPACE_BYTES = 64 * 2**20
+_DEFAULT_WORKSPACE_BYTES = 256 * 2**20
 
 
 def _initial_workspace_bytes() -> int:
@@ -25,8 +25,9 @@ def set_workspace_limit(nbytes: int) -> None:
     """Cap the extra device memory one CUDA op may take for its compacted buffer.
 
     The batch (or, for a single huge image, its pixels) is processed in chunks
-    that fit the cap; a smaller cap saves memory and costs some speed. Default
-    64 MiB, or ``GWPRUNE_WORKSPACE_MB`` from the environment.
+    that fit the cap; a smaller cap saves memory and costs speed (on an H200,
+    seed conv layer, TF32, keep 0.5: 0.79 ms at 64 MiB, 0.62 at 256 MiB, 0.60 at
+    1 GiB; bench/NOTES.md). Default 256 MiB, or ``GWPRUNE_WORKSPACE_MB``.
     """
     if isinstance(nbytes, bool) or not isinstance(nbytes, int):
         raise TypeError(f"nbytes must be an int, got {type(nbytes).__name__}")

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import gwprune
-from gwprune import reference
+from gwprune.packing import pad_columns, padded_count
 
 from .base import Case, Prepared, Provider
 
@@ -61,29 +61,41 @@ class GroupNaive(Provider):
     name = "group-naive"
     pattern = "group"
     family = "group-wise"
-    note = "gwprune.reference: unfold + index_select + matmul, all timed"
+    note = "F.unfold + index_select + matmul on the unpadded kept weight, all timed"
 
     def prepare(self, case: Case) -> Prepared:
         inputs = case.inputs
         workload = case.workload
+        keep = case.keep_idx()
+        kept_weight = case.masked_weight("group").reshape(case.matrix_shape)
+        kept_weight = kept_weight.index_select(1, keep).contiguous()
         if workload.kind == "linear":
-            packed = gwprune.pack_linear_weight(case.masked_weight("group"), case.keep_idx())
 
             def run_linear(i: int) -> torch.Tensor:
-                return reference.linear_packed(inputs[i], packed.weight, packed.feature_idx, None)
+                return F.linear(inputs[i].index_select(-1, keep), kept_weight)
 
             return Prepared(run_linear, len(inputs))
 
-        packed = gwprune.pack_conv2d_weight(case.masked_weight("group"), case.keep_idx())
-        kernel = packed.kernel_size
-        stride, padding = (workload.stride,) * 2, (workload.padding,) * 2
-
         def run_conv(i: int) -> torch.Tensor:
-            return reference.conv2d_packed(
-                inputs[i], packed.weight, packed.group_idx, None, kernel, stride, padding, (1, 1)
+            cols = F.unfold(
+                inputs[i], workload.kernel_size, padding=workload.padding, stride=workload.stride
             )
+            return torch.matmul(kept_weight, cols.index_select(1, keep))
 
-        return Prepared(run_conv, len(inputs))
+        return Prepared(run_conv, len(inputs), to_output=lambda out: _conv_output(case, out))
+
+
+def _padded_kept_weight(case: Case) -> torch.Tensor:
+    """[out, K'p]: kept columns padded with zeros to gwprune's 16-byte-aligned K'."""
+    weight = case.masked_weight("group").reshape(case.matrix_shape)
+    return pad_columns(weight.index_select(1, case.keep_idx()))
+
+
+def _pad_rows(operand: torch.Tensor, dim: int) -> torch.Tensor:
+    """Zero-pads dimension dim (the kept groups) to a multiple of INDEX_ALIGNMENT."""
+    extra = padded_count(operand.shape[dim]) - operand.shape[dim]
+    pad = [0, 0] * (operand.dim() - 1 - dim % operand.dim()) + [0, extra]
+    return F.pad(operand, pad).contiguous()
 
 
 def _compacted_columns(case: Case, x: torch.Tensor) -> torch.Tensor:
@@ -114,20 +126,21 @@ class GroupFloor(Provider):
     name = "floor"
     pattern = "group"
     family = "floor"
-    note = "GEMM only; im2col + gather done beforehand, untimed"
+    note = "GEMM only (K' padded as gwprune pads it); im2col + gather done beforehand, untimed"
 
     def prepare(self, case: Case) -> Prepared:
-        packed_weight = case.masked_weight("group").reshape(case.matrix_shape)
-        packed_weight = packed_weight.index_select(1, case.keep_idx()).contiguous()
+        packed_weight = _padded_kept_weight(case)
         if case.workload.kind == "linear":
-            operands = case.operand_sets(lambda x: x.index_select(1, case.keep_idx()).contiguous())
+            operands = case.operand_sets(
+                lambda x: _pad_rows(x.index_select(1, case.keep_idx()), dim=1)
+            )
 
             def run_linear(i: int) -> torch.Tensor:
                 return F.linear(operands[i], packed_weight)
 
             return Prepared(run_linear, len(operands))
 
-        operands = case.operand_sets(lambda x: _compacted_columns(case, x))
+        operands = case.operand_sets(lambda x: _pad_rows(_compacted_columns(case, x), dim=1))
 
         def run_conv(i: int) -> torch.Tensor:
             return torch.matmul(packed_weight, operands[i])
@@ -148,11 +161,10 @@ class GroupFloorFlat(Provider):
     note = "one flat GEMM; im2col + gather + NCHW reshape untimed"
 
     def prepare(self, case: Case) -> Prepared:
-        packed_weight = case.masked_weight("group").reshape(case.matrix_shape)
-        packed_weight = packed_weight.index_select(1, case.keep_idx()).contiguous()
+        packed_weight = _padded_kept_weight(case)
 
         def flat_operand(x: torch.Tensor) -> torch.Tensor:
-            cols = _compacted_columns(case, x)
+            cols = _pad_rows(_compacted_columns(case, x), dim=1)
             return cols.permute(1, 0, 2).reshape(cols.shape[1], -1).contiguous()
 
         operands = case.operand_sets(flat_operand)
