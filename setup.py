@@ -63,13 +63,17 @@ def nvidia_wheel_dirs(sub):
 
 
 def find_cublas(cuda_home):
-    """(include dir, library path) of cuBLAS: the toolkit's, else the pip wheel's."""
+    """(include dir, [libcublas, libcublasLt]): the toolkit's, else the pip wheel's."""
     include_dirs = [os.path.join(cuda_home, "include")] + nvidia_wheel_dirs("include")
     include = next((d for d in include_dirs if os.path.isfile(os.path.join(d, "cublas_v2.h"))), None)
-    lib_patterns = [os.path.join(cuda_home, d, "libcublas.so*") for d in ("lib64", "lib")]
-    lib_patterns += [os.path.join(d, "libcublas.so*") for d in nvidia_wheel_dirs("lib")]
-    libs = [p for pattern in lib_patterns for p in sorted(glob.glob(pattern))]
-    return include, (libs[0] if libs else None)
+    lib_dirs = [os.path.join(cuda_home, d) for d in ("lib64", "lib")] + nvidia_wheel_dirs("lib")
+    libraries = []
+    for name in ("libcublas.so*", "libcublasLt.so*"):
+        found = [p for d in lib_dirs for p in sorted(glob.glob(os.path.join(d, name)))]
+        if not found:
+            return include, None
+        libraries.append(found[0])
+    return include, libraries
 
 
 def cuda_build_plan():
@@ -101,10 +105,10 @@ def extensions():
         ext = CppExtension("gwprune._C", sources, extra_compile_args={"cxx": cxx_flags})
         return [ext], BuildExtension
 
-    cublas_include, cublas_lib = find_cublas(cuda_home)
-    if cublas_include is None or cublas_lib is None:
+    cublas_include, cublas_libs = find_cublas(cuda_home)
+    if cublas_include is None or cublas_libs is None:
         raise RuntimeError(
-            f"gwprune: CUDA toolkit at {cuda_home} but no cuBLAS headers/library found "
+            f"gwprune: CUDA toolkit at {cuda_home} but no cuBLAS/cuBLASLt headers or libraries found "
             "(install the toolkit's cuBLAS or the nvidia-cublas wheel), or set GWPRUNE_FORCE_CPU=1"
         )
     archs = os.environ["TORCH_CUDA_ARCH_LIST"]
@@ -118,7 +122,7 @@ def extensions():
         include_dirs=[cublas_include],
         define_macros=macros,
         extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "--expt-relaxed-constexpr"]},
-        extra_link_args=[cublas_lib],
+        extra_link_args=cublas_libs,
     )
     return [ext], BuildExtension
 

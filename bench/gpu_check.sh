@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # One GPU-machine run: build, CUDA tests, compute-sanitizer, layer benchmark.
 #
-#   bash bench/gpu_check.sh [STAGE ...]     stages: build test sanitize bench workspace (default: all)
+#   bash bench/gpu_check.sh [STAGE ...]
+#   stages: build test sanitize bench workspace (the default set), and on request
+#           probe (C++ exception probe) and sweep (bench/experiments/pipeline_sweep.py)
+#   TESTS="tests/test_x.py ..." limits the test stage to those files.
 #
 # Writes logs and results under $OUT (or bench/results/gpu-check when unset) and
 # prints a short summary last. Builds in place (python/gwprune/_C*.so) so later
@@ -37,7 +40,7 @@ fi
 
 if stage test; then
   start=$SECONDS
-  $PY -m pytest tests -q -ra -p no:cacheprovider >"$OUT/pytest.log" 2>&1
+  $PY -m pytest ${TESTS:-tests} -q -ra -p no:cacheprovider >"$OUT/pytest.log" 2>&1
   rc=$?
   note "pytest (all tests, CUDA included): rc=$rc, $(tail -1 "$OUT/pytest.log") ($((SECONDS - start)) s)"
   grep -E "^(FAILED|ERROR)" "$OUT/pytest.log" | head -20
@@ -65,6 +68,18 @@ if stage bench; then
   note "bench --quick: rc=$? ($((SECONDS - start)) s) -> $dest"
   tar czf "$OUT/bench-quick.tgz" -C bench/results "$(basename "$dest")"
   [ -f "$dest/results.md" ] && head -80 "$dest/results.md"
+fi
+
+if stage probe; then
+  bash bench/experiments/exception_probe.sh 2>&1 | tee "$OUT/exception-probe.txt"
+  note "exception probe: $(grep -c '^probe' "$OUT/exception-probe.txt") probes (see exception-probe.txt)"
+fi
+
+if stage sweep; then
+  start=$SECONDS
+  $PY bench/experiments/pipeline_sweep.py --out "$OUT/sweep" ${SWEEP_ARGS:-} >"$OUT/sweep.log" 2>&1
+  note "pipeline sweep: rc=$? ($((SECONDS - start)) s)"
+  tail -5 "$OUT/sweep.log"
 fi
 
 if stage workspace; then

@@ -2,9 +2,13 @@
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/cuda/Exceptions.h>
 #include <c10/util/Exception.h>
+#include <cublasLt.h>
 #include <cublas_v2.h>
 
+#include <cstdint>
 #include <limits>
+#include <memory>
+#include <type_traits>
 
 #include "gemm.h"
 
@@ -50,7 +54,118 @@ cudaDataType_t cuda_data_type(at::ScalarType dtype) {
   }
 }
 
+// Largest power of two (capped at 256, cuBLASLt's default assumption) that
+// divides the address: cuBLASLt must be told, or it may pick a kernel whose
+// vector loads need more alignment than a chunk's offset pointer has.
+uint32_t pointer_alignment(const void* p) {
+  const auto address = reinterpret_cast<uintptr_t>(p);
+  uint32_t alignment = 256;
+  while (alignment > 1 && address % alignment != 0) alignment /= 2;
+  return alignment;
+}
+
+// Owning wrappers so an early return or a failed check never leaks a descriptor.
+template <typename T, cublasStatus_t (*destroy)(T)>
+struct LtDeleter {
+  void operator()(T handle) const { destroy(handle); }
+};
+using LtMatmulDesc = std::unique_ptr<std::remove_pointer_t<cublasLtMatmulDesc_t>,
+                                     LtDeleter<cublasLtMatmulDesc_t, cublasLtMatmulDescDestroy>>;
+using LtLayout = std::unique_ptr<std::remove_pointer_t<cublasLtMatrixLayout_t>,
+                                 LtDeleter<cublasLtMatrixLayout_t, cublasLtMatrixLayoutDestroy>>;
+using LtPreference =
+    std::unique_ptr<std::remove_pointer_t<cublasLtMatmulPreference_t>,
+                    LtDeleter<cublasLtMatmulPreference_t, cublasLtMatmulPreferenceDestroy>>;
+
+// Column-major layout of a stored matrix: cuBLAS sees a row-major rows x cols
+// operand as cols x rows column-major with the same leading dimension.
+LtLayout column_major_layout(cudaDataType_t type, int64_t rows, int64_t cols, int64_t ld) {
+  cublasLtMatrixLayout_t layout = nullptr;
+  TORCH_CUDABLAS_CHECK(cublasLtMatrixLayoutCreate(&layout, type, cols, rows, ld));
+  return LtLayout(layout);
+}
+
+template <typename T>
+void set_attribute(cublasLtMatmulDesc_t desc, cublasLtMatmulDescAttributes_t attribute,
+                   const T& value) {
+  TORCH_CUDABLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, attribute, &value, sizeof(value)));
+}
+
+template <typename T>
+void set_preference(cublasLtMatmulPreference_t pref, cublasLtMatmulPreferenceAttributes_t attribute,
+                    const T& value) {
+  TORCH_CUDABLAS_CHECK(
+      cublasLtMatmulPreferenceSetAttribute(pref, attribute, &value, sizeof(value)));
+}
+
 }  // namespace
+
+bool bias_epilogue_supported(at::ScalarType dtype, bool allow_tf32) {
+  return dtype == at::kHalf || dtype == at::kBFloat16 || (dtype == at::kFloat && allow_tf32);
+}
+
+bool gemm_bias_epilogue(const RowMajorOperand& a, const RowMajorOperand& b,
+                        const RowMajorOutput& out, const void* bias, at::ScalarType dtype,
+                        bool allow_tf32) {
+  if (!bias_epilogue_supported(dtype, allow_tf32)) return false;
+  // The epilogue reads the bias with vector loads; an odd offset view of a
+  // bias tensor takes the prefill path instead.
+  if (pointer_alignment(bias) < 16) return false;
+  const int64_t inner = a.transposed ? a.rows : a.cols;
+  TORCH_CHECK(inner == (b.transposed ? b.cols : b.rows), "gwprune: GEMM inner dimensions differ");
+  TORCH_CHECK(out.rows == (a.transposed ? a.cols : a.rows), "gwprune: GEMM output rows differ");
+  TORCH_CHECK(out.cols == (b.transposed ? b.rows : b.cols), "gwprune: GEMM output cols differ");
+  if (out.rows == 0 || out.cols == 0) return true;
+
+  // Same mapping as gemm(): column-major out^T = B^T @ A^T, B passed first.
+  // The bias then runs along cuBLAS's m (= out.cols), which is what
+  // CUBLASLT_EPILOGUE_BIAS broadcasts.
+  const cublasOperation_t op_b = b.transposed ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t op_a = a.transposed ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cudaDataType_t type = cuda_data_type(dtype);
+  const bool tf32 = dtype == at::kFloat;
+  const cublasComputeType_t compute = tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+
+  cublasLtMatmulDesc_t raw_desc = nullptr;
+  TORCH_CUDABLAS_CHECK(cublasLtMatmulDescCreate(&raw_desc, compute, CUDA_R_32F));
+  const LtMatmulDesc desc(raw_desc);
+  set_attribute(desc.get(), CUBLASLT_MATMUL_DESC_TRANSA, op_b);
+  set_attribute(desc.get(), CUBLASLT_MATMUL_DESC_TRANSB, op_a);
+  set_attribute(desc.get(), CUBLASLT_MATMUL_DESC_EPILOGUE, CUBLASLT_EPILOGUE_BIAS);
+  set_attribute(desc.get(), CUBLASLT_MATMUL_DESC_BIAS_POINTER, bias);
+
+  const LtLayout b_layout = column_major_layout(type, b.rows, b.cols, b.ld);
+  const LtLayout a_layout = column_major_layout(type, a.rows, a.cols, a.ld);
+  const LtLayout out_layout = column_major_layout(type, out.rows, out.cols, out.ld);
+
+  cublasLtMatmulPreference_t raw_pref = nullptr;
+  TORCH_CUDABLAS_CHECK(cublasLtMatmulPreferenceCreate(&raw_pref));
+  const LtPreference pref(raw_pref);
+  const auto workspace_size = static_cast<uint64_t>(at::cuda::getCUDABlasLtWorkspaceSize());
+  set_preference(pref.get(), CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, workspace_size);
+  set_preference(pref.get(), CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, pointer_alignment(b.data));
+  set_preference(pref.get(), CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, pointer_alignment(a.data));
+  set_preference(pref.get(), CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
+                 pointer_alignment(out.data));
+  set_preference(pref.get(), CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
+                 pointer_alignment(out.data));
+
+  cublasLtHandle_t handle = at::cuda::getCurrentCUDABlasLtHandle();
+  cublasLtMatmulHeuristicResult_t heuristic = {};
+  int found = 0;
+  const cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(
+      handle, desc.get(), b_layout.get(), a_layout.get(), out_layout.get(), out_layout.get(),
+      pref.get(), 1, &heuristic, &found);
+  if (status != CUBLAS_STATUS_SUCCESS || found == 0) return false;
+
+  const float alpha = 1.0f;
+  const float beta = 0.0f;
+  TORCH_CUDABLAS_CHECK(cublasLtMatmul(
+      handle, desc.get(), &alpha, b.data, b_layout.get(), a.data, a_layout.get(), &beta, out.data,
+      out_layout.get(), out.data, out_layout.get(), &heuristic.algo,
+      at::cuda::getCUDABlasLtWorkspace(), workspace_size, at::cuda::getCurrentCUDAStream()));
+  return true;
+}
 
 void gemm(const RowMajorOperand& a, const RowMajorOperand& b, const RowMajorOutput& out,
           int64_t batch, at::ScalarType dtype, bool allow_tf32, float beta) {
@@ -118,6 +233,19 @@ void gemm(const RowMajorOperand& a, const RowMajorOperand& b, const RowMajorOutp
         ld_a, a.batch_stride, &beta, out.data, type, ld_out, out.batch_stride, batch_count, compute,
         CUBLAS_GEMM_DEFAULT));
   }
+}
+
+void gemm_rows(const RowMajorOperand& a, const RowMajorOperand& b, const RowMajorOutput& out,
+               const at::Tensor& out_rows, int64_t row0, const at::Tensor* epilogue_bias,
+               float beta, at::ScalarType dtype, bool allow_tf32) {
+  if (epilogue_bias == nullptr) {
+    gemm(a, b, out, 1, dtype, allow_tf32, beta);
+    return;
+  }
+  if (gemm_bias_epilogue(a, b, out, epilogue_bias->data_ptr(), dtype, allow_tf32)) return;
+  at::Tensor rows = out_rows.narrow(0, row0, out.rows);
+  rows.copy_(epilogue_bias->view({1, -1}).expand_as(rows));
+  gemm(a, b, out, 1, dtype, allow_tf32, 1.0f);
 }
 
 }  // namespace gwprune::cuda

@@ -38,4 +38,26 @@ struct RowMajorOutput {
 void gemm(const RowMajorOperand& a, const RowMajorOperand& b, const RowMajorOutput& out,
           int64_t batch, at::ScalarType dtype, bool allow_tf32, float beta);
 
+// Whether gemm_bias_epilogue can serve this precision at all: tensor-core
+// precisions only (strict fp32 stays on cublasSgemm, float64 on DGEMM).
+bool bias_epilogue_supported(at::ScalarType dtype, bool allow_tf32);
+
+// out = a @ b + bias broadcast over rows (bias has out.cols elements, the
+// output's dtype), through cuBLASLt's bias epilogue: the GEMM writes the
+// output once instead of reading back a bias-prefilled one. Returns false,
+// having done nothing, when cuBLASLt offers no algorithm for these operands
+// (the caller then prefills the bias and calls gemm with beta = 1).
+bool gemm_bias_epilogue(const RowMajorOperand& a, const RowMajorOperand& b,
+                        const RowMajorOutput& out, const void* bias, at::ScalarType dtype,
+                        bool allow_tf32);
+
+// One chunk of rows [row0, row0 + out.rows) of `out_rows` (the whole output
+// as a 2-D rows x cols tensor, which `out` points into) = a @ b, plus
+// `epilogue_bias` through cuBLASLt when given (copied into those rows first,
+// then accumulated, where cuBLASLt declines). Without it, beta says whether
+// `out` already holds a bias (1) or not (0).
+void gemm_rows(const RowMajorOperand& a, const RowMajorOperand& b, const RowMajorOutput& out,
+               const at::Tensor& out_rows, int64_t row0, const at::Tensor* epilogue_bias,
+               float beta, at::ScalarType dtype, bool allow_tf32);
+
 }  // namespace gwprune::cuda

@@ -24,13 +24,17 @@ except ImportError as error:  # pragma: no cover - depends on how gwprune was in
 else:
     _LOAD_ERROR = None
 
+# Read once: a plain bool is something torch.compile can trace through, a call into a
+# pybind11 function is not (the input checks ask this on every call).
+_CUDA_KERNELS_COMPILED = _C is not None and bool(_C.compiled_with_cuda())
+
 
 def extension_loaded() -> bool:
     return _C is not None
 
 
 def cuda_kernels_compiled() -> bool:
-    return _C is not None and _C.compiled_with_cuda()
+    return _CUDA_KERNELS_COMPILED
 
 
 def compiled_cuda_archs() -> list[str]:
