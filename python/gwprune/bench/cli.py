@@ -1,8 +1,9 @@
 """``gwprune bench``: latency of group-wise pruning against dense and sparse patterns.
 
 Without arguments it runs the quick preset on a CUDA GPU, or a tiny CPU preset
-when no GPU is visible. Exit status: 0 done, 2 bad arguments, 3 stopped by
---max-minutes before the end (rerun with --resume).
+when no GPU is visible. ``--models`` times whole models instead (VGG-16, ResNet-18,
+ViT-B/16, BERT-base): dense against pruned and converted. Exit status: 0 done,
+2 bad arguments, 3 stopped by --max-minutes before the end (rerun with --resume).
 """
 
 import argparse
@@ -15,15 +16,18 @@ import torch
 
 import gwprune
 
-from . import environment, workloads
-from .outputs import read_env, write_all, write_env
-from .precision import PRECISIONS, Precision, parse_precisions
+from . import environment, model_cli, workloads
+from .model_cli import DEFAULT_MODEL_KEEPS, MODEL_REP_MS, MODEL_WARMUP_MS
+from .outputs import check_same_device, read_env, write_all, write_env
+from .precision import PRECISIONS, Precision, parse_precisions, runnable_on
 from .providers import default_providers, provider_names
 from .results import CsvSink, read_csv
 from .runner import plan, run_tasks
 from .timing import make_timer
 
 DEFAULT_KEEPS = "0.9,0.75,0.5,0.25,0.1"
+LAYER_WARMUP_MS = 10.0
+LAYER_REP_MS = 50.0
 GPU_PRECISIONS = "fp32,tf32,fp16,bf16"
 CPU_PRECISIONS = "fp32"
 EXIT_BAD_ARGUMENTS = 2
@@ -95,11 +99,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma list of layers, models, preset:<name> or workload slugs (see --list)",
     )
     parser.add_argument(
+        "--models",
+        nargs="?",
+        const="all",
+        default=None,
+        metavar="NAMES",
+        help="whole models instead of layers: all, or a comma list from "
+        "vgg16, resnet18, vit_b_16, bert-base (default all)",
+    )
+    parser.add_argument(
         "--keep",
         type=_keep_ratios,
         default=None,
         metavar="RATIOS",
-        help=f"fractions of groups kept (default {DEFAULT_KEEPS})",
+        help=f"fractions of groups kept (default {DEFAULT_KEEPS}; with --models "
+        f"{','.join(f'{k:g}' for k in DEFAULT_MODEL_KEEPS)})",
     )
     parser.add_argument(
         "--precisions",
@@ -118,6 +132,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--batch", type=_positive_int, default=None, help="batch size for every workload"
+    )
+    parser.add_argument(
+        "--image-size",
+        type=_positive_int,
+        default=None,
+        help="--models: input height and width of the CNNs and ViT (default 224; CPU 32)",
+    )
+    parser.add_argument(
+        "--seq-len",
+        type=_positive_int,
+        default=None,
+        help="--models: BERT's sequence length (default 128; CPU 16)",
+    )
+    parser.add_argument(
+        "--cuda-graphs",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="--models: time CUDA graph replays of both models (default on; "
+        "a capture that fails falls back to eager, noted in the row)",
     )
     parser.add_argument(
         "--out",
@@ -140,13 +173,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop measuring after this long, write what is done, exit with status 3",
     )
     parser.add_argument(
-        "--warmup-ms", type=_positive_float, default=10.0, help="GPU warm-up per timing"
+        "--warmup-ms",
+        type=_positive_float,
+        default=None,
+        help=f"GPU warm-up per timing (default {LAYER_WARMUP_MS:g}; --models {MODEL_WARMUP_MS:g})",
     )
     parser.add_argument(
         "--rep-ms",
         type=_positive_float,
-        default=50.0,
-        help="GPU time spent in timed runs per timing",
+        default=None,
+        help=f"GPU time spent in timed runs per timing (default {LAYER_REP_MS:g}; --models "
+        f"{MODEL_REP_MS:g}, also the CPU budget there)",
     )
     parser.add_argument(
         "--workspace-mb",
@@ -197,12 +234,11 @@ def _preset_name(args) -> str:
 def _precisions_for(args) -> list[Precision]:
     """--precisions or the device's default; TF32 dropped (with a note) on the CPU."""
     default = GPU_PRECISIONS if args.device.type == "cuda" else CPU_PRECISIONS
-    precisions = args.precisions or parse_precisions(default)
-    if args.device.type == "cpu":
-        skipped = [p.name for p in precisions if p.cuda_only]
-        if skipped:
-            print(f"note: {', '.join(skipped)} skipped: TF32 is a CUDA tensor-core mode")
-        precisions = [p for p in precisions if not p.cuda_only]
+    precisions, skipped = runnable_on(
+        args.precisions or parse_precisions(default), args.device.type
+    )
+    if skipped:
+        print(f"note: {', '.join(skipped)} skipped: TF32 is a CUDA tensor-core mode")
     return precisions
 
 
@@ -210,12 +246,7 @@ def _resumed_rows(out_dir: Path, env: dict) -> list:
     """Rows of an earlier run in out_dir worth keeping (errors are measured again)."""
     if not (out_dir / "results.csv").exists():
         return []
-    previous = read_env(out_dir) or {}
-    if previous.get("device") not in (None, env["device"]):
-        raise ValueError(
-            f"{out_dir} holds results from {previous['device']!r}, this is {env['device']!r}; "
-            "use another --out"
-        )
+    check_same_device(out_dir, env)
     return [row for row in read_csv(out_dir / "results.csv") if not row.status.startswith("error")]
 
 
@@ -225,6 +256,8 @@ def _report_only(out_dir: Path | None) -> int:
     env = read_env(out_dir)
     if env is None or not (out_dir / "results.csv").exists():
         return _fail(f"--report-only: {out_dir} has no results.csv and env.json of a run")
+    if env.get("benchmark") == "models":
+        return model_cli.report_only(out_dir, env)
     rows = read_csv(out_dir / "results.csv")
     try:
         _, models = workloads.select(env.get("layers", []), env.get("batch_override"))
@@ -244,6 +277,27 @@ def _print_catalog() -> None:
     print("providers:")
     for provider in default_providers():
         print(f"  {provider.name:<16} {provider.family:<13} {'/'.join(provider.kinds)}")
+    print("\n".join(model_cli.catalog_lines()))
+
+
+def _mode_conflict(args) -> str | None:
+    """Why the options mix the layer benchmark and --models, or None."""
+    if args.models is not None:
+        layer_options = {
+            "--quick": args.quick,
+            "--paper": args.paper,
+            "--layers": args.layers,
+            "--providers": args.providers,
+        }
+        used = [flag for flag, value in layer_options.items() if value]
+        return f"{used[0]} applies to the layer benchmark, not to --models" if used else None
+    model_options = {
+        "--image-size": args.image_size,
+        "--seq-len": args.seq_len,
+        "--cuda-graphs/--no-cuda-graphs": args.cuda_graphs is not None,
+    }
+    used = [flag for flag, value in model_options.items() if value]
+    return f"{used[0]} applies to --models only" if used else None
 
 
 def main(argv=None) -> int:
@@ -260,13 +314,18 @@ def main(argv=None) -> int:
         return _report_only(args.out)
 
     has_gpu = torch.cuda.is_available()
+    args.device = torch.device("cuda" if has_gpu and not args.cpu else "cpu")
+    conflict = _mode_conflict(args)
+    if conflict:
+        return _fail(conflict)
+    if args.models is not None:
+        return model_cli.run_models(args, argv, _precisions_for(args))
     if (args.quick or args.paper) and not has_gpu and not args.cpu:
         flag = "--quick" if args.quick else "--paper"
         return _fail(
             f"{flag} needs a CUDA GPU and none is visible; run without it for the CPU preset, "
             f"or add --cpu to run these layers on the CPU anyway (slow)"
         )
-    args.device = torch.device("cuda" if has_gpu and not args.cpu else "cpu")
     preset = _preset_name(args)
     try:
         chosen, models = workloads.select(
@@ -294,7 +353,7 @@ def main(argv=None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     if args.workspace_mb is not None:
         gwprune.set_workspace_limit(int(args.workspace_mb * 2**20))
-    timer = make_timer(args.device, args.warmup_ms, args.rep_ms)
+    timer = make_timer(args.device, args.warmup_ms or LAYER_WARMUP_MS, args.rep_ms or LAYER_REP_MS)
     env = environment.collect(args.device, timer.describe(), not args.no_cudnn_benchmark)
     env["preset"] = preset
     env["layers"] = args.layers or list(workloads.PRESETS[preset])  # for --report-only

@@ -49,14 +49,34 @@ def write_all(
         written.model_totals = out_dir / "model_totals.csv"
         write_model_totals_csv(written.model_totals, totals)
     written.markdown.write_text(report_md.render(rows, env, totals, command, complete))
-    if not make_plots:
-        written.plot_note = "plots skipped (--no-plots)"
-    elif not plots.matplotlib_available():
-        written.plot_note = "plots skipped: matplotlib is not installed (pip install matplotlib)"
-    else:
-        for old in out_dir.glob("*.png"):
-            old.unlink()  # a plot of a workload no longer in the results would mislead
-        device = env.get("device", "?")
-        written.plots = plots.plot_workloads(rows, out_dir, device)
-        written.plots += plots.plot_model_totals(totals, out_dir, device)
+    device = env.get("device", "?")
+    written.plots, written.plot_note = write_plots(
+        out_dir,
+        make_plots,
+        lambda: (
+            plots.plot_workloads(rows, out_dir, device)
+            + plots.plot_model_totals(totals, out_dir, device)
+        ),
+    )
     return written
+
+
+def check_same_device(out_dir: Path, env: dict) -> None:
+    """ValueError if out_dir holds results of another device (for --resume)."""
+    previous = read_env(out_dir) or {}
+    if previous.get("device") not in (None, env["device"]):
+        raise ValueError(
+            f"{out_dir} holds results from {previous['device']!r}, this is {env['device']!r}; "
+            "use another --out"
+        )
+
+
+def write_plots(out_dir: Path, make_plots: bool, draw) -> tuple[list[Path], str]:
+    """Replaces the folder's PNGs by ``draw()``'s; returns (plots, note on why none)."""
+    if not make_plots:
+        return [], "plots skipped (--no-plots)"
+    if not plots.matplotlib_available():
+        return [], "plots skipped: matplotlib is not installed (pip install matplotlib)"
+    for old in out_dir.glob("*.png"):
+        old.unlink()  # a plot of something no longer in the results would mislead
+    return draw(), ""

@@ -35,7 +35,7 @@ PROVIDER_STYLES = {
 }
 
 
-def _device_line(device: str) -> str:
+def device_line(device: str) -> str:
     if device.startswith("CPU"):
         return f"on {device}\nCPU run: gwprune's reference path, says nothing about GPU speed"
     return f"on {device}"
@@ -107,7 +107,7 @@ def plot_workloads(rows: list[ResultRow], out_dir: Path, device: str) -> list[Pa
             continue
         failed = sorted({row.provider for row in section if row.status == "FAILED"})
         footnote = f"FAILED correctness (not plotted): {', '.join(failed)}" if failed else ""
-        title = f"{section[0].label} [{precision}]\n{workload} {_device_line(device)}"
+        title = f"{section[0].label} [{precision}]\n{workload} {device_line(device)}"
         path = out_dir / f"{workload}__{precision}.png"
         _series_plot(path, title, series, dense_lines, footnote)
         written.append(path)
@@ -131,7 +131,7 @@ def plot_model_totals(totals: list[ModelTotal], out_dir: Path, device: str) -> l
                 )
         title = (
             f"{model}: sum of layer latencies x uses (layers only) [{precision}]\n"
-            f"{_device_line(device)}"
+            f"{device_line(device)}"
         )
         path = out_dir / f"model_{model}__{precision}.png"
         _series_plot(path, title, series, dense_lines, "")

@@ -61,7 +61,7 @@ def _status_notes(rows: list[ResultRow]) -> list[str]:
     return lines
 
 
-def _environment_lines(env: dict) -> list[str]:
+def environment_lines(env: dict) -> list[str]:
     lines = ["| | |", "|---|---|"]
     for key, value in env.items():
         if isinstance(value, dict):
@@ -84,7 +84,7 @@ def render(
         ]
     if not complete:
         lines += ["**Incomplete run** (time budget reached): rerun with `--resume`.", ""]
-    lines += [f"Command: `{command}`", "", "## Environment", "", *_environment_lines(env), ""]
+    lines += [f"Command: `{command}`", "", "## Environment", "", *environment_lines(env), ""]
     lines += [
         "## Latency",
         "",

@@ -1,10 +1,10 @@
 """Result rows: the CSV format, the ratios against dense and floor, and per-model sums."""
 
-import csv
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
+from .csv_io import RowSink, field_names, read_rows, write_rows
 from .workloads import ModelLayers
 
 
@@ -40,62 +40,22 @@ class ResultRow:
         return (self.workload, self.provider, round(self.keep, 6), self.precision)
 
 
-FIELDS = [f.name for f in fields(ResultRow)]
-_FLOATS = {"keep", "density", "ms", "ratio_vs_dense", "ratio_vs_floor", "rel_error", "tolerance"}
-_INTS = {"batch", "input_sets"}
+FIELDS = field_names(ResultRow)
 
 
-def _format(value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return str(value)
-
-
-def _parse(name: str, text: str):
-    if text == "":
-        return "" if name not in _FLOATS | _INTS else None
-    if name in _FLOATS:
-        return float(text)
-    if name in _INTS:
-        return int(text)
-    return text
-
-
-class CsvSink:
-    """Appends rows to results.csv as they are measured, so an interrupted run keeps them."""
+class CsvSink(RowSink):
+    """Appends result rows to results.csv as they are measured."""
 
     def __init__(self, path: Path, existing: list[ResultRow]):
-        self.path = path
-        self.rows = list(existing)
-        write_csv(path, self.rows)
-        self._file = path.open("a", newline="")
-        self._writer = csv.DictWriter(self._file, fieldnames=FIELDS)
-
-    def add(self, row: ResultRow) -> None:
-        self.rows.append(row)
-        self._writer.writerow({k: _format(v) for k, v in asdict(row).items()})
-        self._file.flush()
-
-    def close(self) -> None:
-        self._file.close()
+        super().__init__(path, existing, ResultRow)
 
 
 def write_csv(path: Path, rows: list[ResultRow]) -> None:
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=FIELDS)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: _format(v) for k, v in asdict(row).items()})
+    write_rows(path, rows, ResultRow)
 
 
 def read_csv(path: Path) -> list[ResultRow]:
-    with path.open(newline="") as handle:
-        return [
-            ResultRow(**{name: _parse(name, record.get(name, "")) for name in FIELDS})
-            for record in csv.DictReader(handle)
-        ]
+    return read_rows(path, ResultRow)
 
 
 # ---- derived numbers ----------------------------------------------------------------------
@@ -208,9 +168,4 @@ def model_totals(rows: list[ResultRow], models: list[ModelLayers]) -> list[Model
 
 
 def write_model_totals_csv(path: Path, totals: list[ModelTotal]) -> None:
-    names = [f.name for f in fields(ModelTotal)]
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=names)
-        writer.writeheader()
-        for total in totals:
-            writer.writerow({k: _format(v) for k, v in asdict(total).items()})
+    write_rows(path, totals, ModelTotal)

@@ -1,0 +1,216 @@
+"""One model-level measurement: check the converted model, then time it against dense.
+
+For a model, keep ratio and precision: the converted model (each layout) must match
+the float64 output of the masked dense model within the tolerance before anything of
+it is timed. The tolerance is the larger of the precision's model tolerance and twice
+the masked dense model's own error at that precision (both sides run the same
+arithmetic; a deep model in bf16 can exceed a fixed bound through no fault of
+gwprune). Dense timings do not depend on the keep ratio and are measured once per
+model and precision (``measure_dense``).
+"""
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+import gwprune
+
+from . import correctness
+from .cuda_graphs import model_call
+from .model_case import ModelCase
+from .model_results import ModelRow
+from .model_specs import ModelSize, ModelSpec
+from .precision import Precision
+
+DENSE_ERROR_FACTOR = 2.0
+
+
+@dataclass(frozen=True)
+class Timed:
+    ms: float
+    method: str  # 'do_bench x41'
+    graphed: bool
+    note: str = ""
+
+
+DenseTimes = dict[str, Timed]  # layout -> timing of the unpruned dense model
+
+
+def _nothing(_stage: str) -> None:
+    pass
+
+
+def time_forward(
+    model: nn.Module, x: torch.Tensor, timer, use_graphs: bool, tolerance: float, samples: int
+) -> Timed:
+    """Median ms of ``model(x)``: a CUDA graph replay when ``use_graphs`` (and it captures)."""
+    with torch.inference_mode():
+        expected = model(x)[:samples]  # warms up (cuDNN autotuning) and checks the replay
+        call = model_call(model, x, use_graphs, expected, tolerance)
+        del expected
+        timing = timer.measure(call.run)
+    return Timed(timing.ms, f"{timing.method} x{timing.runs}", call.graphed, call.note)
+
+
+def measure_dense(
+    case: ModelCase, precision: Precision, timer, use_graphs: bool, stage=_nothing
+) -> DenseTimes:
+    times = {}
+    for layout in case.spec.layouts:
+        stage(f"dense {layout}")
+        model = case.cast(case.dense, precision.dtype, layout)
+        x = case.input_for(precision, layout)
+        times[layout] = time_forward(
+            model, x, timer, use_graphs, precision.model_tolerance, case.check_samples
+        )
+        del model
+    return times
+
+
+def dense_times_from_rows(rows: list[ModelRow]) -> dict[tuple[str, str], DenseTimes]:
+    """Dense timings recorded by an earlier run (for --resume): (model, precision) -> times."""
+    known: dict[tuple[str, str], DenseTimes] = {}
+    for row in rows:
+        times = {
+            layout: Timed(ms, "earlier run", row.cuda_graphs == "on")
+            for layout, ms in (
+                ("contiguous", row.dense_ms_contiguous),
+                ("channels_last", row.dense_ms_channels_last),
+            )
+            if ms is not None
+        }
+        if times:
+            known.setdefault((row.model, row.precision), times)
+    return known
+
+
+def gwprune_path_note(device: torch.device) -> str:
+    if device.type != "cuda":
+        return "CPU: gwprune runs its reference path"
+    if not gwprune.info()["CUDA kernels compiled"]:
+        return "gwprune CUDA kernels not compiled: the reference path ran on the GPU"
+    return ""
+
+
+def model_tolerance(precision: Precision, dense_rel_error: float) -> float:
+    """The precision's model tolerance, or twice the dense model's own error if larger
+    (a non-finite dense error, e.g. an fp16 overflow, widens nothing)."""
+    allowance = DENSE_ERROR_FACTOR * dense_rel_error if math.isfinite(dense_rel_error) else 0.0
+    return max(precision.model_tolerance, allowance)
+
+
+def new_row(spec: ModelSpec, size: ModelSize, keep: float, precision: Precision) -> ModelRow:
+    return ModelRow(
+        model=spec.name,
+        label=spec.label(size),
+        input=spec.describe_input(size),
+        batch=size.batch,
+        precision=precision.name,
+        keep=keep,
+    )
+
+
+def measure_model(
+    case: ModelCase,
+    keep: float,
+    precision: Precision,
+    dense: DenseTimes | str,
+    timer,
+    use_graphs: bool,
+    stage: Callable[[str], None] = _nothing,
+) -> ModelRow:
+    """The row of one keep ratio and precision; failures are recorded in it, not raised.
+    ``dense``: the dense model's timings, or the status of its failed timing."""
+    row = new_row(case.spec, case.size, keep, precision)
+    row.note = gwprune_path_note(case.device)
+    try:
+        stage("prune + convert")
+        pruned = case.pruned(keep)
+        _fill_facts(row, pruned.facts)
+        stage("check")
+        converted = _check(case, row, keep, precision)
+        if isinstance(dense, str):  # the dense model could not be timed: its error
+            row.status = row.status or dense
+        else:
+            _fill_times(row, "dense", dense)
+        if row.status:
+            return row
+        times = {}
+        for layout, model in converted.items():
+            stage(f"converted {layout}")
+            times[layout] = time_forward(
+                model,
+                case.input_for(precision, layout),
+                timer,
+                use_graphs,
+                row.tolerance,
+                case.check_samples,
+            )
+        del converted
+        _fill_times(row, "converted", times)
+        row.speedup = row.dense_ms / row.converted_ms
+        _fill_timing_facts(row, dense, times, use_graphs and case.device.type == "cuda")
+        row.status = "ok"
+    except Exception as error:  # noqa: BLE001  (e.g. out of memory: recorded, the run goes on)
+        row.status = correctness.exception_status(error)
+    return row
+
+
+def _check(case: ModelCase, row: ModelRow, keep: float, precision: Precision) -> dict:
+    """Fills the errors and tolerance; sets status FAILED if a layout is off.
+    Returns the converted models cast to the precision, by layout."""
+    reference = case.reference(keep, precision)
+    pruned = case.pruned(keep)
+    masked = case.cast(pruned.masked, precision.dtype)
+    with torch.inference_mode():
+        out = case.first_samples(masked(case.input_for(precision, "contiguous")))
+    del masked
+    row.dense_rel_error = correctness.relative_error(out, reference)
+    row.tolerance = model_tolerance(precision, row.dense_rel_error)
+    converted, errors = {}, []
+    for layout, model in pruned.converted.items():
+        converted[layout] = case.cast(model, precision.dtype, layout)
+        with torch.inference_mode():
+            out = case.first_samples(converted[layout](case.input_for(precision, layout)))
+        errors.append(correctness.relative_error(out, reference))
+    row.rel_error = max(errors)
+    if not correctness.passes(row.rel_error, row.tolerance):
+        row.status = "FAILED"
+    return converted
+
+
+def _fill_facts(row: ModelRow, facts) -> None:
+    row.layers_converted = facts.layers_converted
+    row.layers_dense = facts.layers_dense
+    row.dense_layers = facts.dense_layers
+    row.groups_kept = facts.groups_kept
+    row.params_total = facts.params_total
+    row.params_kept = facts.params_kept
+
+
+def _fill_times(row: ModelRow, side: str, times: DenseTimes) -> None:
+    for layout, timed in times.items():
+        setattr(row, f"{side}_ms_{layout}", timed.ms)
+    if times:
+        best = min(times, key=lambda layout: times[layout].ms)
+        setattr(row, f"{side}_ms", times[best].ms)
+        setattr(row, f"{side}_layout", best)
+
+
+def _fill_timing_facts(row: ModelRow, dense: DenseTimes, converted: DenseTimes, graphs: bool):
+    timed = {("dense", k): v for k, v in dense.items()}
+    timed.update({("converted", k): v for k, v in converted.items()})
+    graphed = [t.graphed for t in timed.values()]
+    if not graphs:
+        row.cuda_graphs = "off"
+    else:
+        row.cuda_graphs = "on" if all(graphed) else "partial" if any(graphed) else "failed"
+    notes = [f"{side} {layout}: {t.note}" for (side, layout), t in timed.items() if t.note]
+    row.note = "; ".join(part for part in (row.note, *notes) if part)
+    row.timing = (
+        f"dense {dense[row.dense_layout].method}, "
+        f"converted {converted[row.converted_layout].method}"
+    )
