@@ -3,47 +3,64 @@
 #
 #   bash bench/gpu_check.sh [STAGE ...]
 #   stages: build test sanitize bench workspace (the default set), and on request
-#           probe (C++ exception probe) and sweep (bench/experiments/pipeline_sweep.py)
-#   TESTS="tests/test_x.py ..." limits the test stage to those files.
+#           probe (C++ exception probe), sweep (bench/experiments/chunk_sweep.py),
+#           models (gwprune bench --models) and paper (gwprune bench --paper)
+#   TESTS="tests/test_x.py ..." limits the test stage to those files;
+#   MODELS_MINUTES / PAPER_MINUTES bound the two long benchmarks (rerun resumes).
 #
-# Writes logs and results under $OUT (or bench/results/gpu-check when unset) and
-# prints a short summary last. Builds in place (python/gwprune/_C*.so) so later
-# calls on a warm machine rebuild only what changed.
+# Logs go to $LOGS (bench/results/gpu-check when $OUT is unset), results to
+# bench/results/<kind>-<card>-<date>; with $OUT set (the device tool), everything is
+# also packed into $OUT/gpu-check.tgz after every stage, so a run cut short still
+# returns what it finished. Prints a short summary last. Builds in place
+# (python/gwprune/_C*.so) so later calls on a warm machine rebuild only what changed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-bench/results/gpu-check}
-mkdir -p "$OUT"
+if [ -n "${OUT:-}" ]; then LOGS=/tmp/gpu-check; else LOGS=bench/results/gpu-check; fi
+mkdir -p "$LOGS"
 export PYTHONPATH="$PWD/python${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}
 STAGES=${*:-build test sanitize bench workspace}
 PY=${PYTHON:-python3}
 summary=()
 
+card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | tr -c 'A-Za-z0-9\n' '-' | tr -s '-')
+card=${card%-}
+today=$(date -u +%Y-%m-%d)
 stage() { [[ " $STAGES " == *" $1 "* ]]; }
-note() { summary+=("$1"); echo "== $1"; }
+note() {
+  summary+=("$1"); echo "== $1"
+  printf '%s\n' "${summary[@]}" >"$LOGS/summary.txt"
+  if [ -n "${OUT:-}" ]; then
+    local results=()
+    for dir in bench/results/*-"$card"-"$today"; do
+      [ -d "$dir" ] && results+=(-C "$PWD/bench/results" "$(basename "$dir")")
+    done
+    tar czf "$OUT/gpu-check.tgz" -C /tmp gpu-check "${results[@]}" 2>/dev/null
+  fi
+}
 
 {
   date -u +"date: %Y-%m-%dT%H:%M:%SZ"
   nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader
   $PY -c 'import torch, sys; print("python", sys.version.split()[0], "torch", torch.__version__, "cuda", torch.version.cuda, "cudnn", torch.backends.cudnn.version())'
-} 2>&1 | tee "$OUT/env.txt"
+} 2>&1 | tee "$LOGS/env.txt"
 
 if stage build; then
   start=$SECONDS
-  if MAX_JOBS=${MAX_JOBS:-16} $PY setup.py build_ext --inplace >"$OUT/build.log" 2>&1; then
+  if MAX_JOBS=${MAX_JOBS:-16} $PY setup.py build_ext --inplace >"$LOGS/build.log" 2>&1; then
     note "build: ok ($((SECONDS - start)) s)"
   else
-    tail -40 "$OUT/build.log"; note "build: FAILED"; printf '%s\n' "${summary[@]}"; exit 1
+    tail -40 "$LOGS/build.log"; note "build: FAILED"; printf '%s\n' "${summary[@]}"; exit 1
   fi
-  $PY -m gwprune info | tee -a "$OUT/env.txt"
+  $PY -m gwprune info | tee -a "$LOGS/env.txt"
 fi
 
 if stage test; then
   start=$SECONDS
-  $PY -m pytest ${TESTS:-tests} -q -ra -p no:cacheprovider >"$OUT/pytest.log" 2>&1
+  $PY -m pytest ${TESTS:-tests} -q -ra -p no:cacheprovider >"$LOGS/pytest.log" 2>&1
   rc=$?
-  note "pytest (all tests, CUDA included): rc=$rc, $(tail -1 "$OUT/pytest.log") ($((SECONDS - start)) s)"
-  grep -E "^(FAILED|ERROR)" "$OUT/pytest.log" | head -20
+  note "pytest (all tests, CUDA included): rc=$rc, $(tail -1 "$LOGS/pytest.log") ($((SECONDS - start)) s)"
+  grep -E "^(FAILED|ERROR)" "$LOGS/pytest.log" | head -20
 fi
 
 if stage sanitize; then
@@ -53,45 +70,62 @@ if stage sanitize; then
   for tool in memcheck racecheck initcheck synccheck; do
     start=$SECONDS
     timeout 240 compute-sanitizer --tool "$tool" --error-exitcode 99 --print-limit 20 \
-      $PY -m pytest "${subset[@]}" -q -p no:cacheprovider -x >"$OUT/sanitize-$tool.log" 2>&1
+      $PY -m pytest "${subset[@]}" -q -p no:cacheprovider -x >"$LOGS/sanitize-$tool.log" 2>&1
     rc=$?
-    errors=$(grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$OUT/sanitize-$tool.log" | tail -1)
-    note "compute-sanitizer $tool: rc=$rc; ${errors:-no summary}; $(grep -E 'passed|failed' "$OUT/sanitize-$tool.log" | tail -1) ($((SECONDS - start)) s)"
+    errors=$(grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$LOGS/sanitize-$tool.log" | tail -1)
+    note "compute-sanitizer $tool: rc=$rc; ${errors:-no summary}; $(grep -E 'passed|failed' "$LOGS/sanitize-$tool.log" | tail -1) ($((SECONDS - start)) s)"
   done
 fi
 
 if stage bench; then
   start=$SECONDS
-  card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | tr -c 'A-Za-z0-9\n' '-' | tr -s '-')
-  dest=bench/results/quick-${card%-}
-  $PY -m gwprune bench --quick --out "$dest" ${BENCH_ARGS:-} >"$OUT/bench.log" 2>&1
+  dest=bench/results/quick-$card-$today
+  $PY -m gwprune bench --quick --out "$dest" ${BENCH_ARGS:-} >"$LOGS/bench.log" 2>&1
   note "bench --quick: rc=$? ($((SECONDS - start)) s) -> $dest"
-  tar czf "$OUT/bench-quick.tgz" -C bench/results "$(basename "$dest")"
   [ -f "$dest/results.md" ] && head -80 "$dest/results.md"
 fi
 
 if stage probe; then
-  bash bench/experiments/exception_probe.sh 2>&1 | tee "$OUT/exception-probe.txt"
-  note "exception probe: $(grep -c '^probe' "$OUT/exception-probe.txt") probes (see exception-probe.txt)"
+  bash bench/experiments/exception_probe.sh 2>&1 | tee "$LOGS/exception-probe.txt"
+  note "exception probe: $(grep -c '^probe' "$LOGS/exception-probe.txt") probes (see exception-probe.txt)"
 fi
 
 if stage sweep; then
   start=$SECONDS
-  $PY bench/experiments/pipeline_sweep.py --out "$OUT/sweep" ${SWEEP_ARGS:-} >"$OUT/sweep.log" 2>&1
-  note "pipeline sweep: rc=$? ($((SECONDS - start)) s)"
-  tail -5 "$OUT/sweep.log"
+  $PY bench/experiments/chunk_sweep.py --out "$LOGS/sweep" ${SWEEP_ARGS:-} >"$LOGS/sweep.log" 2>&1
+  note "chunk sweep: rc=$? ($((SECONDS - start)) s)"
+  tail -5 "$LOGS/sweep.log"
 fi
 
 if stage workspace; then
   # The speed cost of the workspace cap: the seed conv at several caps, side by side.
   for mb in 64 256 1024; do
     $PY -m gwprune bench --layers seed-conv --providers dense,dense-cl,group-packed,group-packed-cl,floor-flat \
-      --workspace-mb "$mb" --no-plots --out "bench/results/workspace-$mb" >"$OUT/workspace-$mb.log" 2>&1
+      --workspace-mb "$mb" --no-plots --out "$LOGS/workspace-$mb" >"$LOGS/workspace-$mb.log" 2>&1
     note "workspace ${mb} MiB: rc=$?"
-    grep -E "^### |^\| group-packed" "bench/results/workspace-$mb/results.md"
-  done > "$OUT/workspace.txt"
-  cat "$OUT/workspace.txt"
+    grep -E "^### |^\| group-packed" "$LOGS/workspace-$mb/results.md"
+  done > "$LOGS/workspace.txt"
+  cat "$LOGS/workspace.txt"
+fi
+
+if stage models; then
+  start=$SECONDS
+  dest=bench/results/models-$card-$today
+  resume=(); [ -f "$dest/results.csv" ] && resume=(--resume)
+  $PY -m gwprune bench --models --max-minutes "${MODELS_MINUTES:-6}" --out "$dest" "${resume[@]}" \
+    >"$LOGS/models.log" 2>&1
+  note "bench --models: rc=$? ($((SECONDS - start)) s) -> $dest"
+  [ -f "$dest/results.md" ] && head -60 "$dest/results.md"
+fi
+
+if stage paper; then
+  start=$SECONDS
+  dest=bench/results/paper-$card-$today
+  resume=(); [ -f "$dest/results.csv" ] && resume=(--resume)
+  $PY -m gwprune bench --paper --max-minutes "${PAPER_MINUTES:-6}" --out "$dest" "${resume[@]}" \
+    >"$LOGS/paper.log" 2>&1
+  note "bench --paper: rc=$? ($((SECONDS - start)) s) -> $dest"
 fi
 
 echo
-printf '%s\n' "${summary[@]}" | tee "$OUT/summary.txt"
+printf '%s\n' "${summary[@]}"

@@ -8,8 +8,7 @@
 
 #include <torch/extension.h>
 
-#define GWPRUNE_CHECK_VALUE(cond, ...) TORCH_CHECK_VALUE(cond, "gwprune: ", __VA_ARGS__)
-#define GWPRUNE_CHECK_TYPE(cond, ...) TORCH_CHECK_TYPE(cond, "gwprune: ", __VA_ARGS__)
+#include "error_message.h"
 
 #define CHECK_DIM(x, n) \
   GWPRUNE_CHECK_VALUE((x).dim() == (n), #x " must be a ", n, "-D tensor, got ", (x).dim(), "-D")

@@ -11,13 +11,10 @@
 namespace gwprune {
 namespace {
 std::atomic<bool> poison_flag{false};
-std::atomic<bool> overlap_flag{true};
 }  // namespace
 
 void set_poison_outputs(bool enabled) { poison_flag.store(enabled); }
 bool poison_outputs() { return poison_flag.load(); }
-void set_overlap_chunks(bool enabled) { overlap_flag.store(enabled); }
-bool overlap_chunks() { return overlap_flag.load(); }
 
 bool compiled_with_cuda() {
 #ifdef GWPRUNE_WITH_CUDA
@@ -65,9 +62,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("set_poison_outputs", &gwprune::set_poison_outputs,
         "Fill outputs and workspaces with NaN before kernels write them (tests)");
   m.def("poison_outputs", &gwprune::poison_outputs);
-  m.def("set_overlap_chunks", &gwprune::set_overlap_chunks,
-        "Overlap the gather of the next chunk with the current GEMM on a second stream");
-  m.def("overlap_chunks", &gwprune::overlap_chunks);
   m.def("compiled_with_cuda", &gwprune::compiled_with_cuda);
   m.def("cuda_arch_list", &gwprune::cuda_arch_list);
 }

@@ -30,11 +30,6 @@ at::Tensor linear_packed(const at::Tensor& x, const at::Tensor& weight,
 void set_poison_outputs(bool enabled);
 bool poison_outputs();
 
-// Whether chunked CUDA ops overlap the gather of one chunk with the GEMM of
-// the previous one on a second stream (on by default; off for A/B timing).
-void set_overlap_chunks(bool enabled);
-bool overlap_chunks();
-
 bool compiled_with_cuda();
 std::string cuda_arch_list();
 

@@ -1,6 +1,6 @@
-"""CUDA: the chunk pipeline (gather of chunk i+1 overlapping the GEMM of chunk i on a
-second stream) and the cuBLASLt bias epilogue are as accurate as the serial, prefilled
-path, deterministic, and correct on any stream and under CUDA-graph capture."""
+"""CUDA: chunked calls (workspace cap smaller than the compacted operand) and the
+cuBLASLt bias epilogue are accurate at every precision, deterministic, and correct on
+any stream and under CUDA-graph capture."""
 
 import pytest
 import torch
@@ -8,18 +8,16 @@ import torch.nn.functional as F
 from conftest import assert_matches, poisoned_outputs, precision_flags
 
 import gwprune
-from gwprune import _config
 
 pytestmark = pytest.mark.cuda
 
 
 @pytest.fixture
 def settings():
-    """Restores the workspace cap and the overlap switch after the test."""
-    saved = (gwprune.get_workspace_limit(), _config.get_chunk_overlap())
+    """Restores the workspace cap after the test."""
+    saved = gwprune.get_workspace_limit()
     yield
-    gwprune.set_workspace_limit(saved[0])
-    _config.set_chunk_overlap(saved[1])
+    gwprune.set_workspace_limit(saved)
 
 
 def conv_case(layout, dtype, seed, bias=True, n=6, c=24, co=40, hw=(13, 11), keep=0.4):
@@ -68,34 +66,28 @@ PRECISIONS = [
 @pytest.mark.parametrize("precision,dtype", PRECISIONS, ids=[p for p, _ in PRECISIONS])
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 @pytest.mark.parametrize("limit", [3000, 40_000, 2**30])
-def test_conv_overlap_on_and_off_agree(settings, precision, dtype, layout, limit):
+def test_chunked_conv_is_accurate_and_deterministic(settings, precision, dtype, layout, limit):
     # 3000 B slices pixels across many chunks; 40 kB takes an image or two per chunk;
-    # 1 GiB is one chunk (no pipeline).
+    # 1 GiB is one chunk.
     x, packed, bias, ref = conv_case(layout, dtype, seed=limit)
     gwprune.set_workspace_limit(limit)
-    for overlap in (False, True):
-        _config.set_chunk_overlap(overlap)
-        with precision_flags(precision), poisoned_outputs("cuda"):
-            first = gwprune.ops.conv2d_packed(x, packed, bias, padding=1)
-            again = gwprune.ops.conv2d_packed(x, packed, bias, padding=1)
-        assert_matches(first, ref, precision, f"{layout} overlap={overlap}")
-        # Overlap halves the chunk size, so on and off may round differently (other GEMM
-        # shapes); each one is deterministic run to run.
-        torch.testing.assert_close(first, again, rtol=0, atol=0)
+    with precision_flags(precision), poisoned_outputs("cuda"):
+        first = gwprune.ops.conv2d_packed(x, packed, bias, padding=1)
+        again = gwprune.ops.conv2d_packed(x, packed, bias, padding=1)
+    assert_matches(first, ref, precision, f"{layout} limit={limit}")
+    torch.testing.assert_close(first, again, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("precision,dtype", PRECISIONS, ids=[p for p, _ in PRECISIONS])
 @pytest.mark.parametrize("limit", [500, 20_000, 2**30])
-def test_linear_overlap_on_and_off_agree(settings, precision, dtype, limit):
+def test_chunked_linear_is_accurate_and_deterministic(settings, precision, dtype, limit):
     x, packed, bias, ref = linear_case(dtype, seed=limit)
     gwprune.set_workspace_limit(limit)
-    for overlap in (False, True):
-        _config.set_chunk_overlap(overlap)
-        with precision_flags(precision), poisoned_outputs("cuda"):
-            first = gwprune.ops.linear_packed(x, packed, bias)
-            again = gwprune.ops.linear_packed(x, packed, bias)
-        assert_matches(first, ref, precision, f"overlap={overlap}")
-        torch.testing.assert_close(first, again, rtol=0, atol=0)
+    with precision_flags(precision), poisoned_outputs("cuda"):
+        first = gwprune.ops.linear_packed(x, packed, bias)
+        again = gwprune.ops.linear_packed(x, packed, bias)
+    assert_matches(first, ref, precision, f"limit={limit}")
+    torch.testing.assert_close(first, again, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("precision,dtype", PRECISIONS[1:], ids=[p for p, _ in PRECISIONS[1:]])
@@ -118,11 +110,10 @@ def test_bias_epilogue_and_its_fallback(settings, precision, dtype, offset):
     assert_matches(out_l, ref_l, precision, f"linear bias offset {offset}")
 
 
-def test_pipeline_on_a_side_stream_and_in_a_cuda_graph(settings):
+def test_chunked_calls_on_a_side_stream_and_in_a_cuda_graph(settings):
     x, packed, bias, ref = conv_case("nchw", torch.float32, seed=11)
     xl, packed_l, bias_l, ref_l = linear_case(torch.float32, seed=12)
     gwprune.set_workspace_limit(20_000)
-    _config.set_chunk_overlap(True)
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with precision_flags("fp32"), torch.cuda.stream(stream):

@@ -1,14 +1,15 @@
-"""Experiment behind bench/NOTES.md: what the chunk pipeline, the workspace cap and
-the cuBLASLt bias epilogue buy, side by side in one process on one GPU.
+"""Experiment behind bench/NOTES.md: what the workspace cap costs and where the time
+of one gwprune call goes, side by side in one process on one GPU.
 
-    python bench/experiments/pipeline_sweep.py --out DIR [--quick]
+    python bench/experiments/chunk_sweep.py --out DIR [--quick]
 
-For the seed conv layer (N=64, 512->512, 3x3, pad 1, 28x28) and the BERT FFN linear
-(8192x768->3072) it times, at each precision: dense (cuDNN NCHW / channels_last,
-cuBLAS), the compacted-GEMM floor, and gwprune at several workspace caps with the
-overlap on and off; then a torch.profiler split of one gwprune call into gather and
-GEMM kernel time. Every gwprune result is checked against the dense one on masked
-weights before it is timed. Writes sweep.csv and prints a table.
+For the seed conv layer (N=64, 512->512, 3x3, pad 1, 28x28, with bias) and the BERT
+FFN linear (8192x768->3072, with and without bias) it times, at each precision: dense
+(cuDNN NCHW / channels_last, cuBLAS), the compacted-GEMM floor, and gwprune at several
+workspace caps in both layouts (weights packed for the layout they see); then a
+torch.profiler split of one gwprune call into gather and GEMM kernel time. Every
+gwprune result is checked against the dense one on masked weights before it is timed.
+Writes sweep.csv and prints a table.
 """
 
 import argparse
@@ -22,7 +23,6 @@ import torch.nn.functional as F
 from triton.testing import do_bench
 
 import gwprune
-from gwprune import _config
 
 PRECISIONS = {
     "tf32": (torch.float32, True),
@@ -60,45 +60,43 @@ def conv_rows(precision, keeps, caps, writer):
     dense_cl = time_ms(lambda: F.conv2d(x_cl, weight, bias, padding=1))
     for keep in keeps:
         keep_idx = torch.randperm(c * 9, device="cuda")[: int(keep * c * 9)]
-        packed = gwprune.pack_conv2d_weight(weight, keep_idx)
+        packed_for = {
+            "nchw": gwprune.pack_conv2d_weight(weight, keep_idx),
+            "channels_last": gwprune.pack_conv2d_weight(weight, keep_idx, torch.channels_last),
+        }
         ref = F.conv2d(x, gwprune.mask_weight(weight, keep_idx), bias, padding=1)
-        kept = packed.weight.shape[1]
+        kept = packed_for["nchw"].weight.shape[1]
         cols = torch.randn(n * hw * hw, kept, device="cuda", dtype=dtype)
-        floor = time_ms(partial(torch.mm, cols, packed.weight.t()))
+        floor = time_ms(partial(torch.mm, cols, packed_for["nchw"].weight.t()))
         del cols
         for cap in caps:
             gwprune.set_workspace_limit(cap * 2**20)
-            for overlap in (False, True):
-                _config.set_chunk_overlap(overlap)
-                for layout, xin in (("nchw", x), ("channels_last", x_cl)):
-                    out = gwprune.ops.conv2d_packed(xin, packed, bias, padding=1)
-                    check(out, ref, precision, f"conv {precision} {layout} keep {keep}")
-                    ms = time_ms(partial(gwprune.ops.conv2d_packed, xin, packed, bias, padding=1))
-                    torch.cuda.synchronize()
-                    torch.cuda.reset_peak_memory_stats()
-                    base = torch.cuda.memory_allocated()
-                    out = gwprune.ops.conv2d_packed(xin, packed, bias, padding=1)
-                    torch.cuda.synchronize()
-                    extra = (
-                        torch.cuda.max_memory_allocated() - base - out.numel() * out.element_size()
+            for layout, xin in (("nchw", x), ("channels_last", x_cl)):
+                packed = packed_for[layout]
+                out = gwprune.ops.conv2d_packed(xin, packed, bias, padding=1)
+                check(out, ref, precision, f"conv {precision} {layout} keep {keep}")
+                ms = time_ms(partial(gwprune.ops.conv2d_packed, xin, packed, bias, padding=1))
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+                base = torch.cuda.memory_allocated()
+                out = gwprune.ops.conv2d_packed(xin, packed, bias, padding=1)
+                torch.cuda.synchronize()
+                extra = torch.cuda.max_memory_allocated() - base - out.numel() * out.element_size()
+                del out
+                writer.writerow(
+                    dict(
+                        layer="seed-conv",
+                        precision=precision,
+                        keep=keep,
+                        layout=layout,
+                        cap_mib=cap,
+                        gwprune_ms=round(ms, 4),
+                        floor_ms=round(floor, 4),
+                        dense_nchw_ms=round(dense, 4),
+                        dense_cl_ms=round(dense_cl, 4),
+                        extra_mib=round(extra / 2**20, 1),
                     )
-                    del out
-                    writer.writerow(
-                        dict(
-                            layer="seed-conv",
-                            precision=precision,
-                            keep=keep,
-                            layout=layout,
-                            cap_mib=cap,
-                            overlap=int(overlap),
-                            gwprune_ms=round(ms, 4),
-                            floor_ms=round(floor, 4),
-                            dense_nchw_ms=round(dense, 4),
-                            dense_cl_ms=round(dense_cl, 4),
-                            extra_mib=round(extra / 2**20, 1),
-                        )
-                    )
-    _config.set_chunk_overlap(True)
+                )
 
 
 def linear_rows(precision, keeps, writer):
@@ -127,7 +125,6 @@ def linear_rows(precision, keeps, writer):
                     keep=keep,
                     layout="rows",
                     cap_mib=256,
-                    overlap=1,
                     gwprune_ms=round(ms, 4),
                     floor_ms=round(floor, 4),
                     dense_nchw_ms=round(dense, 4),
@@ -144,14 +141,13 @@ def kernel_split(precision, keep, cap):
     gwprune.set_workspace_limit(cap * 2**20)
     x = torch.randn(64, 512, 28, 28, device="cuda", dtype=dtype)
     weight = torch.randn(512, 512, 3, 3, device="cuda", dtype=dtype)
-    packed = gwprune.pack_conv2d_weight(
-        weight, torch.randperm(4608, device="cuda")[: int(keep * 4608)]
-    )
+    keep_idx = torch.randperm(4608, device="cuda")[: int(keep * 4608)]
     lines = []
-    for layout, xin in (
-        ("nchw", x),
-        ("channels_last", x.contiguous(memory_format=torch.channels_last)),
+    for layout, xin, memory_format in (
+        ("nchw", x, torch.contiguous_format),
+        ("channels_last", x.contiguous(memory_format=torch.channels_last), torch.channels_last),
     ):
+        packed = gwprune.pack_conv2d_weight(weight, keep_idx, memory_format)
         for _ in range(3):
             gwprune.ops.conv2d_packed(xin, packed, None, padding=1)
         torch.cuda.synchronize()
@@ -181,7 +177,6 @@ def main():
         "keep",
         "layout",
         "cap_mib",
-        "overlap",
         "gwprune_ms",
         "floor_ms",
         "dense_nchw_ms",

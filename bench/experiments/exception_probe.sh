@@ -27,5 +27,6 @@ probe index-count "$W; _C.conv2d_packed(torch.randn(1, 4, 8, 8), w, i[:7], None,
 probe stride "$W; _C.conv2d_packed(torch.randn(1, 4, 8, 8), w, i, None, [1, 1], [0, 1], [0, 0], [1, 1], 1)"
 probe cpu-only "$W; _C.conv2d_packed(torch.randn(1, 4, 8, 8), w, i, None, *a)"
 probe linear-index-dtype "$W; _C.linear_packed(torch.randn(2, 8), w, i.long(), None, 1 << 20)"
-probe all-in-pytest "import subprocess, sys; sys.exit(subprocess.call([sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider', 'tests/test_validation.py', '-k', 'compiled_entry_points'], env={**__import__('os').environ, 'GWPRUNE_UNSKIP_C_EXCEPTIONS': '1'}))"
+probe all-in-pytest "import subprocess, sys; sys.exit(subprocess.call([sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider', 'tests/test_validation.py', '-k', 'compiled_entry_points']))"
+probe device-mismatch "_C.linear_packed(torch.randn(2, 8, device='cuda'), torch.randn(4, 8), torch.zeros(8, dtype=torch.int32, device='cuda'), None, 1024)"
 probe torch-op-error "torch.ops.aten.mm(torch.randn(2, 3), torch.randn(4, 5))"

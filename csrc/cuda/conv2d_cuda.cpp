@@ -7,9 +7,9 @@
 //   NHWC input:  cols [pixels][K']; out (pixels x Cout, i.e. channels_last) =
 //                cols @ W^T as one flat GEMM.
 // The workspace holds at most `workspace_bytes` (at least one row), so peak
-// extra memory is bounded for any batch. When the compacted operand does not
-// fit, the budget is split into two slots and the gather of the next chunk
-// overlaps the GEMM of the current one (chunk_pipeline.h).
+// extra memory is bounded for any batch; chunks run in order on the current
+// stream and reuse one buffer. (Overlapping the next chunk's gather with the
+// current GEMM on a second stream was measured slower: bench/NOTES.md.)
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 
@@ -17,9 +17,9 @@
 #include <cstdint>
 #include <limits>
 
+#include "../error_message.h"
 #include "../ops.h"
 #include "buffers.h"
-#include "chunk_pipeline.h"
 #include "gather.h"
 #include "gemm.h"
 #include "precision.h"
@@ -31,13 +31,13 @@ namespace {
 void check_conv_fits_32bit(const ConvGeometry& g) {
   constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
   constexpr int64_t kInt16Max = std::numeric_limits<int16_t>::max();
-  TORCH_CHECK_VALUE(
+  GWPRUNE_CHECK_VALUE(
       g.num_groups() <= kInt32Max && g.height * g.width <= kInt32Max && g.out_pixels() <= kInt32Max,
-      "gwprune: one image of this conv is too large for the CUDA kernels (C*kh*kw, "
+      "one image of this conv is too large for the CUDA kernels (C*kh*kw, "
       "H*W and Ho*Wo must each be below 2^31)");
-  TORCH_CHECK_VALUE((g.kernel_h - 1) * g.dilation_h + g.pad_h <= kInt16Max &&
-                        (g.kernel_w - 1) * g.dilation_w + g.pad_w <= kInt16Max,
-                    "gwprune: (kernel - 1) * dilation + padding must be below 32768");
+  GWPRUNE_CHECK_VALUE((g.kernel_h - 1) * g.dilation_h + g.pad_h <= kInt16Max &&
+                          (g.kernel_w - 1) * g.dilation_w + g.pad_w <= kInt16Max,
+                      "(kernel - 1) * dilation + padding must be below 32768");
 }
 
 void conv_nchw(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& group_idx,
@@ -47,49 +47,28 @@ void conv_nchw(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& 
   const int64_t out_channels = weight.size(0);
   const int64_t kept = group_idx.numel();
   const int64_t pixels = g.out_pixels();
-  const WorkspaceSlots slots = split_workspace(batch * kept * pixels, kept, budget_elements);
-  // Whole images per chunk when one fits a slot, else a slice of one image.
-  const int64_t images_per_chunk =
-      std::clamp<int64_t>(slots.slot_elements / (kept * pixels), 1, batch);
+  // Whole images per chunk when one fits the budget, else a slice of one image.
+  const int64_t images_per_chunk = std::clamp<int64_t>(budget_elements / (kept * pixels), 1, batch);
   const int64_t pixels_per_chunk =
       images_per_chunk > 1
           ? pixels
-          : std::clamp<int64_t>(slots.slot_elements / kept, 1, std::min(pixels, kMaxCublasDim));
-  const int64_t slot_elements = images_per_chunk * kept * pixels_per_chunk;
-  const int64_t slot_step = slot_stride(slot_elements);
-  at::Tensor cols = make_workspace(slots.count * slot_step, x);
-  const int64_t image_chunks = ceil_div(batch, images_per_chunk);
-  const int64_t pixel_chunks = ceil_div(pixels, pixels_per_chunk);
+          : std::clamp<int64_t>(budget_elements / kept, 1, std::min(pixels, kMaxGatherPixels));
+  at::Tensor cols = make_workspace(images_per_chunk * kept * pixels_per_chunk, x);
   const int64_t elem = x.element_size();
-  char* cols_base = static_cast<char*>(cols.data_ptr());
   char* out_base = static_cast<char*>(out.data_ptr());
 
-  struct Chunk {
-    int64_t n0, images, p0, count;
-  };
-  const auto chunk_at = [&](int64_t c) {
-    const int64_t n0 = (c / pixel_chunks) * images_per_chunk;
-    const int64_t p0 = (c % pixel_chunks) * pixels_per_chunk;
-    return Chunk{n0, std::min(images_per_chunk, batch - n0), p0,
-                 std::min(pixels_per_chunk, pixels - p0)};
-  };
-  const auto slot_view = [&](int slot) { return cols.narrow(0, slot * slot_step, slot_elements); };
-  run_chunk_pipeline(
-      image_chunks * pixel_chunks, slots,
-      [&](int64_t c, int slot) {
-        const Chunk k = chunk_at(c);
-        at::Tensor slot_cols = slot_view(slot);
-        im2col_gather_nchw(x, group_idx, slot_cols, g, k.n0, k.images, k.p0, k.count);
-      },
-      [&](int64_t c, int slot) {
-        const Chunk k = chunk_at(c);
-        const RowMajorOperand w_op{weight.data_ptr(), out_channels, kept, kept, 0, false};
-        const RowMajorOperand cols_op{
-            cols_base + slot * slot_step * elem, kept, k.count, k.count, kept * k.count, false};
-        const RowMajorOutput out_op{out_base + (k.n0 * out_channels * pixels + k.p0) * elem,
-                                    out_channels, k.count, pixels, out_channels * pixels};
-        gemm(w_op, cols_op, out_op, k.images, x.scalar_type(), allow_tf32, beta);
-      });
+  for (int64_t n0 = 0; n0 < batch; n0 += images_per_chunk) {
+    const int64_t images = std::min(images_per_chunk, batch - n0);
+    for (int64_t p0 = 0; p0 < pixels; p0 += pixels_per_chunk) {
+      const int64_t count = std::min(pixels_per_chunk, pixels - p0);
+      im2col_gather_nchw(x, group_idx, cols, g, n0, images, p0, count);
+      const RowMajorOperand w_op{weight.data_ptr(), out_channels, kept, kept, 0, false};
+      const RowMajorOperand cols_op{cols.data_ptr(), kept, count, count, kept * count, false};
+      const RowMajorOutput out_op{out_base + (n0 * out_channels * pixels + p0) * elem, out_channels,
+                                  count, pixels, out_channels * pixels};
+      gemm(w_op, cols_op, out_op, images, x.scalar_type(), allow_tf32, beta);
+    }
+  }
 }
 
 // Bias, when given, is added by the GEMM's epilogue where cuBLASLt offers one
@@ -101,38 +80,24 @@ void conv_nhwc(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& 
   const int64_t out_channels = weight.size(0);
   const int64_t kept = group_idx.numel();
   const int64_t total_pixels = x.size(0) * g.out_pixels();
-  const WorkspaceSlots slots = split_workspace(total_pixels * kept, kept, budget_elements);
   const int64_t pixels_per_chunk =
-      std::clamp<int64_t>(slots.slot_elements / kept, 1, std::min(total_pixels, kMaxCublasDim));
-  const int64_t slot_elements = pixels_per_chunk * kept;
-  const int64_t slot_step = slot_stride(slot_elements);
-  at::Tensor cols = make_workspace(slots.count * slot_step, x);
+      std::clamp<int64_t>(budget_elements / kept, 1, std::min(total_pixels, kMaxCublasDim));
+  at::Tensor cols = make_workspace(pixels_per_chunk * kept, x);
   const int64_t elem = x.element_size();
-  char* cols_base = static_cast<char*>(cols.data_ptr());
   char* out_base = static_cast<char*>(out.data_ptr());
   // channels_last [N, C, H, W] is [N*H*W, C] in memory.
   const at::Tensor out_rows = out.permute({0, 2, 3, 1}).view({-1, out_channels});
-  const auto count_at = [&](int64_t c) {
-    return std::min(pixels_per_chunk, total_pixels - c * pixels_per_chunk);
-  };
 
-  run_chunk_pipeline(
-      ceil_div(total_pixels, pixels_per_chunk), slots,
-      [&](int64_t c, int slot) {
-        at::Tensor slot_cols = cols.narrow(0, slot * slot_step, slot_elements);
-        im2col_gather_nhwc(x, group_idx, slot_cols, g, c * pixels_per_chunk, count_at(c));
-      },
-      [&](int64_t c, int slot) {
-        const int64_t p0 = c * pixels_per_chunk;
-        const int64_t count = count_at(c);
-        const RowMajorOperand cols_op{
-            cols_base + slot * slot_step * elem, count, kept, kept, 0, false};
-        const RowMajorOperand w_op{weight.data_ptr(), out_channels, kept, kept, 0, true};
-        const RowMajorOutput out_op{out_base + p0 * out_channels * elem, count, out_channels,
-                                    out_channels, 0};
-        gemm_rows(cols_op, w_op, out_op, out_rows, p0, epilogue_bias, beta, x.scalar_type(),
-                  allow_tf32);
-      });
+  for (int64_t p0 = 0; p0 < total_pixels; p0 += pixels_per_chunk) {
+    const int64_t count = std::min(pixels_per_chunk, total_pixels - p0);
+    im2col_gather_nhwc(x, group_idx, cols, g, p0, count);
+    const RowMajorOperand cols_op{cols.data_ptr(), count, kept, kept, 0, false};
+    const RowMajorOperand w_op{weight.data_ptr(), out_channels, kept, kept, 0, true};
+    const RowMajorOutput out_op{out_base + p0 * out_channels * elem, count, out_channels,
+                                out_channels, 0};
+    gemm_rows(cols_op, w_op, out_op, out_rows, p0, epilogue_bias, beta, x.scalar_type(),
+              allow_tf32);
+  }
 }
 
 }  // namespace

@@ -12,6 +12,10 @@
 
 namespace gwprune::cuda {
 
+// Most output pixels one NCHW gather call covers (callers slice larger images):
+// keeps the kernel's 32-bit pixel loop clear of overflow.
+constexpr int64_t kMaxGatherPixels = int64_t{1} << 30;
+
 // NCHW input. Writes cols[image_count][K'][pixel_count] (pixels contiguous),
 // covering images [image_begin, image_begin + image_count) and output pixels
 // [pixel_begin, pixel_begin + pixel_count) of each. x is contiguous NCHW,

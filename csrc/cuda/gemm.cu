@@ -10,6 +10,7 @@
 #include <memory>
 #include <type_traits>
 
+#include "../error_message.h"
 #include "gemm.h"
 
 namespace gwprune::cuda {
@@ -34,8 +35,8 @@ class MathModeGuard {
 };
 
 int as_cublas_int(int64_t value, const char* what) {
-  TORCH_CHECK(value >= 0 && value <= std::numeric_limits<int>::max(), "gwprune: GEMM ", what, " = ",
-              value, " does not fit cuBLAS's 32-bit int (the caller must chunk)");
+  GWPRUNE_CHECK(value >= 0 && value <= std::numeric_limits<int>::max(), "GEMM ", what, " = ", value,
+                " does not fit cuBLAS's 32-bit int (the caller must chunk)");
   return static_cast<int>(value);
 }
 
@@ -50,7 +51,7 @@ cudaDataType_t cuda_data_type(at::ScalarType dtype) {
     case at::kDouble:
       return CUDA_R_64F;
     default:
-      TORCH_CHECK(false, "gwprune: no cuBLAS type for dtype ", dtype);
+      GWPRUNE_CHECK(false, "no cuBLAS type for dtype ", dtype);
   }
 }
 

@@ -6,8 +6,11 @@
 //          contiguous; one warp per (image, kept group) row, lanes walk output
 //          pixels so loads along w and stores along the row are coalesced.
 //   NHWC:  x [N, H, W, C] (channels_last) -> cols [pixels][K'], kept groups
-//          contiguous; one warp per output pixel, lanes walk kept groups, so
-//          consecutive kept channels of one tap are consecutive loads.
+//          contiguous; one warp per output pixel, consecutive lanes take
+//          consecutive kept groups, so with the tap-major order packing uses
+//          for channels_last (consecutive channels of one tap) both the loads
+//          and the stores are coalesced. (Vector stores of VEC groups per lane
+//          made the loads strided and ran slower in fp16: bench/NOTES.md.)
 // A group index outside [0, C*kh*kw) yields zeros, never an out-of-bounds read
 // (indices are validated before launch; this is the memory-safety backstop).
 #include <ATen/Dispatch.h>
@@ -90,7 +93,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
 // groups are decoded per element instead.
 constexpr int kMaxTableTaps = 4096;
 
-template <typename scalar_t, int VEC, bool kTable>
+template <typename scalar_t, bool kTable>
 __global__ void __launch_bounds__(kThreadsPerBlock)
     im2col_gather_nhwc_kernel(const scalar_t* __restrict__ x, const int32_t* __restrict__ group_idx,
                               scalar_t* __restrict__ cols, const ConvGeometry g,
@@ -117,18 +120,13 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
     const int w0 = (pixel - oh * static_cast<int>(g.out_w)) * static_cast<int>(g.stride_w);
     const scalar_t* src = x + image * g.height * g.width * g.channels;
     scalar_t* dst = cols + row * num_kept;
-    for (int k = lane * VEC; k < kept; k += kWarpSize * VEC) {
-      scalar_t vals[VEC];
-#pragma unroll
-      for (int v = 0; v < VEC; ++v) {
-        const Tap tap = kTable ? table[k + v] : decode_group(group_idx[k + v], g);
-        const int h = h0 + tap.dh;
-        const int w = w0 + tap.dw;
-        const bool inside = tap.channel >= 0 && h >= 0 && h < height && w >= 0 && w < width;
-        vals[v] = inside ? src[(static_cast<int64_t>(h) * width + w) * channels + tap.channel]
-                         : scalar_t(0);
-      }
-      store_vector<scalar_t, VEC>(dst + k, vals);
+    for (int k = lane; k < kept; k += kWarpSize) {
+      const Tap tap = kTable ? table[k] : decode_group(group_idx[k], g);
+      const int h = h0 + tap.dh;
+      const int w = w0 + tap.dw;
+      const bool inside = tap.channel >= 0 && h >= 0 && h < height && w >= 0 && w < width;
+      dst[k] = inside ? __ldg(src + (static_cast<int64_t>(h) * width + w) * channels + tap.channel)
+                      : scalar_t(0);
     }
   }
 }
@@ -163,19 +161,17 @@ void im2col_gather_nhwc(const at::Tensor& x, const at::Tensor& group_idx, at::Te
   const auto blocks = static_cast<unsigned>(warp_per_row_blocks(pixel_count));
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, x.scalar_type(), "im2col_gather_nhwc", [&] {
-        dispatch_vector_width<scalar_t>(num_kept, [&]<int VEC>() {
-          const auto launch = [&](auto kernel) {
-            kernel<<<blocks, kThreadsPerBlock, 0, stream>>>(
-                x.const_data_ptr<scalar_t>(), group_idx.const_data_ptr<int32_t>(),
-                cols.mutable_data_ptr<scalar_t>(), geometry, pixel_begin, pixel_count, num_kept);
-            C10_CUDA_KERNEL_LAUNCH_CHECK();
-          };
-          if (num_kept <= kMaxTableTaps) {
-            launch(im2col_gather_nhwc_kernel<scalar_t, VEC, true>);
-          } else {
-            launch(im2col_gather_nhwc_kernel<scalar_t, VEC, false>);
-          }
-        });
+        const auto launch = [&](auto kernel) {
+          kernel<<<blocks, kThreadsPerBlock, 0, stream>>>(
+              x.const_data_ptr<scalar_t>(), group_idx.const_data_ptr<int32_t>(),
+              cols.mutable_data_ptr<scalar_t>(), geometry, pixel_begin, pixel_count, num_kept);
+          C10_CUDA_KERNEL_LAUNCH_CHECK();
+        };
+        if (num_kept <= kMaxTableTaps) {
+          launch(im2col_gather_nhwc_kernel<scalar_t, true>);
+        } else {
+          launch(im2col_gather_nhwc_kernel<scalar_t, false>);
+        }
       });
 }
 

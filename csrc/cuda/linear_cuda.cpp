@@ -1,7 +1,6 @@
 // Group-wise linear on CUDA: rows of x are gathered chunk by chunk into a
 // bounded workspace [rows, K'] and multiplied by the packed weight, so
-// out (rows x out) = gathered @ W^T is one TN GEMM per chunk; chunks overlap
-// their gather with the previous GEMM (chunk_pipeline.h).
+// out (rows x out) = gathered @ W^T is one TN GEMM per chunk.
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 
@@ -9,7 +8,6 @@
 
 #include "../ops.h"
 #include "buffers.h"
-#include "chunk_pipeline.h"
 #include "gather.h"
 #include "gemm.h"
 #include "precision.h"
@@ -38,36 +36,22 @@ at::Tensor linear_packed_cuda(const at::Tensor& x2d, const at::Tensor& weight,
     return out;
   }
   const int64_t budget_elements = std::max<int64_t>(workspace_bytes / x2d.element_size(), kept);
-  const WorkspaceSlots slots = split_workspace(rows * kept, kept, budget_elements);
   const int64_t rows_per_chunk =
-      std::clamp<int64_t>(slots.slot_elements / kept, 1, std::min(rows, kMaxCublasDim));
-  const int64_t slot_elements = rows_per_chunk * kept;
-  const int64_t slot_step = slot_stride(slot_elements);
-  at::Tensor gathered = make_workspace(slots.count * slot_step, x2d);
+      std::clamp<int64_t>(budget_elements / kept, 1, std::min(rows, kMaxCublasDim));
+  at::Tensor gathered = make_workspace(rows_per_chunk * kept, x2d);
   const int64_t elem = x2d.element_size();
-  char* gathered_base = static_cast<char*>(gathered.data_ptr());
   char* out_base = static_cast<char*>(out.data_ptr());
-  const auto count_at = [&](int64_t c) {
-    return std::min(rows_per_chunk, rows - c * rows_per_chunk);
-  };
 
-  run_chunk_pipeline(
-      ceil_div(rows, rows_per_chunk), slots,
-      [&](int64_t c, int slot) {
-        at::Tensor slot_rows = gathered.narrow(0, slot * slot_step, slot_elements);
-        gather_features(x2d, feature_idx, slot_rows, c * rows_per_chunk, count_at(c));
-      },
-      [&](int64_t c, int slot) {
-        const int64_t r0 = c * rows_per_chunk;
-        const int64_t count = count_at(c);
-        const RowMajorOperand x_op{
-            gathered_base + slot * slot_step * elem, count, kept, kept, 0, false};
-        const RowMajorOperand w_op{weight.data_ptr(), out_features, kept, kept, 0, true};
-        const RowMajorOutput out_op{out_base + r0 * out_features * elem, count, out_features,
-                                    out_features, 0};
-        gemm_rows(x_op, w_op, out_op, out, r0, epilogue_bias.defined() ? &epilogue_bias : nullptr,
-                  beta, x2d.scalar_type(), allow_tf32);
-      });
+  for (int64_t r0 = 0; r0 < rows; r0 += rows_per_chunk) {
+    const int64_t count = std::min(rows_per_chunk, rows - r0);
+    gather_features(x2d, feature_idx, gathered, r0, count);
+    const RowMajorOperand x_op{gathered.data_ptr(), count, kept, kept, 0, false};
+    const RowMajorOperand w_op{weight.data_ptr(), out_features, kept, kept, 0, true};
+    const RowMajorOutput out_op{out_base + r0 * out_features * elem, count, out_features,
+                                out_features, 0};
+    gemm_rows(x_op, w_op, out_op, out, r0, epilogue_bias.defined() ? &epilogue_bias : nullptr, beta,
+              x2d.scalar_type(), allow_tf32);
+  }
   return out;
 }
 

@@ -40,28 +40,3 @@ def set_workspace_limit(nbytes: int) -> None:
 def get_workspace_limit() -> int:
     """The current workspace cap in bytes (see set_workspace_limit)."""
     return _workspace_bytes
-
-
-def set_chunk_overlap(enabled: bool) -> None:
-    """Overlap the gather of the next chunk with the current chunk's GEMM (default on).
-
-    Only chunked calls (compacted operand larger than the workspace cap) are
-    affected; the switch exists so benchmarks can time the serial order too.
-    ``GWPRUNE_OVERLAP=0`` turns it off at import.
-    """
-    if not isinstance(enabled, bool):
-        raise TypeError(f"enabled must be a bool, got {type(enabled).__name__}")
-    from ._extension import _C
-
-    if _C is not None:
-        _C.set_overlap_chunks(enabled)
-
-
-def get_chunk_overlap() -> bool:
-    from ._extension import _C
-
-    return bool(_C is not None and _C.overlap_chunks())
-
-
-if os.environ.get("GWPRUNE_OVERLAP") == "0":
-    set_chunk_overlap(False)
