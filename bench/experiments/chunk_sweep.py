@@ -167,7 +167,10 @@ def kernel_split(precision, keep, cap):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
-    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="TF32 and fp16 only")
+    parser.add_argument("--caps", default="32,64,256,1024", help="workspace caps, MiB")
+    parser.add_argument("--keeps", default="0.75,0.5,0.25")
+    parser.add_argument("--conv-only", action="store_true", help="no linear rows, no profile")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     torch.manual_seed(0)
@@ -184,18 +187,22 @@ def main():
         "extra_mib",
     ]
     precisions = ["tf32", "fp16"] if args.quick else ["tf32", "fp16", "bf16", "fp32"]
+    caps = [int(c) for c in args.caps.split(",")]
+    keeps = [float(k) for k in args.keeps.split(",")]
     with open(os.path.join(args.out, "sweep.csv"), "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
         for precision in precisions:
-            conv_rows(precision, [0.75, 0.5, 0.25], [32, 64, 256, 1024], writer)
-            linear_rows(precision, [0.75, 0.5, 0.25], writer)
+            conv_rows(precision, keeps, caps, writer)
+            if not args.conv_only:
+                linear_rows(precision, keeps, writer)
             handle.flush()
             print(f"done {precision}", flush=True)
-    with open(os.path.join(args.out, "kernel_split.txt"), "w") as handle:
-        for precision in ("tf32", "fp16"):
-            handle.write(kernel_split(precision, 0.5, 256) + "\n")
-            handle.write(kernel_split(precision, 0.5, 64) + "\n")
+    if not args.conv_only:
+        with open(os.path.join(args.out, "kernel_split.txt"), "w") as handle:
+            for precision in ("tf32", "fp16"):
+                handle.write(kernel_split(precision, 0.5, 256) + "\n")
+                handle.write(kernel_split(precision, 0.5, 64) + "\n")
     with open(os.path.join(args.out, "sweep.csv")) as handle:
         print(handle.read())
 
