@@ -150,6 +150,11 @@ bool gemm_bias_epilogue(const RowMajorOperand& a, const RowMajorOperand& b,
                  pointer_alignment(out.data));
   set_preference(pref.get(), CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
                  pointer_alignment(out.data));
+  // Split-K partial sums stay in fp32: reducing them in bf16/fp16 (the output
+  // type) cost a bf16 channels_last conv 7x the error of F.conv2d.
+  const auto fp32_reductions = static_cast<uint32_t>(CUBLASLT_REDUCTION_SCHEME_MASK &
+                                                     ~CUBLASLT_REDUCTION_SCHEME_OUTPUT_TYPE);
+  set_preference(pref.get(), CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, fp32_reductions);
 
   cublasLtHandle_t handle = at::cuda::getCurrentCUDABlasLtHandle();
   cublasLtMatmulHeuristicResult_t heuristic = {};
@@ -220,7 +225,10 @@ void gemm(const RowMajorOperand& a, const RowMajorOperand& b, const RowMajorOutp
 
   // TF32, fp16 and bf16: tensor cores with fp32 accumulation and fp32 alpha/beta.
   const bool tf32 = dtype == at::kFloat;
-  MathModeGuard mode(handle, tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH);
+  // fp16/bf16: no reduced-precision split-K reductions, as in gemm_bias_epilogue.
+  const auto half_mode = static_cast<cublasMath_t>(
+      CUBLAS_DEFAULT_MATH | CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION);
+  MathModeGuard mode(handle, tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : half_mode);
   const cublasComputeType_t compute = tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
   const cudaDataType_t type = cuda_data_type(dtype);
   const float alpha_f = 1.0f;

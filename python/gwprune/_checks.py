@@ -10,6 +10,8 @@ from collections.abc import Sequence
 
 import torch
 
+from ._extension import cuda_kernels_compiled
+
 FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 INDEX_DTYPES = (torch.int32, torch.int64)
 
@@ -128,6 +130,8 @@ def check_conv2d_input(
         if in_channels and x.shape[1] % in_channels == 0 and x.shape[1] != in_channels:
             hint = " (grouped convolution, groups != 1, is not supported by gwprune)"
         _fail_value(f"x has {x.shape[1]} channels but weight expects {in_channels}{hint}")
+    if min(kernel_size) <= 0:
+        _fail_value(f"kernel size must be positive, got {tuple(kernel_size)}")
     stride = as_pair(stride, "stride", 1)
     padding = as_pair(padding, "padding", 0)
     dilation = as_pair(dilation, "dilation", 1)
@@ -141,7 +145,40 @@ def check_conv2d_input(
             f"{kernel_size}, stride {stride}, padding {padding}, dilation {dilation}: "
             "the input is too small"
         )
+    check_cuda_conv_limits(x, in_channels, kernel_size, padding, dilation, out_hw)
     return stride, padding, dilation, out_hw
+
+
+# The CUDA gather kernels index within one image in 32 bits and keep tap offsets in 16 bits
+# (csrc/cuda/conv2d_cuda.cpp check_conv_fits_32bit holds the same limits). They are checked
+# here too so that an oversized conv raises a Python ValueError before gwprune._C is reached.
+INT32_MAX = 2**31 - 1
+INT16_MAX = 2**15 - 1
+
+
+def check_cuda_conv_limits(x, in_channels, kernel_size, padding, dilation, out_hw) -> None:
+    if x.device.type != "cuda" or not cuda_kernels_compiled():
+        return  # without CUDA kernels CUDA tensors take the reference path: no such limit
+    height, width = x.shape[2], x.shape[3]
+    sizes = {
+        "C*kh*kw (groups per filter)": in_channels * kernel_size[0] * kernel_size[1],
+        "H*W of one input image": height * width,
+        "Ho*Wo of one output image": out_hw[0] * out_hw[1],
+    }
+    for what, size in sizes.items():
+        if size > INT32_MAX:
+            _fail_value(
+                f"{what} is {size}, above 2^31 - 1: one image of this conv is too large for "
+                "the CUDA kernels (split the image, or run it on the CPU)"
+            )
+    for d, axis in enumerate(("height", "width")):
+        reach = (kernel_size[d] - 1) * dilation[d] + padding[d]
+        if reach > INT16_MAX:
+            _fail_value(
+                f"(kernel - 1) * dilation + padding along {axis} is {reach}, above 32767: "
+                f"kernel {tuple(kernel_size)}, dilation {dilation}, padding {padding} are "
+                "too large for the CUDA kernels"
+            )
 
 
 def check_conv2d_weight(weight, x: torch.Tensor) -> None:
@@ -151,6 +188,12 @@ def check_conv2d_weight(weight, x: torch.Tensor) -> None:
             f"weight must be a 4-D [Cout, C, kh, kw] tensor, got shape {tuple(weight.shape)}"
         )
     check_same_dtype_device(weight, "weight", x)
+    if weight.shape[0] == 0:
+        _fail_value(f"weight has 0 output channels (shape {tuple(weight.shape)})")
+    if weight.shape[2] == 0 or weight.shape[3] == 0:
+        _fail_value(
+            f"weight has kernel size {tuple(weight.shape[2:])}; kernel size must be positive"
+        )
 
 
 def check_linear_input(x, in_features: int) -> None:
@@ -174,7 +217,63 @@ def check_linear_weight(weight, x: torch.Tensor) -> None:
 
 
 def check_no_groups(groups) -> None:
+    if isinstance(groups, bool) or not isinstance(groups, int):
+        _fail_type(f"groups must be the int 1, got {groups!r}")
     if groups != 1:
         _fail_value(
             f"groups must be 1, got {groups!r}: grouped convolution is out of scope for gwprune"
         )
+
+
+# ---- packed weights built by hand ----------------------------------------------------------
+# pack_conv2d_weight / pack_linear_weight build consistent packed weights from validated
+# indices. A PackedConv2dWeight / PackedLinearWeight made directly (or from a state dict) is
+# checked here for kind, shape, dtype, device and layout, all without reading the indices (no
+# host sync); index values of such a packed weight are trusted: the CUDA gathers read an index
+# outside [0, groups) as zeros, never out of bounds.
+
+
+def _check_packed_index(index, name: str, x: torch.Tensor, kept_columns: int) -> None:
+    check_tensor(index, name)
+    if index.dtype != torch.int32:
+        _fail_type(f"{name} must be an int32 tensor, got {index.dtype}")
+    if index.dim() != 1:
+        _fail_value(f"{name} must be 1-D, got shape {tuple(index.shape)}")
+    check_same_device(index, name, x)
+    if not index.is_contiguous():
+        _fail_value(f"{name} must be contiguous")
+    if index.numel() != kept_columns:
+        _fail_value(
+            f"{name} has {index.numel()} entries but packed.weight has {kept_columns} columns"
+        )
+
+
+def _check_packed_weight(weight, x: torch.Tensor) -> None:
+    check_tensor(weight, "packed.weight")
+    if weight.dim() != 2:
+        _fail_value(f"packed.weight must be a 2-D [out, K'] tensor, got {tuple(weight.shape)}")
+    check_same_dtype_device(weight, "packed.weight", x)
+    if not weight.is_contiguous():
+        _fail_value("packed.weight must be contiguous (pack it with gwprune.pack_*_weight)")
+
+
+def _check_count(value, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        _fail_type(f"{name} must be an int, got {value!r}")
+    if value < 0:
+        _fail_value(f"{name} must be non-negative, got {value}")
+
+
+def check_packed_conv2d(packed, x: torch.Tensor) -> None:
+    """A PackedConv2dWeight is consistent with itself and with x (no values read)."""
+    _check_packed_weight(packed.weight, x)
+    _check_packed_index(packed.group_idx, "packed.group_idx", x, packed.weight.shape[1])
+    _check_count(packed.in_channels, "packed.in_channels")
+    as_pair(packed.kernel_size, "packed.kernel_size", 1)
+
+
+def check_packed_linear(packed, x: torch.Tensor) -> None:
+    """A PackedLinearWeight is consistent with itself and with x (no values read)."""
+    _check_packed_weight(packed.weight, x)
+    _check_packed_index(packed.feature_idx, "packed.feature_idx", x, packed.weight.shape[1])
+    _check_count(packed.in_features, "packed.in_features")

@@ -1,8 +1,10 @@
 """Process-wide settings: the workspace cap of the CUDA ops."""
 
+import math
 import os
 
 _DEFAULT_WORKSPACE_BYTES = 256 * 2**20
+_MAX_WORKSPACE_BYTES = 2**63 - 1  # the C++ ops take it as int64
 
 
 def _initial_workspace_bytes() -> int:
@@ -13,9 +15,14 @@ def _initial_workspace_bytes() -> int:
         megabytes = float(value)
     except ValueError:
         raise ValueError(f"GWPRUNE_WORKSPACE_MB must be a number, got {value!r}") from None
-    if megabytes <= 0:
-        raise ValueError(f"GWPRUNE_WORKSPACE_MB must be positive, got {value!r}")
-    return int(megabytes * 2**20)
+    if not math.isfinite(megabytes) or megabytes <= 0:
+        raise ValueError(f"GWPRUNE_WORKSPACE_MB must be a positive number, got {value!r}")
+    nbytes = int(megabytes * 2**20)
+    if not 1 <= nbytes <= _MAX_WORKSPACE_BYTES:
+        raise ValueError(
+            f"GWPRUNE_WORKSPACE_MB must give between 1 byte and 2^63 - 1 bytes, got {value!r}"
+        )
+    return nbytes
 
 
 _workspace_bytes = _initial_workspace_bytes()
@@ -31,8 +38,8 @@ def set_workspace_limit(nbytes: int) -> None:
     """
     if isinstance(nbytes, bool) or not isinstance(nbytes, int):
         raise TypeError(f"nbytes must be an int, got {type(nbytes).__name__}")
-    if nbytes <= 0:
-        raise ValueError(f"nbytes must be positive, got {nbytes}")
+    if not 1 <= nbytes <= _MAX_WORKSPACE_BYTES:
+        raise ValueError(f"nbytes must be between 1 and 2^63 - 1, got {nbytes}")
     global _workspace_bytes
     _workspace_bytes = nbytes
 

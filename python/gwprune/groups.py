@@ -25,10 +25,11 @@ def keep_idx_from_mask(group_mask: torch.Tensor) -> torch.Tensor:
     """
     check_tensor(group_mask, "group_mask")
     if group_mask.dtype != torch.bool:
-        if group_mask.is_floating_point() or group_mask.is_complex():
-            bad = (group_mask != 0) & (group_mask != 1)
-            if bool(bad.any()):
-                raise ValueError("gwprune: group_mask must be boolean or hold only 0 and 1")
+        # Numbers other than 0 and 1 (2, -1, 0.5) are more likely a mistake (scores, a
+        # keep count) than a mask: refuse them rather than read every nonzero as kept.
+        bad = (group_mask != 0) & (group_mask != 1)
+        if bool(bad.any()):
+            raise ValueError("gwprune: group_mask must be boolean or hold only 0 and 1")
         group_mask = group_mask != 0
     return group_mask.reshape(-1).nonzero().reshape(-1)
 

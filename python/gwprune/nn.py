@@ -22,9 +22,10 @@ import math
 import torch
 import torch.nn as nn
 
-from . import ops
+from . import _checks, ops
 from .groups import keep_idx_from_mask, keep_idx_from_zeroed
 from .packing import (
+    PAD_INDEX,
     PackedConv2dWeight,
     PackedLinearWeight,
     kept_count,
@@ -82,13 +83,31 @@ def _placeholder_idx(keep, num_groups: int, device) -> torch.Tensor:
             )
         return pad_index(torch.arange(keep, dtype=torch.int32, device=device))
     keep = _check_keep_idx_arg(keep)
-    return pad_index(torch.sort(keep.reshape(-1).long()).values.to(device=device))
+    _checks.check_index_meta(keep, "keep_idx", keep, "keep_idx", num_groups, "groups")
+    _checks.check_index_values(keep, "keep_idx", num_groups, "groups")
+    return pad_index(torch.sort(keep.long()).values.to(device=device))
 
 
 class _GroupwiseBase(nn.Module):
     """Shared buffer handling: index buffers keep their integer dtype under any cast."""
 
     _index_buffer: str  # name of the int32 index buffer of the subclass
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # A saved index buffer is validated like a keep_idx argument (one host sync for a
+        # GPU tensor, at load time only): out-of-range entries would otherwise read as
+        # zeros on CUDA, silently wrong. -1 is the packing's padding.
+        index = state_dict.get(prefix + self._index_buffer)
+        if isinstance(index, torch.Tensor) and index.numel():
+            name = f"{prefix}{self._index_buffer}"
+            if index.dtype not in (torch.int32, torch.int64) or index.dim() != 1:
+                raise ValueError(
+                    f"gwprune: {name} must be a 1-D int32 tensor, got {index.dtype} "
+                    f"of shape {tuple(index.shape)}"
+                )
+            real = index[index != PAD_INDEX]
+            _checks.check_index_values(real, name, self.num_groups, "groups")
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _apply(self, fn, recurse=True):
         # Module.to(dtype) already skips integer tensors, but Module.type(), .half() via

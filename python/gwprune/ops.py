@@ -265,8 +265,7 @@ def conv2d_packed(x, packed: PackedConv2dWeight, bias=None, stride=1, padding=0,
             f"gwprune: packed must be a PackedConv2dWeight, got {type(packed).__name__}"
         )
     _checks.check_float_tensor(x, "x")
-    _checks.check_same_dtype_device(packed.weight, "packed.weight", x)
-    _checks.check_same_device(packed.group_idx, "packed.group_idx", x)
+    _checks.check_packed_conv2d(packed, x)
     stride, padding, dilation, _ = _checks.check_conv2d_input(
         x, packed.in_channels, packed.kernel_size, stride, padding, dilation
     )
@@ -307,8 +306,7 @@ def linear_packed(x, packed: PackedLinearWeight, bias=None):
             f"gwprune: packed must be a PackedLinearWeight, got {type(packed).__name__}"
         )
     _checks.check_float_tensor(x, "x")
-    _checks.check_same_dtype_device(packed.weight, "packed.weight", x)
-    _checks.check_same_device(packed.feature_idx, "packed.feature_idx", x)
+    _checks.check_packed_linear(packed, x)
     _checks.check_linear_input(x, packed.in_features)
     _checks.check_bias(bias, x, packed.weight.shape[0], "out_features")
     return _registered_or_eager(_linear_packed_op, _linear_packed_impl, x, packed.weight, bias)(

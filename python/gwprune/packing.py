@@ -135,6 +135,8 @@ def pack_conv2d_weight(
     ``memory_format`` is the input layout the packed weight will mostly see.
     """
     _checks.check_float_tensor(weight, "weight", dim=4)
+    if weight.shape[0] == 0:
+        raise ValueError(f"gwprune: weight has 0 output channels (shape {tuple(weight.shape)})")
     if memory_format not in (torch.contiguous_format, torch.channels_last):
         raise ValueError(
             f"gwprune: memory_format must be torch.contiguous_format or torch.channels_last, "
