@@ -65,11 +65,11 @@ fi
 
 if stage sanitize; then
   # Sanitizers instrument every kernel, torch's included: a focused CUDA subset.
-  subset=(tests/test_conv2d.py tests/test_linear.py tests/test_cuda_integration.py
-          -k "cuda-fp32 or workspace or chunked or empty")
+  subset=(tests/test_conv2d.py tests/test_linear.py tests/test_chunks_and_bias.py
+          -k "cuda-fp32 or (chunked and (fp32 or bf16)) or epilogue")
   for tool in memcheck racecheck initcheck synccheck; do
     start=$SECONDS
-    timeout 240 compute-sanitizer --tool "$tool" --error-exitcode 99 --print-limit 20 \
+    timeout ${SANITIZE_TIMEOUT:-150} compute-sanitizer --tool "$tool" --error-exitcode 99 --print-limit 20 \
       $PY -m pytest "${subset[@]}" -q -p no:cacheprovider -x >"$LOGS/sanitize-$tool.log" 2>&1
     rc=$?
     errors=$(grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$LOGS/sanitize-$tool.log" | tail -1)
