@@ -150,10 +150,10 @@ bool gemm_bias_epilogue(const RowMajorOperand& a, const RowMajorOperand& b,
                  pointer_alignment(out.data));
   set_preference(pref.get(), CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
                  pointer_alignment(out.data));
-  // Split-K partial sums stay in fp32: reducing them in bf16/fp16 (the output
-  // type) cost a bf16 channels_last conv 7x the error of F.conv2d.
-  const auto fp32_reductions = static_cast<uint32_t>(CUBLASLT_REDUCTION_SCHEME_MASK &
-                                                     ~CUBLASLT_REDUCTION_SCHEME_OUTPUT_TYPE);
+  // Split-K partial sums stay in fp32: reducing them in bf16/fp16 (out of
+  // place in the output type, or in place in the output buffer) cost a bf16
+  // channels_last conv 7x the error of F.conv2d.
+  const auto fp32_reductions = static_cast<uint32_t>(CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE);
   set_preference(pref.get(), CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, fp32_reductions);
 
   cublasLtHandle_t handle = at::cuda::getCurrentCUDABlasLtHandle();
