@@ -33,8 +33,9 @@ def set_workspace_limit(nbytes: int) -> None:
 
     The batch (or, for a single huge image, its pixels) is processed in chunks
     that fit the cap; a smaller cap saves memory and costs speed (on an H200,
-    seed conv layer, TF32, keep 0.5: 0.79 ms at 64 MiB, 0.62 at 256 MiB, 0.60 at
-    1 GiB; bench/NOTES.md). Default 256 MiB, or ``GWPRUNE_WORKSPACE_MB``.
+    seed conv layer, TF32, keep 0.5, channels_last: 0.66 ms at 64 MiB, 0.57 at
+    256 MiB, 0.55 at 1 GiB; bench/NOTES.md). Default 256 MiB, or
+    ``GWPRUNE_WORKSPACE_MB``.
     """
     if isinstance(nbytes, bool) or not isinstance(nbytes, int):
         raise TypeError(f"nbytes must be an int, got {type(nbytes).__name__}")
