@@ -19,8 +19,6 @@ from gwprune import _checks
 from gwprune.nn import GroupwiseConv2d, GroupwiseLinear
 from gwprune.packing import PackedConv2dWeight, PackedLinearWeight
 
-TORCH_BEFORE_2_14 = tuple(int(v) for v in torch.__version__.split(".")[:2]) < (2, 14)
-
 
 def conv_args(device, **overrides):
     args = {
