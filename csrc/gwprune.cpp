@@ -38,9 +38,8 @@ std::string cuda_arch_list() {
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "gwprune compiled kernels: group-wise pruned conv2d and linear";
-  // Our own errors become the matching Python exceptions here, in this module,
-  // rather than through torch's global translator: with the device image's torch
-  // 2.11 a c10::ValueError leaving this module that way crashed the process.
+  // Our own errors become the matching Python exceptions here, with the message
+  // alone (what_without_backtrace: no C++ stack in a user's ValueError).
   py::register_local_exception_translator([](std::exception_ptr error) {
     try {
       if (error) std::rethrow_exception(error);
