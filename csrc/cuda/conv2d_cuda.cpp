@@ -75,7 +75,7 @@ void conv_nchw(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& 
 // (out rows are pixels, so the bias runs along the GEMM's columns), else it
 // was prefilled into `out` and beta is 1.
 void conv_nhwc(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& group_idx,
-               at::Tensor& out, const ConvGeometry& g, const at::Tensor* epilogue_bias, float beta,
+               at::Tensor& out, const ConvGeometry& g, const at::Tensor& epilogue_bias, float beta,
                bool allow_tf32, int64_t budget_elements) {
   const int64_t out_channels = weight.size(0);
   const int64_t kept = group_idx.numel();
@@ -133,8 +133,7 @@ at::Tensor conv2d_packed_cuda(const at::Tensor& x_in, const at::Tensor& weight,
   }
   const int64_t budget_elements = std::max<int64_t>(workspace_bytes / x.element_size(), kept);
   if (channels_last) {
-    conv_nhwc(x, weight, group_idx, out, geometry,
-              epilogue_bias.defined() ? &epilogue_bias : nullptr, beta, allow_tf32,
+    conv_nhwc(x, weight, group_idx, out, geometry, epilogue_bias, beta, allow_tf32,
               budget_elements);
   } else {
     conv_nchw(x, weight, group_idx, out, geometry, beta, allow_tf32, budget_elements);

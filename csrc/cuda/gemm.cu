@@ -55,6 +55,20 @@ cudaDataType_t cuda_data_type(at::ScalarType dtype) {
   }
 }
 
+// The inner dimension of out = a @ b, after checking that the shapes agree.
+int64_t checked_inner_dim(const RowMajorOperand& a, const RowMajorOperand& b,
+                          const RowMajorOutput& out) {
+  const int64_t inner = a.transposed ? a.rows : a.cols;
+  TORCH_CHECK(inner == (b.transposed ? b.cols : b.rows), "gwprune: GEMM inner dimensions differ");
+  TORCH_CHECK(out.rows == (a.transposed ? a.cols : a.rows), "gwprune: GEMM output rows differ");
+  TORCH_CHECK(out.cols == (b.transposed ? b.rows : b.cols), "gwprune: GEMM output cols differ");
+  return inner;
+}
+
+cublasOperation_t cublas_op(const RowMajorOperand& operand) {
+  return operand.transposed ? CUBLAS_OP_T : CUBLAS_OP_N;
+}
+
 // Largest power of two (capped at 256, cuBLASLt's default assumption) that
 // divides the address: cuBLASLt must be told, or it may pick a kernel whose
 // vector loads need more alignment than a chunk's offset pointer has.
@@ -112,17 +126,14 @@ bool gemm_bias_epilogue(const RowMajorOperand& a, const RowMajorOperand& b,
   // The epilogue reads the bias with vector loads; an odd offset view of a
   // bias tensor takes the prefill path instead.
   if (pointer_alignment(bias) < 16) return false;
-  const int64_t inner = a.transposed ? a.rows : a.cols;
-  TORCH_CHECK(inner == (b.transposed ? b.cols : b.rows), "gwprune: GEMM inner dimensions differ");
-  TORCH_CHECK(out.rows == (a.transposed ? a.cols : a.rows), "gwprune: GEMM output rows differ");
-  TORCH_CHECK(out.cols == (b.transposed ? b.rows : b.cols), "gwprune: GEMM output cols differ");
+  checked_inner_dim(a, b, out);
   if (out.rows == 0 || out.cols == 0) return true;
 
   // Same mapping as gemm(): column-major out^T = B^T @ A^T, B passed first.
   // The bias then runs along cuBLAS's m (= out.cols), which is what
   // CUBLASLT_EPILOGUE_BIAS broadcasts.
-  const cublasOperation_t op_b = b.transposed ? CUBLAS_OP_T : CUBLAS_OP_N;
-  const cublasOperation_t op_a = a.transposed ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t op_b = cublas_op(b);
+  const cublasOperation_t op_a = cublas_op(a);
   const cudaDataType_t type = cuda_data_type(dtype);
   const bool tf32 = dtype == at::kFloat;
   const cublasComputeType_t compute = tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
@@ -175,16 +186,13 @@ bool gemm_bias_epilogue(const RowMajorOperand& a, const RowMajorOperand& b,
 
 void gemm(const RowMajorOperand& a, const RowMajorOperand& b, const RowMajorOutput& out,
           int64_t batch, at::ScalarType dtype, bool allow_tf32, float beta) {
-  const int64_t inner = a.transposed ? a.rows : a.cols;
-  TORCH_CHECK(inner == (b.transposed ? b.cols : b.rows), "gwprune: GEMM inner dimensions differ");
-  TORCH_CHECK(out.rows == (a.transposed ? a.cols : a.rows), "gwprune: GEMM output rows differ");
-  TORCH_CHECK(out.cols == (b.transposed ? b.rows : b.cols), "gwprune: GEMM output cols differ");
+  const int64_t inner = checked_inner_dim(a, b, out);
   if (batch == 0 || out.rows == 0 || out.cols == 0) return;
 
   // Row-major out = A @ B is column-major out^T = B^T @ A^T, and a row-major
   // matrix read column-major is already its transpose: pass B first, A second.
-  const cublasOperation_t op_b = b.transposed ? CUBLAS_OP_T : CUBLAS_OP_N;
-  const cublasOperation_t op_a = a.transposed ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t op_b = cublas_op(b);
+  const cublasOperation_t op_a = cublas_op(a);
   const int m = as_cublas_int(out.cols, "m");
   const int n = as_cublas_int(out.rows, "n");
   const int k = as_cublas_int(inner, "k");
@@ -245,15 +253,15 @@ void gemm(const RowMajorOperand& a, const RowMajorOperand& b, const RowMajorOutp
 }
 
 void gemm_rows(const RowMajorOperand& a, const RowMajorOperand& b, const RowMajorOutput& out,
-               const at::Tensor& out_rows, int64_t row0, const at::Tensor* epilogue_bias,
+               const at::Tensor& out_rows, int64_t row0, const at::Tensor& epilogue_bias,
                float beta, at::ScalarType dtype, bool allow_tf32) {
-  if (epilogue_bias == nullptr) {
+  if (!epilogue_bias.defined()) {
     gemm(a, b, out, 1, dtype, allow_tf32, beta);
     return;
   }
-  if (gemm_bias_epilogue(a, b, out, epilogue_bias->data_ptr(), dtype, allow_tf32)) return;
+  if (gemm_bias_epilogue(a, b, out, epilogue_bias.data_ptr(), dtype, allow_tf32)) return;
   at::Tensor rows = out_rows.narrow(0, row0, out.rows);
-  rows.copy_(epilogue_bias->view({1, -1}).expand_as(rows));
+  rows.copy_(epilogue_bias.view({1, -1}).expand_as(rows));
   gemm(a, b, out, 1, dtype, allow_tf32, 1.0f);
 }
 
