@@ -22,8 +22,8 @@ from .outputs import check_same_device, read_env, write_all, write_env
 from .precision import PRECISIONS, Precision, parse_precisions, runnable_on
 from .providers import default_providers, provider_names
 from .results import CsvSink, read_csv
-from .runner import plan, run_tasks
-from .timing import make_timer
+from .runner import plan, run_tasks, split_done
+from .timing import make_timer, measurement_settings
 
 DEFAULT_KEEPS = "0.9,0.75,0.5,0.25,0.1"
 LAYER_WARMUP_MS = 10.0
@@ -366,11 +366,7 @@ def main(argv=None) -> int:
         existing = _resumed_rows(out_dir, env) if args.resume else []
     except ValueError as error:
         return _fail(f"--resume: {error}")
-    tasks = plan(chosen, precisions, keeps, providers)
-    done = {row.key for row in existing}
-    todo = [task for task in tasks if task.key not in done]
-    wanted = {task.key for task in tasks}
-    existing = [row for row in existing if row.key in wanted]
+    existing, todo = split_done(plan(chosen, precisions, keeps, providers), existing)
 
     command = "gwprune bench " + shlex.join(argv)
     print(
@@ -380,17 +376,13 @@ def main(argv=None) -> int:
     )
     write_env(out_dir, env)
     deadline = time.perf_counter() + args.max_minutes * 60 if args.max_minutes else None
-    saved_benchmark, saved_threads = torch.backends.cudnn.benchmark, torch.get_num_threads()
-    torch.backends.cudnn.benchmark = not args.no_cudnn_benchmark
-    if args.device.type == "cpu":
-        torch.set_num_threads(args.threads)
     sink = CsvSink(out_dir / "results.csv", existing)
+    settings = measurement_settings(args.device, not args.no_cudnn_benchmark, args.threads)
     try:
-        outcome = run_tasks(todo, args.device, timer, sink, seed=args.seed, deadline=deadline)
+        with settings:
+            outcome = run_tasks(todo, args.device, timer, sink, seed=args.seed, deadline=deadline)
     finally:
         sink.close()
-        torch.backends.cudnn.benchmark = saved_benchmark
-        torch.set_num_threads(saved_threads)
     env["elapsed_s_last_run"] = round(outcome.elapsed_s, 1)
     env["command"] = command
     env["incomplete"] = not outcome.complete

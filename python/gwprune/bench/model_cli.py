@@ -33,7 +33,8 @@ from .model_specs import (
 )
 from .outputs import check_same_device, write_env
 from .precision import Precision
-from .timing import CpuTimer, CudaTimer
+from .runner import split_done
+from .timing import CpuTimer, CudaTimer, measurement_settings
 
 DEFAULT_MODEL_KEEPS = [0.75, 0.5, 0.25]
 MODEL_WARMUP_MS = 25.0
@@ -128,11 +129,7 @@ def run_models(args, argv: list[str], precisions: list[Precision]) -> int:
             return _fail(f"--resume: {error}")
         rows = read_model_rows(out_dir / "results.csv")
         existing = [row for row in rows if not row.status.startswith("error")]
-    tasks = plan_model_tasks(specs, keeps, precisions)
-    wanted = {task.key for task in tasks}
-    existing = [row for row in existing if row.key in wanted]
-    done = {row.key for row in existing}
-    todo = [task for task in tasks if task.key not in done]
+    existing, todo = split_done(plan_model_tasks(specs, keeps, precisions), existing)
 
     command = "gwprune bench " + shlex.join(argv)
     print(
@@ -143,26 +140,22 @@ def run_models(args, argv: list[str], precisions: list[Precision]) -> int:
     )
     write_env(out_dir, env)
     deadline = time.perf_counter() + args.max_minutes * 60 if args.max_minutes else None
-    saved_benchmark, saved_threads = torch.backends.cudnn.benchmark, torch.get_num_threads()
-    torch.backends.cudnn.benchmark = not args.no_cudnn_benchmark
-    if args.device.type == "cpu":
-        torch.set_num_threads(args.threads)
     sink = ModelRowSink(out_dir / "results.csv", existing)
     options = ModelRunOptions(size=size, use_graphs=use_graphs, seed=args.seed)
+    settings = measurement_settings(args.device, not args.no_cudnn_benchmark, args.threads)
     try:
-        outcome = run_model_tasks(
-            todo,
-            args.device,
-            timer,
-            options,
-            sink,
-            deadline=deadline,
-            known_dense=dense_times_from_rows(existing),
-        )
+        with settings:
+            outcome = run_model_tasks(
+                todo,
+                args.device,
+                timer,
+                options,
+                sink,
+                deadline=deadline,
+                known_dense=dense_times_from_rows(existing),
+            )
     finally:
         sink.close()
-        torch.backends.cudnn.benchmark = saved_benchmark
-        torch.set_num_threads(saved_threads)
     env["elapsed_s_last_run"] = round(outcome.elapsed_s, 1)
     env["command"] = command
     env["incomplete"] = not outcome.complete

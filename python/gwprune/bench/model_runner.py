@@ -5,7 +5,6 @@ and then cast for every precision; the dense model is timed once per precision. 
 go to a sink as they are made, so a run stopped by its time budget can be resumed.
 """
 
-import gc
 import time
 from dataclasses import dataclass
 from itertools import groupby
@@ -18,7 +17,7 @@ from .model_measure import DenseTimes, measure_dense, measure_model, new_row
 from .model_specs import ModelSize, ModelSpec
 from .precision import Precision, precision_flags
 from .progress import make_progress
-from .runner import RunOutcome
+from .runner import RunOutcome, free_device_memory
 
 
 @dataclass(frozen=True)
@@ -49,12 +48,6 @@ class ModelRunOptions:
     size: ModelSize
     use_graphs: bool
     seed: int = 0
-
-
-def _free_device_memory(device: torch.device) -> None:
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
 
 
 def run_model_tasks(
@@ -102,9 +95,9 @@ def run_model_tasks(
                 if out_of_time():
                     break
                 add(_measure(case, task, timer, options, dense_times, progress))
-                _free_device_memory(device)
+                free_device_memory(device)
             case = None
-            _free_device_memory(device)
+            free_device_memory(device)
     finally:
         if progress is not None:
             progress.close()
@@ -128,7 +121,7 @@ def _measure(case: ModelCase, task: ModelTask, timer, options, dense_times, prog
                 )
             except Exception as error:  # noqa: BLE001  (recorded in every row of this precision)
                 dense_times[dense_key] = correctness.exception_status(error)
-            _free_device_memory(case.device)
+            free_device_memory(case.device)
         return measure_model(
             case,
             task.keep,

@@ -76,7 +76,16 @@ def _quiet_beta_warnings():
         yield
 
 
-def _free_device_memory(device: torch.device) -> None:
+def split_done(tasks, rows) -> tuple[list, list]:
+    """(rows that belong to ``tasks``, tasks no row covers yet): what --resume keeps and what
+    it still has to measure. Tasks and rows are matched by their ``key``."""
+    wanted = {task.key for task in tasks}
+    kept = [row for row in rows if row.key in wanted]
+    done = {row.key for row in kept}
+    return kept, [task for task in tasks if task.key not in done]
+
+
+def free_device_memory(device: torch.device) -> None:
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -117,7 +126,7 @@ def run_tasks(
                         if sink is not None:
                             sink.add(row)
                 data = rows = None
-                _free_device_memory(device)
+                free_device_memory(device)
                 if deadline is not None and time.perf_counter() > deadline:
                     break
     finally:

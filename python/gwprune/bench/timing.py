@@ -13,6 +13,7 @@ import math
 import statistics
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -118,3 +119,18 @@ def make_timer(device: torch.device, warmup_ms: float, rep_ms: float):
     if device.type == "cuda":
         return CudaTimer(warmup_ms=warmup_ms, rep_ms=rep_ms)
     return CpuTimer()
+
+
+@contextmanager
+def measurement_settings(device: torch.device, cudnn_benchmark: bool, cpu_threads: int):
+    """cuDNN autotuning (so dense gets cuDNN's best algorithm) and, on the CPU, the thread
+    count of a run; both restored afterwards."""
+    saved_benchmark, saved_threads = torch.backends.cudnn.benchmark, torch.get_num_threads()
+    torch.backends.cudnn.benchmark = cudnn_benchmark
+    if device.type == "cpu":
+        torch.set_num_threads(cpu_threads)
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = saved_benchmark
+        torch.set_num_threads(saved_threads)
