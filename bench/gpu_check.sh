@@ -108,24 +108,20 @@ if stage workspace; then
   cat "$LOGS/workspace.txt"
 fi
 
-if stage models; then
-  start=$SECONDS
-  dest=bench/results/models-$card-$today
-  resume=(); [ -f "$dest/results.csv" ] && resume=(--resume)
-  $PY -m gwprune bench --models --max-minutes "${MODELS_MINUTES:-6}" --out "$dest" "${resume[@]}" \
-    >"$LOGS/models.log" 2>&1
-  note "bench --models: rc=$? ($((SECONDS - start)) s) -> $dest"
+# A long benchmark (gwprune bench --models / --paper) under a time limit, resumed from its
+# results.csv when an earlier command left one.
+long_bench() {
+  local kind=$1 minutes=$2 start=$SECONDS
+  local dest=bench/results/$kind-$card-$today resume=()
+  [ -f "$dest/results.csv" ] && resume=(--resume)
+  $PY -m gwprune bench "--$kind" --max-minutes "$minutes" --out "$dest" "${resume[@]}" \
+    >"$LOGS/$kind.log" 2>&1
+  note "bench --$kind: rc=$? ($((SECONDS - start)) s) -> $dest"
   [ -f "$dest/results.md" ] && head -60 "$dest/results.md"
-fi
+}
 
-if stage paper; then
-  start=$SECONDS
-  dest=bench/results/paper-$card-$today
-  resume=(); [ -f "$dest/results.csv" ] && resume=(--resume)
-  $PY -m gwprune bench --paper --max-minutes "${PAPER_MINUTES:-6}" --out "$dest" "${resume[@]}" \
-    >"$LOGS/paper.log" 2>&1
-  note "bench --paper: rc=$? ($((SECONDS - start)) s) -> $dest"
-fi
+stage models && long_bench models "${MODELS_MINUTES:-6}"
+stage paper && long_bench paper "${PAPER_MINUTES:-6}"
 
 echo
 printf '%s\n' "${summary[@]}"
