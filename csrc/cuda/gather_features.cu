@@ -1,6 +1,7 @@
 // Feature gather of a group-wise linear layer: out[r][k] = x[r][feature_idx[k]].
 //
-// One warp per row of x; each lane takes VEC consecutive kept features, so
+// One warp per row of x (per slice of a row when rows are too few to fill the
+// GPU: plan_row_slices); each lane takes VEC consecutive kept features, so
 // stores are 16-byte and coalesced, and loads of sorted, mostly-consecutive
 // features share sectors.
 // x2d is [M, in] with unit column stride and any row stride; out is
@@ -9,6 +10,8 @@
 #include <ATen/Dispatch.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
+
+#include <algorithm>
 
 #include "gather.h"
 #include "kernel_utils.cuh"
@@ -21,22 +24,27 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
     gather_features_kernel(const scalar_t* __restrict__ x, int64_t x_row_stride,
                            int64_t in_features, const int32_t* __restrict__ feature_idx,
                            scalar_t* __restrict__ out, int64_t row_begin, int64_t row_count,
-                           int64_t num_kept) {
+                           int64_t num_kept, RowSlices slices) {
   const int lane = threadIdx.x % kWarpSize;
   const int64_t warp_stride = static_cast<int64_t>(gridDim.x) * kWarpsPerBlock;
-  for (int64_t row = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarpSize;
-       row < row_count; row += warp_stride) {
-    const scalar_t* src = x + (row_begin + row) * x_row_stride;
-    scalar_t* dst = out + row * num_kept;
-    for (int64_t k = static_cast<int64_t>(lane) * VEC; k < num_kept;
-         k += static_cast<int64_t>(kWarpSize) * VEC) {
-      scalar_t vals[VEC];
+  for (int64_t slice = blockIdx.y; slice < slices.count; slice += gridDim.y) {
+    const int64_t slice_begin = slice * slices.length;
+    const int64_t slice_stop = slice_begin + slices.length;
+    const int64_t slice_end = slice_stop < num_kept ? slice_stop : num_kept;
+    for (int64_t row = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarpSize;
+         row < row_count; row += warp_stride) {
+      const scalar_t* src = x + (row_begin + row) * x_row_stride;
+      scalar_t* dst = out + row * num_kept;
+      for (int64_t k = slice_begin + static_cast<int64_t>(lane) * VEC; k < slice_end;
+           k += static_cast<int64_t>(kWarpSize) * VEC) {
+        scalar_t vals[VEC];
 #pragma unroll
-      for (int v = 0; v < VEC; ++v) {
-        const int32_t feature = feature_idx[k + v];
-        vals[v] = (feature >= 0 && feature < in_features) ? src[feature] : scalar_t(0);
+        for (int v = 0; v < VEC; ++v) {
+          const int32_t feature = feature_idx[k + v];
+          vals[v] = (feature >= 0 && feature < in_features) ? src[feature] : scalar_t(0);
+        }
+        store_vector<scalar_t, VEC>(dst + k, vals);
       }
-      store_vector<scalar_t, VEC>(dst + k, vals);
     }
   }
 }
@@ -48,14 +56,16 @@ void gather_features(const at::Tensor& x2d, const at::Tensor& feature_idx, at::T
   const int64_t num_kept = feature_idx.numel();
   if (num_kept == 0 || row_count == 0) return;
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  const auto blocks = static_cast<unsigned>(warp_per_row_blocks(row_count));
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, x2d.scalar_type(), "gather_features", [&] {
         dispatch_vector_width<scalar_t>(num_kept, [&]<int VEC>() {
-          gather_features_kernel<scalar_t, VEC><<<blocks, kThreadsPerBlock, 0, stream>>>(
+          const RowSlices slices = plan_row_slices(row_count, num_kept, kWarpSize * VEC);
+          const dim3 grid(static_cast<unsigned>(warp_per_row_blocks(row_count)),
+                          static_cast<unsigned>(std::min(slices.count, kMaxGridY)));
+          gather_features_kernel<scalar_t, VEC><<<grid, kThreadsPerBlock, 0, stream>>>(
               x2d.const_data_ptr<scalar_t>(), x2d.stride(0), x2d.size(1),
               feature_idx.const_data_ptr<int32_t>(), out.mutable_data_ptr<scalar_t>(), row_begin,
-              row_count, num_kept);
+              row_count, num_kept, slices);
           C10_CUDA_KERNEL_LAUNCH_CHECK();
         });
       });
