@@ -110,6 +110,40 @@ def test_bias_epilogue_and_its_fallback(settings, precision, dtype, offset):
     assert_matches(out_l, ref_l, precision, f"linear bias offset {offset}")
 
 
+@pytest.mark.parametrize("precision,dtype", PRECISIONS, ids=[p for p, _ in PRECISIONS])
+@pytest.mark.parametrize("limit", [3000, 2**30], ids=["prefilled-bias", "bias-rows"])
+def test_nchw_bias_is_exact_next_to_a_tiny_conv(settings, precision, dtype, limit):
+    # Large NCHW outputs get their bias from the GEMM, as weight columns against rows of
+    # ones (csrc/cuda/bias_columns.h); small caps keep the prefill. With a conv term a
+    # million times smaller than the bias, the output is the bias to the output dtype's
+    # rounding: a bias rounded to TF32's 10 mantissa bits (~1e-4) would fail this.
+    gwprune.set_workspace_limit(limit)
+    x, packed, _, _ = conv_case("nchw", dtype, seed=21, bias=False, n=8)
+    bias = (torch.rand(packed.weight.shape[0], device="cuda") * 200 - 100).to(dtype)
+    packed = gwprune.ops.PackedConv2dWeight(
+        packed.weight * 1e-6, packed.group_idx, packed.in_channels, packed.kernel_size
+    )
+    with precision_flags(precision), poisoned_outputs("cuda"):
+        out = gwprune.ops.conv2d_packed(x, packed, bias, padding=1)
+    expected = bias.double().view(1, -1, 1, 1).expand_as(out)
+    resolution = {"fp32": 1e-6, "tf32": 1e-6, "fp16": 1e-3, "bf16": 1e-2}[precision]
+    assert ((out.double() - expected).abs() <= resolution * expected.abs() + 1e-3).all()
+
+
+@pytest.mark.parametrize("precision", ["fp32", "tf32"])
+def test_nchw_bias_rows_keep_inf_and_nan(settings, precision):
+    # An inf bias stays inf and a NaN bias NaN, as with F.conv2d (splitting inf into a
+    # TF32 high part and a remainder would give inf - inf = NaN); the finite channels
+    # still match the float64 reference.
+    x, packed, bias, ref = conv_case("nchw", torch.float32, seed=22, n=8)
+    bias[0], bias[1], bias[2] = float("inf"), float("-inf"), float("nan")
+    with precision_flags(precision), poisoned_outputs("cuda"):
+        out = gwprune.ops.conv2d_packed(x, packed, bias, padding=1)
+    assert out[:, 0].isposinf().all() and out[:, 1].isneginf().all()
+    assert out[:, 2].isnan().all()
+    assert_matches(out[:, 3:], ref[:, 3:], precision, "finite bias channels")
+
+
 def test_chunked_calls_on_a_side_stream_and_in_a_cuda_graph(settings):
     x, packed, bias, ref = conv_case("nchw", torch.float32, seed=11)
     xl, packed_l, bias_l, ref_l = linear_case(torch.float32, seed=12)

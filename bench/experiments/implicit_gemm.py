@@ -121,8 +121,11 @@ def _implicit_gemm_kernel(
         if GATHER:
             a = tl.load(x_ptr + (row_base[:, None] + delta[None, :]), mask=a_ok, other=0.0)
         else:  # diagnosis only: x is an operand compacted beforehand, [P, KP]
-            a = tl.load(x_ptr + (rows[:, None] * KP + ks[None, :]),
-                        mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+            a = tl.load(
+                x_ptr + (rows[:, None] * KP + ks[None, :]),
+                mask=row_ok[:, None] & k_ok[None, :],
+                other=0.0,
+            )
         b = tl.load(
             w_ptr + (cols[None, :] * KP + ks[:, None]),
             mask=col_ok[None, :] & k_ok[:, None],
@@ -172,18 +175,35 @@ def implicit_conv2d(x, packed, bias, stride, padding, dilation, tables=None):
     cout, kp = packed.weight.shape
     if tables is None:
         tables = tap_tables(packed.group_idx, c, (kh, kw), dilation, w)
-    out = torch.empty((n, cout, oh, ow), device=x.device, dtype=x.dtype,
-                      memory_format=torch.channels_last)
+    out = torch.empty(
+        (n, cout, oh, ow), device=x.device, dtype=x.dtype, memory_format=torch.channels_last
+    )
     pixels = n * oh * ow
     wide = max(x.numel(), out.numel()) >= 2**31
     grid = lambda meta: (  # noqa: E731
         triton.cdiv(pixels, meta["BLOCK_M"]) * triton.cdiv(cout, meta["BLOCK_N"]),
     )
     _implicit_gemm_kernel[grid](
-        x, packed.weight, bias if bias is not None else packed.weight, out, *tables,
-        pixels, cout, kp, h, w, c, ow, oh * ow,
-        stride[0], stride[1], padding[0], padding[1],
-        HAS_BIAS=bias is not None, GATHER=True, WIDE_OFFSETS=wide,
+        x,
+        packed.weight,
+        bias if bias is not None else packed.weight,
+        out,
+        *tables,
+        pixels,
+        cout,
+        kp,
+        h,
+        w,
+        c,
+        ow,
+        oh * ow,
+        stride[0],
+        stride[1],
+        padding[0],
+        padding[1],
+        HAS_BIAS=bias is not None,
+        GATHER=True,
+        WIDE_OFFSETS=wide,
         PRECISION=_precision_name(x.dtype),
     )
     return out
@@ -201,10 +221,27 @@ def implicit_linear(x, packed, bias, tables, gather=True):
     if x.dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32:
         precision = "tf32"
     kernel = _implicit_gemm_kernel[grid](
-        x, packed.weight, bias if bias is not None else packed.weight, out, *tables,
-        rows, cout, kp, 1, 1, features, 1, 1, 1, 1, 0, 0,
-        HAS_BIAS=bias is not None, GATHER=gather,
-        WIDE_OFFSETS=max(x.numel(), out.numel()) >= 2**31, PRECISION=precision,
+        x,
+        packed.weight,
+        bias if bias is not None else packed.weight,
+        out,
+        *tables,
+        rows,
+        cout,
+        kp,
+        1,
+        1,
+        features,
+        1,
+        1,
+        1,
+        1,
+        0,
+        0,
+        HAS_BIAS=bias is not None,
+        GATHER=gather,
+        WIDE_OFFSETS=max(x.numel(), out.numel()) >= 2**31,
+        PRECISION=precision,
     )
     global last_kernel
     last_kernel = kernel
@@ -284,18 +321,29 @@ def conv_rows(name, precision, keeps, check_only, writer, failures):
         out = implicit()
         assert out.is_contiguous(memory_format=torch.channels_last)
         err_implicit = check(out, ref, precision, f"implicit {name} {precision} {keep}", failures)
-        err_explicit = check(explicit(), ref, precision, f"explicit {name} {precision} {keep}",
-                             failures)
-        row = {"layer": name, "precision": precision, "keep": keep,
-               "err_implicit": f"{err_implicit:.2e}", "err_explicit": f"{err_explicit:.2e}"}
+        err_explicit = check(
+            explicit(), ref, precision, f"explicit {name} {precision} {keep}", failures
+        )
+        row = {
+            "layer": name,
+            "precision": precision,
+            "keep": keep,
+            "err_implicit": f"{err_implicit:.2e}",
+            "err_explicit": f"{err_explicit:.2e}",
+        }
         if not check_only:
             oh, ow = out.shape[2], out.shape[3]
             cols = torch.randn(n * oh * ow, packed.weight.shape[1], device="cuda", dtype=dtype)
             floor = time_ms(partial(torch.mm, cols, packed.weight.t()))
             del cols
-            row.update(dense_nchw=dense, dense_cl=dense_cl, floor=floor,
-                       explicit_cl=time_ms(explicit), implicit_cl=time_ms(implicit),
-                       config=str(_implicit_gemm_kernel.best_config))
+            row.update(
+                dense_nchw=dense,
+                dense_cl=dense_cl,
+                floor=floor,
+                explicit_cl=time_ms(explicit),
+                implicit_cl=time_ms(implicit),
+                config=str(_implicit_gemm_kernel.best_config),
+            )
         writer(row)
 
 
@@ -314,23 +362,46 @@ def linear_rows(precision, keeps, check_only, writer, failures):
         ref = F.linear(x.double(), gwprune.mask_weight(weight, keep_idx).double(), bias.double())
         implicit = partial(implicit_linear, x, packed, bias, tables)
         explicit = partial(gwprune.ops.linear_packed, x, packed, bias)
-        err_implicit = check(implicit(), ref, precision, f"implicit bert-ffn {precision} {keep}",
-                             failures)
-        err_explicit = check(explicit(), ref, precision, f"explicit bert-ffn {precision} {keep}",
-                             failures)
-        row = {"layer": "bert-ffn", "precision": precision, "keep": keep,
-               "err_implicit": f"{err_implicit:.2e}", "err_explicit": f"{err_explicit:.2e}"}
+        err_implicit = check(
+            implicit(), ref, precision, f"implicit bert-ffn {precision} {keep}", failures
+        )
+        err_explicit = check(
+            explicit(), ref, precision, f"explicit bert-ffn {precision} {keep}", failures
+        )
+        row = {
+            "layer": "bert-ffn",
+            "precision": precision,
+            "keep": keep,
+            "err_implicit": f"{err_implicit:.2e}",
+            "err_explicit": f"{err_explicit:.2e}",
+        }
         if not check_only:
             xg = torch.randn(rows, packed.weight.shape[1], device="cuda", dtype=dtype)
             floor = time_ms(partial(torch.mm, xg, packed.weight.t()))
-            row.update(dense_nchw=dense, dense_cl=dense, floor=floor,
-                       explicit_cl=time_ms(explicit), implicit_cl=time_ms(implicit),
-                       config=str(_implicit_gemm_kernel.best_config))
+            row.update(
+                dense_nchw=dense,
+                dense_cl=dense,
+                floor=floor,
+                explicit_cl=time_ms(explicit),
+                implicit_cl=time_ms(implicit),
+                config=str(_implicit_gemm_kernel.best_config),
+            )
         writer(row)
 
 
-FIELDS = ["layer", "precision", "keep", "dense_nchw", "dense_cl", "floor", "explicit_cl",
-          "implicit_cl", "err_implicit", "err_explicit", "config"]
+FIELDS = [
+    "layer",
+    "precision",
+    "keep",
+    "dense_nchw",
+    "dense_cl",
+    "floor",
+    "explicit_cl",
+    "implicit_cl",
+    "err_implicit",
+    "err_explicit",
+    "config",
+]
 
 
 def ptx_facts(kernel) -> str:
@@ -355,10 +426,16 @@ def diagnose(precision):
         fn = partial(implicit_linear, operand, packed, None, tables, gather)
         error = relative_error(fn(), ref)
         facts = ptx_facts(last_kernel)
-        print(f"diagnose {precision} {name}: {time_ms(fn):.4f} ms, error {error:.1e}, "
-              f"{_implicit_gemm_kernel.best_config}; ptx: {facts}", flush=True)
-    print(f"diagnose {precision} torch.mm compacted: "
-          f"{time_ms(partial(torch.mm, compacted, packed.weight.t())):.4f} ms", flush=True)
+        print(
+            f"diagnose {precision} {name}: {time_ms(fn):.4f} ms, error {error:.1e}, "
+            f"{_implicit_gemm_kernel.best_config}; ptx: {facts}",
+            flush=True,
+        )
+    print(
+        f"diagnose {precision} torch.mm compacted: "
+        f"{time_ms(partial(torch.mm, compacted, packed.weight.t())):.4f} ms",
+        flush=True,
+    )
 
 
 def main() -> int:
@@ -382,15 +459,16 @@ def main() -> int:
         def writer(row):
             table.writerow(row)
             handle.flush()
-            cells = [f"{row.get(f):.4g}" if isinstance(row.get(f), float) else str(row.get(f, ""))
-                     for f in FIELDS[:-1]]
+            cells = [
+                f"{row.get(f):.4g}" if isinstance(row.get(f), float) else str(row.get(f, ""))
+                for f in FIELDS[:-1]
+            ]
             print(" | ".join(cells), flush=True)
 
         print(" | ".join(FIELDS[:-1]))
         for precision in args.precisions.split(","):
             conv_rows("odd-s2d2", precision, (1.0, 0.5, 0.1), True, writer, failures)
-            conv_rows("seed-conv", precision, (0.75, 0.5, 0.25), args.check_only, writer,
-                      failures)
+            conv_rows("seed-conv", precision, (0.75, 0.5, 0.25), args.check_only, writer, failures)
             conv_rows("resnet-128", precision, (0.5,), args.check_only, writer, failures)
             conv_rows("small-batch", precision, (0.5,), args.check_only, writer, failures)
             linear_rows(precision, (0.5, 0.25), args.check_only, writer, failures)

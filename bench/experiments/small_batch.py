@@ -37,6 +37,20 @@ def time_ms(fn) -> float:
     return float(do_bench(fn, warmup=25, rep=200, return_mode="median"))
 
 
+def host_us(fn, calls: int = 2000) -> float:
+    """Host time per call when the GPU is not the bottleneck (launches queue up)."""
+    import time
+
+    fn()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    elapsed = time.perf_counter() - start
+    torch.cuda.synchronize()
+    return elapsed / calls * 1e6
+
+
 def kernel_split(fn) -> str:
     fn()
     torch.cuda.synchronize()
@@ -72,7 +86,9 @@ def conv_cases(precision, keep):
         for with_bias in (True, False):
             b = bias if with_bias else None
             fn = partial(gwprune.ops.conv2d_packed, xin, packed, b, padding=1)
-            ref = F.conv2d(x.double(), masked.double(), None if b is None else b.double(), padding=1)
+            ref = F.conv2d(
+                x.double(), masked.double(), None if b is None else b.double(), padding=1
+            )
             yield f"gwprune-{layout}{'-bias' if with_bias else ''}", fn, ref
     cols = torch.randn(196, packed.weight.shape[1], device="cuda", dtype=dtype)
     yield "floor", partial(torch.mm, cols, packed.weight.t()), None
@@ -101,7 +117,7 @@ def main() -> int:
     torch.backends.cudnn.benchmark = True
     with open(os.path.join(args.out, "small_batch.csv"), "w", newline="") as handle:
         table = csv.writer(handle)
-        table.writerow(["layer", "precision", "provider", "ms", "kernels"])
+        table.writerow(["layer", "precision", "provider", "ms", "host_us", "kernels"])
         for precision, (_, tf32) in PRECISIONS.items():
             torch.backends.cudnn.allow_tf32 = tf32
             torch.backends.cuda.matmul.allow_tf32 = tf32
@@ -110,11 +126,17 @@ def main() -> int:
                     if ref is not None:
                         checked(fn(), ref, precision, f"{layer} {provider}")
                     ms = time_ms(fn)
+                    host = host_us(fn)
                     kernels = kernel_split(fn) if provider.startswith("gwprune") else ""
-                    table.writerow([layer, precision, provider, f"{ms:.5f}", kernels])
+                    table.writerow(
+                        [layer, precision, provider, f"{ms:.5f}", f"{host:.1f}", kernels]
+                    )
                     handle.flush()
-                    print(f"{layer} {precision} {provider}: {ms * 1e3:.1f} us  {kernels}",
-                          flush=True)
+                    print(
+                        f"{layer} {precision} {provider}: {ms * 1e3:.1f} us "
+                        f"(host {host:.1f} us)  {kernels}",
+                        flush=True,
+                    )
     return 0
 
 

@@ -3,7 +3,8 @@
 //
 //   NCHW input:  cols [images][K'][pixels]; out[n] (Cout x pixels) =
 //                W (Cout x K') @ cols[n] (K' x pixels), batched over images,
-//                so the GEMM writes NCHW directly.
+//                so the GEMM writes NCHW directly (the bias, when the output is
+//                large, as extra columns of W against rows of ones in cols).
 //   NHWC input:  cols [pixels][K']; out (pixels x Cout, i.e. channels_last) =
 //                cols @ W^T as one flat GEMM.
 // The workspace holds at most `workspace_bytes` (at least one row), so peak
@@ -19,6 +20,7 @@
 
 #include "../error_message.h"
 #include "../ops.h"
+#include "bias_columns.h"
 #include "buffers.h"
 #include "gather.h"
 #include "gemm.h"
@@ -40,20 +42,37 @@ void check_conv_fits_32bit(const ConvGeometry& g) {
                       "(kernel - 1) * dilation + padding must be below 32768");
 }
 
-void conv_nchw(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& group_idx,
-               at::Tensor& out, const ConvGeometry& g, float beta, bool allow_tf32,
-               int64_t budget_elements) {
+// The bias columns pay off when the output is large next to the weight (the
+// prefill's traffic scales with the output, the extra columns' with the
+// weight); small calls keep the one-kernel prefill. The widened weight counts
+// against the workspace cap and may take at most a quarter of it.
+bool bias_as_weight_columns(const at::Tensor& out, const at::Tensor& weight,
+                            int64_t budget_elements) {
+  const int64_t widened = weight.size(0) * (weight.size(1) + bias_rows_for(weight.size(1)));
+  return out.numel() >= 8 * widened && 4 * widened <= budget_elements;
+}
+
+void conv_nchw(const at::Tensor& x, const at::Tensor& packed_weight, const at::Tensor& group_idx,
+               at::Tensor& out, const ConvGeometry& g, const at::Tensor& column_bias, float beta,
+               bool allow_tf32, int64_t budget_elements) {
+  const bool split_for_tf32 = x.scalar_type() == at::kFloat && allow_tf32;
+  const at::Tensor weight = column_bias.defined()
+                                ? widen_weight_with_bias(packed_weight, column_bias, split_for_tf32)
+                                : packed_weight;
+  const int64_t kept_groups = group_idx.numel();
+  const int64_t bias_rows = column_bias.defined() ? bias_rows_for(kept_groups) : 0;
   const int64_t batch = x.size(0);
   const int64_t out_channels = weight.size(0);
-  const int64_t kept = group_idx.numel();
+  const int64_t reduction = weight.size(1);  // GEMM K: the kept groups, plus any bias rows
   const int64_t pixels = g.out_pixels();
   // Whole images per chunk when one fits the budget, else a slice of one image.
-  const int64_t images_per_chunk = std::clamp<int64_t>(budget_elements / (kept * pixels), 1, batch);
+  const int64_t images_per_chunk =
+      std::clamp<int64_t>(budget_elements / (reduction * pixels), 1, batch);
   const int64_t pixels_per_chunk =
       images_per_chunk > 1
           ? pixels
-          : std::clamp<int64_t>(budget_elements / kept, 1, std::min(pixels, kMaxGatherPixels));
-  at::Tensor cols = make_workspace(images_per_chunk * kept * pixels_per_chunk, x);
+          : std::clamp<int64_t>(budget_elements / reduction, 1, std::min(pixels, kMaxGatherPixels));
+  at::Tensor cols = make_workspace(images_per_chunk * reduction * pixels_per_chunk, x);
   const int64_t elem = x.element_size();
   char* out_base = static_cast<char*>(out.data_ptr());
 
@@ -61,9 +80,11 @@ void conv_nchw(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& 
     const int64_t images = std::min(images_per_chunk, batch - n0);
     for (int64_t p0 = 0; p0 < pixels; p0 += pixels_per_chunk) {
       const int64_t count = std::min(pixels_per_chunk, pixels - p0);
-      im2col_gather_nchw(x, group_idx, cols, g, n0, images, p0, count);
-      const RowMajorOperand w_op{weight.data_ptr(), out_channels, kept, kept, 0, false};
-      const RowMajorOperand cols_op{cols.data_ptr(), kept, count, count, kept * count, false};
+      im2col_gather_nchw(x, group_idx, cols, g, n0, images, p0, count, bias_rows);
+      if (bias_rows > 0) fill_bias_rows(cols, images, kept_groups, count);
+      const RowMajorOperand w_op{weight.data_ptr(), out_channels, reduction, reduction, 0, false};
+      const RowMajorOperand cols_op{cols.data_ptr(), reduction,         count,
+                                    count,           reduction * count, false};
       const RowMajorOutput out_op{out_base + (n0 * out_channels * pixels + p0) * elem, out_channels,
                                   count, pixels, out_channels * pixels};
       gemm(w_op, cols_op, out_op, images, x.scalar_type(), allow_tf32, beta);
@@ -118,25 +139,33 @@ at::Tensor conv2d_packed_cuda(const at::Tensor& x_in, const at::Tensor& weight,
                              x.options().memory_format(format));
   if (out.numel() == 0) return out;
   const int64_t kept = group_idx.numel();
-  // channels_last outputs take the bias in the GEMM's epilogue (no prefill
-  // pass over the output); NCHW outputs, whose bias runs along rows of each
-  // image's GEMM, get it prefilled and accumulate onto it.
-  const at::Tensor epilogue_bias = channels_last && kept > 0 && bias.has_value() &&
-                                           bias_epilogue_supported(x.scalar_type(), allow_tf32)
-                                       ? bias->contiguous()
-                                       : at::Tensor();
-  const float beta = prepare_output(out, epilogue_bias.defined() ? std::nullopt : bias, 1);
+  // The GEMM adds the bias where it can: channels_last outputs in cuBLASLt's
+  // epilogue, large NCHW outputs as extra reduction rows (bias_columns.h).
+  // Otherwise the output is prefilled with it and the GEMM accumulates onto it.
+  const bool has_bias = kept > 0 && bias.has_value();
+  const at::Tensor epilogue_bias =
+      has_bias && channels_last && bias_epilogue_supported(x.scalar_type(), allow_tf32)
+          ? bias->contiguous()
+          : at::Tensor();
+  int64_t budget_elements = workspace_bytes / x.element_size();
+  const at::Tensor column_bias =
+      has_bias && !channels_last && bias_as_weight_columns(out, weight, budget_elements)
+          ? *bias
+          : at::Tensor();
+  if (column_bias.defined()) budget_elements -= weight.size(0) * (kept + bias_rows_for(kept));
+  budget_elements = std::max<int64_t>(budget_elements, kept);
+  const bool bias_in_gemm = epilogue_bias.defined() || column_bias.defined();
+  const float beta = prepare_output(out, bias_in_gemm ? std::nullopt : bias, 1);
   if (kept == 0) {
     // Every group pruned: the result is the bias alone.
     if (beta == 0.0f) out.zero_();
     return out;
   }
-  const int64_t budget_elements = std::max<int64_t>(workspace_bytes / x.element_size(), kept);
   if (channels_last) {
     conv_nhwc(x, weight, group_idx, out, geometry, epilogue_bias, beta, allow_tf32,
               budget_elements);
   } else {
-    conv_nchw(x, weight, group_idx, out, geometry, beta, allow_tf32, budget_elements);
+    conv_nchw(x, weight, group_idx, out, geometry, column_bias, beta, allow_tf32, budget_elements);
   }
   return out;
 }

@@ -16,13 +16,15 @@ namespace gwprune::cuda {
 // keeps the kernel's 32-bit pixel loop clear of overflow.
 constexpr int64_t kMaxGatherPixels = int64_t{1} << 30;
 
-// NCHW input. Writes cols[image_count][K'][pixel_count] (pixels contiguous),
-// covering images [image_begin, image_begin + image_count) and output pixels
-// [pixel_begin, pixel_begin + pixel_count) of each. x is contiguous NCHW,
-// group_idx is int32 [K'], cols is contiguous with room for the block.
+// NCHW input. Writes cols[image_count][K' + bias_rows][pixel_count] (pixels
+// contiguous; the last bias_rows rows of each image are left for
+// fill_bias_rows), covering images [image_begin, image_begin + image_count)
+// and output pixels [pixel_begin, pixel_begin + pixel_count) of each. x is
+// contiguous NCHW, group_idx is int32 [K'], cols is contiguous with room for
+// the block.
 void im2col_gather_nchw(const at::Tensor& x, const at::Tensor& group_idx, at::Tensor& cols,
                         const ConvGeometry& geometry, int64_t image_begin, int64_t image_count,
-                        int64_t pixel_begin, int64_t pixel_count);
+                        int64_t pixel_begin, int64_t pixel_count, int64_t bias_rows);
 
 // Channels-last input. Pixels are flattened over (n, ho, wo); writes
 // cols[pixel_count][K'] (kept groups contiguous) for flat pixels

@@ -13,6 +13,8 @@
 //          made the loads strided and ran slower in fp16: bench/NOTES.md.)
 // Rows too few to fill the GPU are cut into slices along their length, a
 // warp per (row, slice): see plan_row_slices.
+// The NCHW gather can leave bias_rows rows free after each image's kept rows
+// for fill_bias_rows (bias_columns.h).
 // A group index outside [0, C*kh*kw) yields zeros, never an out-of-bounds read
 // (indices are validated before launch; this is the memory-safety backstop).
 #include <ATen/Dispatch.h>
@@ -56,7 +58,8 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
     im2col_gather_nchw_kernel(const scalar_t* __restrict__ x, const int32_t* __restrict__ group_idx,
                               scalar_t* __restrict__ cols, const ConvGeometry g,
                               int64_t image_begin, int64_t num_rows, int64_t num_kept,
-                              int64_t pixel_begin, int64_t pixel_count, RowSlices slices) {
+                              int64_t bias_rows, int64_t pixel_begin, int64_t pixel_count,
+                              RowSlices slices) {
   const int lane = threadIdx.x % kWarpSize;
   const int64_t warp_stride = static_cast<int64_t>(gridDim.x) * kWarpsPerBlock;
   const int height = static_cast<int>(g.height), width = static_cast<int>(g.width);
@@ -74,7 +77,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
       const bool valid = tap.channel >= 0;
       const scalar_t* src =
           x + ((image_begin + image) * g.channels + (valid ? tap.channel : 0)) * g.height * g.width;
-      scalar_t* dst = cols + row * pixel_count;
+      scalar_t* dst = cols + (row + image * bias_rows) * pixel_count;
       for (int p = slice_begin + lane * VEC; p < slice_end; p += kWarpSize * VEC) {
         const int flat = static_cast<int>(pixel_begin) + p;
         int oh = flat / out_w;
@@ -150,7 +153,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
 
 void im2col_gather_nchw(const at::Tensor& x, const at::Tensor& group_idx, at::Tensor& cols,
                         const ConvGeometry& geometry, int64_t image_begin, int64_t image_count,
-                        int64_t pixel_begin, int64_t pixel_count) {
+                        int64_t pixel_begin, int64_t pixel_count, int64_t bias_rows) {
   const int64_t num_kept = group_idx.numel();
   const int64_t num_rows = image_count * num_kept;
   if (num_rows == 0 || pixel_count == 0) return;
@@ -164,7 +167,7 @@ void im2col_gather_nchw(const at::Tensor& x, const at::Tensor& group_idx, at::Te
           im2col_gather_nchw_kernel<scalar_t, VEC><<<grid, kThreadsPerBlock, 0, stream>>>(
               x.const_data_ptr<scalar_t>(), group_idx.const_data_ptr<int32_t>(),
               cols.mutable_data_ptr<scalar_t>(), geometry, image_begin, num_rows, num_kept,
-              pixel_begin, pixel_count, slices);
+              bias_rows, pixel_begin, pixel_count, slices);
           C10_CUDA_KERNEL_LAUNCH_CHECK();
         });
       });

@@ -1,0 +1,118 @@
+// One-launch kernels behind bias_columns.h (a chain of ATen ops here cost more
+// host time than the prefill they replace).
+#include <ATen/Dispatch.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
+
+#include <algorithm>
+#include <type_traits>
+
+#include "bias_columns.h"
+#include "kernel_utils.cuh"
+
+namespace gwprune::cuda {
+namespace {
+
+constexpr int64_t kOnesRows = 2;
+constexpr int64_t kBiasAlignment = 16;
+
+// Grid for a grid-stride loop over `elements`.
+unsigned elementwise_blocks(int64_t elements) {
+  const int64_t cap =
+      static_cast<int64_t>(at::cuda::getCurrentDeviceProperties()->multiProcessorCount) * 8;
+  return static_cast<unsigned>(
+      std::clamp<int64_t>((elements + kThreadsPerBlock - 1) / kThreadsPerBlock, 1, cap));
+}
+
+// High part of a float as TF32 holds it: sign, exponent, 10 mantissa bits.
+// inf and NaN are returned whole (their low part is then 0).
+__device__ __forceinline__ float tf32_high(float value) {
+  if (!isfinite(value)) return value;
+  return __int_as_float(__float_as_int(value) & ~((1 << 13) - 1));
+}
+
+template <typename scalar_t>
+__global__ void __launch_bounds__(kThreadsPerBlock)
+    widen_weight_kernel(const scalar_t* __restrict__ weight, const scalar_t* __restrict__ bias,
+                        scalar_t* __restrict__ widened, int64_t rows, int64_t kept, int64_t width,
+                        bool split_for_tf32) {
+  const int64_t total = rows * width;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t row = i / width;
+    const int64_t column = i - row * width;
+    scalar_t value = scalar_t(0);
+    if (column < kept) {
+      value = weight[row * kept + column];
+    } else if (column - kept < kOnesRows) {
+      value = bias[row];
+      if constexpr (std::is_same_v<scalar_t, float>) {
+        if (split_for_tf32) {
+          const float high = tf32_high(value);
+          value = column == kept ? high : (isfinite(value) ? value - high : 0.0f);
+        } else if (column != kept) {
+          value = 0.0f;
+        }
+      } else if (column != kept) {
+        value = scalar_t(0);
+      }
+    }
+    widened[i] = value;
+  }
+}
+
+template <typename scalar_t>
+__global__ void __launch_bounds__(kThreadsPerBlock)
+    fill_bias_rows_kernel(scalar_t* __restrict__ cols, int64_t images, int64_t kept,
+                          int64_t bias_rows, int64_t pixels) {
+  const int64_t per_image = bias_rows * pixels;
+  const int64_t total = images * per_image;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t image = i / per_image;
+    const int64_t offset = i - image * per_image;  // (row - kept) * pixels + pixel
+    cols[(image * (kept + bias_rows) + kept) * pixels + offset] =
+        scalar_t(offset < kOnesRows * pixels ? 1 : 0);
+  }
+}
+
+}  // namespace
+
+int64_t bias_rows_for(int64_t kept) {
+  const int64_t padded = (kept + kOnesRows + kBiasAlignment - 1) / kBiasAlignment * kBiasAlignment;
+  return padded - kept;
+}
+
+at::Tensor widen_weight_with_bias(const at::Tensor& weight, const at::Tensor& bias,
+                                  bool split_for_tf32) {
+  const int64_t rows = weight.size(0);
+  const int64_t kept = weight.size(1);
+  const int64_t width = kept + bias_rows_for(kept);
+  at::Tensor widened = at::empty({rows, width}, weight.options());
+  const at::Tensor bias_values = bias.contiguous();
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, weight.scalar_type(), "widen_weight_with_bias", [&] {
+        widen_weight_kernel<scalar_t>
+            <<<elementwise_blocks(widened.numel()), kThreadsPerBlock, 0, stream>>>(
+                weight.const_data_ptr<scalar_t>(), bias_values.const_data_ptr<scalar_t>(),
+                widened.mutable_data_ptr<scalar_t>(), rows, kept, width, split_for_tf32);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      });
+  return widened;
+}
+
+void fill_bias_rows(at::Tensor& cols, int64_t images, int64_t kept, int64_t pixels) {
+  const int64_t bias_rows = bias_rows_for(kept);
+  const int64_t total = images * bias_rows * pixels;
+  if (total == 0) return;
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, cols.scalar_type(), "fill_bias_rows", [&] {
+        fill_bias_rows_kernel<scalar_t><<<elementwise_blocks(total), kThreadsPerBlock, 0, stream>>>(
+            cols.mutable_data_ptr<scalar_t>(), images, kept, bias_rows, pixels);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      });
+}
+
+}  // namespace gwprune::cuda
