@@ -110,32 +110,59 @@ def test_bias_epilogue_and_its_fallback(settings, precision, dtype, offset):
     assert_matches(out_l, ref_l, precision, f"linear bias offset {offset}")
 
 
+BIAS_RESOLUTION = {"fp32": 1e-6, "tf32": 1e-6, "fp16": 1e-3, "bf16": 1e-2}
+
+
+def assert_is_bias(out, bias, precision):
+    """out equals the bias broadcast over it to the output dtype's rounding."""
+    shape = [1] * out.dim()
+    shape[1 if out.dim() == 4 else -1] = -1
+    expected = bias.double().view(shape).expand_as(out)
+    error = (out.double() - expected).abs()
+    assert (error <= BIAS_RESOLUTION[precision] * expected.abs() + 1e-3).all(), error.max()
+
+
 @pytest.mark.parametrize("precision,dtype", PRECISIONS, ids=[p for p, _ in PRECISIONS])
-@pytest.mark.parametrize("limit", [3000, 2**30], ids=["prefilled-bias", "bias-rows"])
-def test_nchw_bias_is_exact_next_to_a_tiny_conv(settings, precision, dtype, limit):
-    # Large NCHW outputs get their bias from the GEMM, as weight columns against rows of
-    # ones (csrc/cuda/bias_columns.h); small caps keep the prefill. With a conv term a
-    # million times smaller than the bias, the output is the bias to the output dtype's
-    # rounding: a bias rounded to TF32's 10 mantissa bits (~1e-4) would fail this.
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("limit", [3000, 2**30], ids=["small-cap", "default-cap"])
+def test_conv_bias_is_exact_next_to_a_tiny_conv(settings, precision, dtype, layout, limit):
+    # Where no epilogue takes the bias (NCHW outputs, strict fp32), large outputs get it as
+    # weight columns against rows of ones (csrc/cuda/bias_columns.h); small caps keep the
+    # prefill. With a conv term a million times smaller than the bias, the output is the
+    # bias to the output dtype's rounding: a bias rounded to TF32's 10 mantissa bits
+    # (~1e-4 relative) would fail this.
     gwprune.set_workspace_limit(limit)
-    x, packed, _, _ = conv_case("nchw", dtype, seed=21, bias=False, n=8)
+    x, packed, _, _ = conv_case(layout, dtype, seed=21, bias=False, n=8)
     bias = (torch.rand(packed.weight.shape[0], device="cuda") * 200 - 100).to(dtype)
     packed = gwprune.ops.PackedConv2dWeight(
         packed.weight * 1e-6, packed.group_idx, packed.in_channels, packed.kernel_size
     )
     with precision_flags(precision), poisoned_outputs("cuda"):
         out = gwprune.ops.conv2d_packed(x, packed, bias, padding=1)
-    expected = bias.double().view(1, -1, 1, 1).expand_as(out)
-    resolution = {"fp32": 1e-6, "tf32": 1e-6, "fp16": 1e-3, "bf16": 1e-2}[precision]
-    assert ((out.double() - expected).abs() <= resolution * expected.abs() + 1e-3).all()
+    assert_is_bias(out, bias, precision)
+
+
+@pytest.mark.parametrize("precision,dtype", PRECISIONS, ids=[p for p, _ in PRECISIONS])
+@pytest.mark.parametrize("limit", [3000, 2**30], ids=["small-cap", "default-cap"])
+def test_linear_bias_is_exact_next_to_a_tiny_product(settings, precision, dtype, limit):
+    gwprune.set_workspace_limit(limit)
+    x, packed, _, _ = linear_case(dtype, seed=23, bias=False, rows=1031)
+    bias = (torch.rand(packed.weight.shape[0], device="cuda") * 200 - 100).to(dtype)
+    packed = gwprune.ops.PackedLinearWeight(
+        packed.weight * 1e-6, packed.feature_idx, packed.in_features
+    )
+    with precision_flags(precision), poisoned_outputs("cuda"):
+        out = gwprune.ops.linear_packed(x, packed, bias)
+    assert_is_bias(out, bias, precision)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "tf32"])
-def test_nchw_bias_rows_keep_inf_and_nan(settings, precision):
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_conv_bias_rows_keep_inf_and_nan(settings, precision, layout):
     # An inf bias stays inf and a NaN bias NaN, as with F.conv2d (splitting inf into a
     # TF32 high part and a remainder would give inf - inf = NaN); the finite channels
     # still match the float64 reference.
-    x, packed, bias, ref = conv_case("nchw", torch.float32, seed=22, n=8)
+    x, packed, bias, ref = conv_case(layout, torch.float32, seed=22, n=8)
     bias[0], bias[1], bias[2] = float("inf"), float("-inf"), float("nan")
     with precision_flags(precision), poisoned_outputs("cuda"):
         out = gwprune.ops.conv2d_packed(x, packed, bias, padding=1)

@@ -1,12 +1,13 @@
-"""Experiment behind bench/NOTES.md change 10: what an NCHW conv's bias costs.
+"""Experiment behind bench/NOTES.md changes 10-11: what a bias costs where no epilogue adds it.
 
     python bench/experiments/nchw_bias.py --out DIR
 
 The seed conv (N=64, 512->512, 3x3, pad 1, 28x28) and a VGG-style layer (N=64,
-256->256, 3x3, 56x56) in NCHW, keep .5, with and without bias, at each precision,
-side by side with dense cuDNN; every result checked against float64 F.conv2d on masked
-weights first (the bias of the checked case has inf-free random values). Run it from
-two builds to compare them: the timings are of whatever gwprune is importable.
+256->256, 3x3, 56x56) in NCHW, keep .5, with and without bias, at each precision, side by
+side with dense cuDNN; then the strict-fp32 cases without a cuBLASLt epilogue: the seed
+conv in channels_last and the BERT FFN linear (8192 x 768 -> 3072). Every result is
+checked against float64 on masked weights first. Run it from two builds to compare them:
+the timings are of whatever gwprune is importable.
 """
 
 import argparse
@@ -29,6 +30,59 @@ PRECISIONS = {
 }
 TOLERANCE = {"fp32": 1e-5, "tf32": 5e-3, "fp16": 1e-2, "bf16": 1e-2}
 LAYERS = {"seed-conv": (64, 512, 28), "vgg-256-56": (64, 256, 56)}
+
+
+def timed_with_and_without_bias(row, run, reference, tolerance):
+    for name, with_bias in (("gwprune_bias_ms", True), ("gwprune_no_bias_ms", False)):
+        fn = partial(run, with_bias)
+        ref = reference(with_bias)
+        error = float((fn().double() - ref).norm() / ref.norm())
+        if not error <= tolerance:
+            sys.exit(f"{row} {name}: relative error {error:.2e}")
+        row[name] = do_bench(fn, warmup=25, rep=100, return_mode="median")
+        row[name.replace("_ms", "_error")] = f"{error:.1e}"
+    print(row, flush=True)
+    return row
+
+
+def strict_fp32_rows():
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    x = torch.randn(64, 512, 28, 28, device="cuda").contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(512, 512, 3, 3, device="cuda") / 48
+    bias = torch.randn(512, device="cuda")
+    keep_idx = torch.randperm(4608, device="cuda")[:2304]
+    packed = gwprune.pack_conv2d_weight(weight, keep_idx, torch.channels_last)
+    masked = gwprune.mask_weight(weight, keep_idx).double()
+    conv_row = {"layer": "seed-conv-channels-last", "precision": "fp32"}
+    conv_row["dense_bias_ms"] = do_bench(
+        partial(F.conv2d, x, weight, bias, padding=1), return_mode="median"
+    )
+    rows = [
+        timed_with_and_without_bias(
+            conv_row,
+            lambda b: gwprune.ops.conv2d_packed(x, packed, bias if b else None, padding=1),
+            lambda b: F.conv2d(x.double(), masked, bias.double() if b else None, padding=1),
+            TOLERANCE["fp32"],
+        )
+    ]
+    xl = torch.randn(8192, 768, device="cuda")
+    wl = torch.randn(3072, 768, device="cuda") / 28
+    bl = torch.randn(3072, device="cuda")
+    keep_l = torch.randperm(768, device="cuda")[:384]
+    packed_l = gwprune.pack_linear_weight(wl, keep_l)
+    masked_l = gwprune.mask_weight(wl, keep_l).double()
+    linear_row = {"layer": "bert-ffn", "precision": "fp32"}
+    linear_row["dense_bias_ms"] = do_bench(partial(F.linear, xl, wl, bl), return_mode="median")
+    rows.append(
+        timed_with_and_without_bias(
+            linear_row,
+            lambda b: gwprune.ops.linear_packed(xl, packed_l, bl if b else None),
+            lambda b: F.linear(xl.double(), masked_l, bl.double() if b else None),
+            TOLERANCE["fp32"],
+        )
+    )
+    return rows
 
 
 def main() -> int:
@@ -61,6 +115,7 @@ def main() -> int:
                 row[name.replace("_ms", "_error")] = f"{error:.1e}"
             print(row, flush=True)
             rows.append(row)
+    rows += strict_fp32_rows()
     with open(os.path.join(args.out, "nchw_bias.csv"), "w", newline="") as handle:
         writer = csv.DictWriter(handle, list(rows[0]))
         writer.writeheader()

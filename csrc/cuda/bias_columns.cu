@@ -83,6 +83,15 @@ int64_t bias_rows_for(int64_t kept) {
   return padded - kept;
 }
 
+int64_t widened_weight_elements(const at::Tensor& weight) {
+  return weight.size(0) * (weight.size(1) + bias_rows_for(weight.size(1)));
+}
+
+bool bias_rows_pay_off(int64_t out_elements, const at::Tensor& weight, int64_t budget_elements) {
+  const int64_t widened = widened_weight_elements(weight);
+  return out_elements >= 8 * widened && 4 * widened <= budget_elements;
+}
+
 at::Tensor widen_weight_with_bias(const at::Tensor& weight, const at::Tensor& bias,
                                   bool split_for_tf32) {
   const int64_t rows = weight.size(0);
@@ -102,15 +111,15 @@ at::Tensor widen_weight_with_bias(const at::Tensor& weight, const at::Tensor& bi
   return widened;
 }
 
-void fill_bias_rows(at::Tensor& cols, int64_t images, int64_t kept, int64_t pixels) {
+void fill_bias_rows(at::Tensor& cols, int64_t blocks, int64_t kept, int64_t width) {
   const int64_t bias_rows = bias_rows_for(kept);
-  const int64_t total = images * bias_rows * pixels;
+  const int64_t total = blocks * bias_rows * width;
   if (total == 0) return;
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, cols.scalar_type(), "fill_bias_rows", [&] {
         fill_bias_rows_kernel<scalar_t><<<elementwise_blocks(total), kThreadsPerBlock, 0, stream>>>(
-            cols.mutable_data_ptr<scalar_t>(), images, kept, bias_rows, pixels);
+            cols.mutable_data_ptr<scalar_t>(), blocks, kept, bias_rows, width);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
 }

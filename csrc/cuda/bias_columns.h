@@ -1,11 +1,12 @@
-// The bias of an NCHW conv added by its GEMM, as extra reduction rows.
+// A bias added by the GEMM itself, as extra reduction rows.
 //
-// An NCHW output's bias runs along the rows of each image's GEMM, which
-// cuBLASLt's bias epilogue cannot broadcast; prefilling the output with it and
-// accumulating (beta = 1) costs a write and a read of the whole output. Instead
-// the packed weight gets a few extra columns (the bias, then zeros) and the
-// gathered operand as many extra rows (ones, then zeros), so the GEMM adds the
-// bias on its own for the price of 8 or 16 more reduction steps.
+// Where cuBLASLt's bias epilogue cannot help (an NCHW output, whose bias runs
+// along each image's GEMM rows; strict fp32, which has no epilogue here),
+// prefilling the output with the bias and accumulating (beta = 1) costs a
+// write and a read of the whole output. Instead the packed weight gets a few
+// extra columns (the bias, then zeros) and the gathered operand as many extra
+// rows or columns (ones, then zeros), so the GEMM adds the bias on its own for
+// the price of 8 or 16 more reduction steps.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -19,6 +20,15 @@ namespace gwprune::cuda {
 // (bench/experiments/gemm_k_alignment.py).
 int64_t bias_rows_for(int64_t kept);
 
+// Whether the bias should ride as extra reduction rows rather than a prefilled
+// output: when the output is at least 8x the widened weight (the prefill's
+// traffic scales with the output, the rows' with the weight) and the widened
+// weight, which counts against the workspace cap, takes at most a quarter of it.
+bool bias_rows_pay_off(int64_t out_elements, const at::Tensor& weight, int64_t budget_elements);
+
+// Elements of the widened weight ([Cout, K' + bias_rows_for(K')]).
+int64_t widened_weight_elements(const at::Tensor& weight);
+
 // [Cout, K'] weight -> [Cout, K' + bias_rows_for(K')]: the weight, then the
 // bias and zeros. With split_for_tf32 (fp32 on TF32 tensor cores, which keep
 // 10 mantissa bits) a finite bias is split into a TF32-exact high part and the
@@ -28,7 +38,9 @@ at::Tensor widen_weight_with_bias(const at::Tensor& weight, const at::Tensor& bi
                                   bool split_for_tf32);
 
 // Writes the bias_rows_for(kept) rows that follow the first `kept` rows of each
-// of `images` blocks of cols[images][kept + bias rows][pixels]: ones, ones, zeros.
-void fill_bias_rows(at::Tensor& cols, int64_t images, int64_t kept, int64_t pixels);
+// of `blocks` blocks of cols[blocks][kept + bias rows][width]: ones, ones, zeros.
+// NCHW conv: a block per image, width = pixels; channels_last conv and linear:
+// a block per operand row, width = 1 (the extra entries are columns).
+void fill_bias_rows(at::Tensor& cols, int64_t blocks, int64_t kept, int64_t width);
 
 }  // namespace gwprune::cuda

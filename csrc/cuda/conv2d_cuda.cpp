@@ -42,25 +42,16 @@ void check_conv_fits_32bit(const ConvGeometry& g) {
                       "(kernel - 1) * dilation + padding must be below 32768");
 }
 
-// The bias columns pay off when the output is large next to the weight (the
-// prefill's traffic scales with the output, the extra columns' with the
-// weight); small calls keep the one-kernel prefill. The widened weight counts
-// against the workspace cap and may take at most a quarter of it.
-bool bias_as_weight_columns(const at::Tensor& out, const at::Tensor& weight,
-                            int64_t budget_elements) {
-  const int64_t widened = weight.size(0) * (weight.size(1) + bias_rows_for(weight.size(1)));
-  return out.numel() >= 8 * widened && 4 * widened <= budget_elements;
-}
-
 void conv_nchw(const at::Tensor& x, const at::Tensor& packed_weight, const at::Tensor& group_idx,
-               at::Tensor& out, const ConvGeometry& g, const at::Tensor& column_bias, float beta,
+               at::Tensor& out, const ConvGeometry& g, const at::Tensor& reduction_bias, float beta,
                bool allow_tf32, int64_t budget_elements) {
   const bool split_for_tf32 = x.scalar_type() == at::kFloat && allow_tf32;
-  const at::Tensor weight = column_bias.defined()
-                                ? widen_weight_with_bias(packed_weight, column_bias, split_for_tf32)
-                                : packed_weight;
+  const at::Tensor weight =
+      reduction_bias.defined()
+          ? widen_weight_with_bias(packed_weight, reduction_bias, split_for_tf32)
+          : packed_weight;
   const int64_t kept_groups = group_idx.numel();
-  const int64_t bias_rows = column_bias.defined() ? bias_rows_for(kept_groups) : 0;
+  const int64_t bias_rows = reduction_bias.defined() ? bias_rows_for(kept_groups) : 0;
   const int64_t batch = x.size(0);
   const int64_t out_channels = weight.size(0);
   const int64_t reduction = weight.size(1);  // GEMM K: the kept groups, plus any bias rows
@@ -93,17 +84,25 @@ void conv_nchw(const at::Tensor& x, const at::Tensor& packed_weight, const at::T
 }
 
 // Bias, when given, is added by the GEMM's epilogue where cuBLASLt offers one
-// (out rows are pixels, so the bias runs along the GEMM's columns), else it
-// was prefilled into `out` and beta is 1.
-void conv_nhwc(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& group_idx,
-               at::Tensor& out, const ConvGeometry& g, const at::Tensor& epilogue_bias, float beta,
-               bool allow_tf32, int64_t budget_elements) {
+// (out rows are pixels, so the bias runs along the GEMM's columns), else as
+// extra reduction columns when they pay off, else it was prefilled into `out`
+// and beta is 1.
+void conv_nhwc(const at::Tensor& x, const at::Tensor& packed_weight, const at::Tensor& group_idx,
+               at::Tensor& out, const ConvGeometry& g, const at::Tensor& epilogue_bias,
+               const at::Tensor& reduction_bias, float beta, bool allow_tf32,
+               int64_t budget_elements) {
+  const at::Tensor weight =
+      reduction_bias.defined() ? widen_weight_with_bias(packed_weight, reduction_bias,
+                                                        x.scalar_type() == at::kFloat && allow_tf32)
+                               : packed_weight;
+  const int64_t kept_groups = group_idx.numel();
+  const int64_t bias_rows = reduction_bias.defined() ? bias_rows_for(kept_groups) : 0;
   const int64_t out_channels = weight.size(0);
-  const int64_t kept = group_idx.numel();
+  const int64_t reduction = weight.size(1);  // GEMM K: the kept groups, plus any bias columns
   const int64_t total_pixels = x.size(0) * g.out_pixels();
   const int64_t pixels_per_chunk =
-      std::clamp<int64_t>(budget_elements / kept, 1, std::min(total_pixels, kMaxCublasDim));
-  at::Tensor cols = make_workspace(pixels_per_chunk * kept, x);
+      std::clamp<int64_t>(budget_elements / reduction, 1, std::min(total_pixels, kMaxCublasDim));
+  at::Tensor cols = make_workspace(pixels_per_chunk * reduction, x);
   const int64_t elem = x.element_size();
   char* out_base = static_cast<char*>(out.data_ptr());
   // channels_last [N, C, H, W] is [N*H*W, C] in memory.
@@ -111,9 +110,10 @@ void conv_nhwc(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& 
 
   for (int64_t p0 = 0; p0 < total_pixels; p0 += pixels_per_chunk) {
     const int64_t count = std::min(pixels_per_chunk, total_pixels - p0);
-    im2col_gather_nhwc(x, group_idx, cols, g, p0, count);
-    const RowMajorOperand cols_op{cols.data_ptr(), count, kept, kept, 0, false};
-    const RowMajorOperand w_op{weight.data_ptr(), out_channels, kept, kept, 0, true};
+    im2col_gather_nhwc(x, group_idx, cols, g, p0, count, bias_rows);
+    if (bias_rows > 0) fill_bias_rows(cols, count, kept_groups, 1);
+    const RowMajorOperand cols_op{cols.data_ptr(), count, reduction, reduction, 0, false};
+    const RowMajorOperand w_op{weight.data_ptr(), out_channels, reduction, reduction, 0, true};
     const RowMajorOutput out_op{out_base + p0 * out_channels * elem, count, out_channels,
                                 out_channels, 0};
     gemm_rows(cols_op, w_op, out_op, out_rows, p0, epilogue_bias, beta, x.scalar_type(),
@@ -139,22 +139,23 @@ at::Tensor conv2d_packed_cuda(const at::Tensor& x_in, const at::Tensor& weight,
                              x.options().memory_format(format));
   if (out.numel() == 0) return out;
   const int64_t kept = group_idx.numel();
-  // The GEMM adds the bias where it can: channels_last outputs in cuBLASLt's
-  // epilogue, large NCHW outputs as extra reduction rows (bias_columns.h).
-  // Otherwise the output is prefilled with it and the GEMM accumulates onto it.
+  // The GEMM adds the bias where it can: in cuBLASLt's epilogue (channels_last
+  // outputs at TF32/fp16/bf16), else as extra reduction rows when the output is
+  // large (bias_columns.h); otherwise the output is prefilled with it and the
+  // GEMM accumulates onto it.
   const bool has_bias = kept > 0 && bias.has_value();
   const at::Tensor epilogue_bias =
       has_bias && channels_last && bias_epilogue_supported(x.scalar_type(), allow_tf32)
           ? bias->contiguous()
           : at::Tensor();
   int64_t budget_elements = workspace_bytes / x.element_size();
-  const at::Tensor column_bias =
-      has_bias && !channels_last && bias_as_weight_columns(out, weight, budget_elements)
-          ? *bias
-          : at::Tensor();
-  if (column_bias.defined()) budget_elements -= weight.size(0) * (kept + bias_rows_for(kept));
+  const at::Tensor reduction_bias = has_bias && !epilogue_bias.defined() &&
+                                            bias_rows_pay_off(out.numel(), weight, budget_elements)
+                                        ? *bias
+                                        : at::Tensor();
+  if (reduction_bias.defined()) budget_elements -= widened_weight_elements(weight);
   budget_elements = std::max<int64_t>(budget_elements, kept);
-  const bool bias_in_gemm = epilogue_bias.defined() || column_bias.defined();
+  const bool bias_in_gemm = epilogue_bias.defined() || reduction_bias.defined();
   const float beta = prepare_output(out, bias_in_gemm ? std::nullopt : bias, 1);
   if (kept == 0) {
     // Every group pruned: the result is the bias alone.
@@ -162,10 +163,11 @@ at::Tensor conv2d_packed_cuda(const at::Tensor& x_in, const at::Tensor& weight,
     return out;
   }
   if (channels_last) {
-    conv_nhwc(x, weight, group_idx, out, geometry, epilogue_bias, beta, allow_tf32,
+    conv_nhwc(x, weight, group_idx, out, geometry, epilogue_bias, reduction_bias, beta, allow_tf32,
               budget_elements);
   } else {
-    conv_nchw(x, weight, group_idx, out, geometry, column_bias, beta, allow_tf32, budget_elements);
+    conv_nchw(x, weight, group_idx, out, geometry, reduction_bias, beta, allow_tf32,
+              budget_elements);
   }
   return out;
 }

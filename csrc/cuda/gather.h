@@ -27,14 +27,17 @@ void im2col_gather_nchw(const at::Tensor& x, const at::Tensor& group_idx, at::Te
                         int64_t pixel_begin, int64_t pixel_count, int64_t bias_rows);
 
 // Channels-last input. Pixels are flattened over (n, ho, wo); writes
-// cols[pixel_count][K'] (kept groups contiguous) for flat pixels
+// cols[pixel_count][K' + bias_rows] (kept groups contiguous; the last
+// bias_rows columns of each pixel are left for fill_bias_rows) for flat pixels
 // [pixel_begin, pixel_begin + pixel_count). x is contiguous in channels_last.
 void im2col_gather_nhwc(const at::Tensor& x, const at::Tensor& group_idx, at::Tensor& cols,
-                        const ConvGeometry& geometry, int64_t pixel_begin, int64_t pixel_count);
+                        const ConvGeometry& geometry, int64_t pixel_begin, int64_t pixel_count,
+                        int64_t bias_rows);
 
-// Linear layers: out[row_count][K'] = x2d[row_begin + r][feature_idx[k]].
-// x2d is [M, in] with unit column stride and any row stride.
+// Linear layers: out[row_count][K' + bias_columns] holds
+// x2d[row_begin + r][feature_idx[k]] in its first K' columns (the rest are left
+// for fill_bias_rows). x2d is [M, in] with unit column stride and any row stride.
 void gather_features(const at::Tensor& x2d, const at::Tensor& feature_idx, at::Tensor& out,
-                     int64_t row_begin, int64_t row_count);
+                     int64_t row_begin, int64_t row_count, int64_t bias_columns);
 
 }  // namespace gwprune::cuda

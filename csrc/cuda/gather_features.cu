@@ -24,7 +24,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
     gather_features_kernel(const scalar_t* __restrict__ x, int64_t x_row_stride,
                            int64_t in_features, const int32_t* __restrict__ feature_idx,
                            scalar_t* __restrict__ out, int64_t row_begin, int64_t row_count,
-                           int64_t num_kept, RowSlices slices) {
+                           int64_t num_kept, int64_t out_row_stride, RowSlices slices) {
   const int lane = threadIdx.x % kWarpSize;
   const int64_t warp_stride = static_cast<int64_t>(gridDim.x) * kWarpsPerBlock;
   for (int64_t slice = blockIdx.y; slice < slices.count; slice += gridDim.y) {
@@ -34,7 +34,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
     for (int64_t row = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarpSize;
          row < row_count; row += warp_stride) {
       const scalar_t* src = x + (row_begin + row) * x_row_stride;
-      scalar_t* dst = out + row * num_kept;
+      scalar_t* dst = out + row * out_row_stride;
       for (int64_t k = slice_begin + static_cast<int64_t>(lane) * VEC; k < slice_end;
            k += static_cast<int64_t>(kWarpSize) * VEC) {
         scalar_t vals[VEC];
@@ -52,7 +52,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
 }  // namespace
 
 void gather_features(const at::Tensor& x2d, const at::Tensor& feature_idx, at::Tensor& out,
-                     int64_t row_begin, int64_t row_count) {
+                     int64_t row_begin, int64_t row_count, int64_t bias_columns) {
   const int64_t num_kept = feature_idx.numel();
   if (num_kept == 0 || row_count == 0) return;
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
@@ -65,7 +65,7 @@ void gather_features(const at::Tensor& x2d, const at::Tensor& feature_idx, at::T
           gather_features_kernel<scalar_t, VEC><<<grid, kThreadsPerBlock, 0, stream>>>(
               x2d.const_data_ptr<scalar_t>(), x2d.stride(0), x2d.size(1),
               feature_idx.const_data_ptr<int32_t>(), out.mutable_data_ptr<scalar_t>(), row_begin,
-              row_count, num_kept, slices);
+              row_count, num_kept, num_kept + bias_columns, slices);
           C10_CUDA_KERNEL_LAUNCH_CHECK();
         });
       });

@@ -13,8 +13,8 @@
 //          made the loads strided and ran slower in fp16: bench/NOTES.md.)
 // Rows too few to fill the GPU are cut into slices along their length, a
 // warp per (row, slice): see plan_row_slices.
-// The NCHW gather can leave bias_rows rows free after each image's kept rows
-// for fill_bias_rows (bias_columns.h).
+// Both conv gathers can leave bias_rows rows (NCHW) or columns (NHWC) free
+// after each image's or pixel's kept groups for fill_bias_rows (bias_columns.h).
 // A group index outside [0, C*kh*kw) yields zeros, never an out-of-bounds read
 // (indices are validated before launch; this is the memory-safety backstop).
 #include <ATen/Dispatch.h>
@@ -110,7 +110,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
     im2col_gather_nhwc_kernel(const scalar_t* __restrict__ x, const int32_t* __restrict__ group_idx,
                               scalar_t* __restrict__ cols, const ConvGeometry g,
                               int64_t pixel_begin, int64_t pixel_count, int64_t num_kept,
-                              RowSlices slices) {
+                              int64_t row_stride, RowSlices slices) {
   __shared__ Tap table[kMaxTableTaps];
   const int lane = threadIdx.x % kWarpSize;
   const int64_t warp_stride = static_cast<int64_t>(gridDim.x) * kWarpsPerBlock;
@@ -135,7 +135,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
       const int h0 = oh * static_cast<int>(g.stride_h);
       const int w0 = (pixel - oh * static_cast<int>(g.out_w)) * static_cast<int>(g.stride_w);
       const scalar_t* src = x + image * g.height * g.width * g.channels;
-      scalar_t* dst = cols + row * num_kept + slice_begin;
+      scalar_t* dst = cols + row * row_stride + slice_begin;
       for (int k = lane; k < slice_size; k += kWarpSize) {
         const Tap tap = table[k];
         const int h = h0 + tap.dh;
@@ -174,7 +174,8 @@ void im2col_gather_nchw(const at::Tensor& x, const at::Tensor& group_idx, at::Te
 }
 
 void im2col_gather_nhwc(const at::Tensor& x, const at::Tensor& group_idx, at::Tensor& cols,
-                        const ConvGeometry& geometry, int64_t pixel_begin, int64_t pixel_count) {
+                        const ConvGeometry& geometry, int64_t pixel_begin, int64_t pixel_count,
+                        int64_t bias_rows) {
   const int64_t num_kept = group_idx.numel();
   if (num_kept == 0 || pixel_count == 0) return;
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
@@ -186,7 +187,7 @@ void im2col_gather_nhwc(const at::Tensor& x, const at::Tensor& group_idx, at::Te
         im2col_gather_nhwc_kernel<scalar_t><<<grid, kThreadsPerBlock, 0, stream>>>(
             x.const_data_ptr<scalar_t>(), group_idx.const_data_ptr<int32_t>(),
             cols.mutable_data_ptr<scalar_t>(), geometry, pixel_begin, pixel_count, num_kept,
-            slices);
+            num_kept + bias_rows, slices);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
 }
