@@ -1,5 +1,5 @@
-// One-launch kernels behind bias_columns.h (a chain of ATen ops here cost more
-// host time than the prefill they replace).
+// plan_gemm_bias and the one-launch kernels behind bias_columns.h (a chain of
+// ATen ops here cost more host time than the prefill they replace).
 #include <ATen/Dispatch.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
@@ -8,6 +8,8 @@
 #include <type_traits>
 
 #include "bias_columns.h"
+#include "buffers.h"
+#include "gemm.h"
 #include "kernel_utils.cuh"
 
 namespace gwprune::cuda {
@@ -83,15 +85,6 @@ int64_t bias_rows_for(int64_t kept) {
   return padded - kept;
 }
 
-int64_t widened_weight_elements(const at::Tensor& weight) {
-  return weight.size(0) * (weight.size(1) + bias_rows_for(weight.size(1)));
-}
-
-bool bias_rows_pay_off(int64_t out_elements, const at::Tensor& weight, int64_t budget_elements) {
-  const int64_t widened = widened_weight_elements(weight);
-  return out_elements >= 8 * widened && 4 * widened <= budget_elements;
-}
-
 at::Tensor widen_weight_with_bias(const at::Tensor& weight, const at::Tensor& bias,
                                   bool split_for_tf32) {
   const int64_t rows = weight.size(0);
@@ -109,6 +102,31 @@ at::Tensor widen_weight_with_bias(const at::Tensor& weight, const at::Tensor& bi
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
   return widened;
+}
+
+GemmBias plan_gemm_bias(at::Tensor& out, const at::Tensor& weight,
+                        const std::optional<at::Tensor>& bias, bool epilogue_allowed,
+                        bool allow_tf32, int64_t workspace_bytes) {
+  const int64_t kept = weight.size(1);
+  const bool has_bias = kept > 0 && bias.has_value();
+  GemmBias plan;
+  plan.weight = weight;
+  plan.budget_elements = workspace_bytes / weight.element_size();
+  if (has_bias && epilogue_allowed && bias_epilogue_supported(weight.scalar_type(), allow_tf32)) {
+    plan.epilogue = bias->contiguous();
+  } else if (has_bias) {
+    const int64_t widened = weight.size(0) * (kept + bias_rows_for(kept));
+    if (out.numel() >= 8 * widened && 4 * widened <= plan.budget_elements) {
+      plan.weight =
+          widen_weight_with_bias(weight, *bias, weight.scalar_type() == at::kFloat && allow_tf32);
+      plan.bias_rows = bias_rows_for(kept);
+      plan.budget_elements -= widened;
+    }
+  }
+  plan.budget_elements = std::max<int64_t>(plan.budget_elements, kept);
+  const bool bias_in_gemm = plan.epilogue.defined() || plan.bias_rows > 0;
+  plan.beta = prepare_output(out, bias_in_gemm ? std::nullopt : bias, 1);
+  return plan;
 }
 
 void fill_bias_rows(at::Tensor& cols, int64_t blocks, int64_t kept, int64_t width) {

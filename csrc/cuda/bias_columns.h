@@ -1,4 +1,5 @@
-// A bias added by the GEMM itself, as extra reduction rows.
+// How a layer's bias reaches its output (plan_gemm_bias), and the bias added
+// by the GEMM itself as extra reduction rows.
 //
 // Where cuBLASLt's bias epilogue cannot help (an NCHW output, whose bias runs
 // along each image's GEMM rows; strict fp32, which has no epilogue here),
@@ -11,6 +12,8 @@
 
 #include <ATen/ATen.h>
 
+#include <optional>
+
 namespace gwprune::cuda {
 
 // Rows (and weight columns) the bias adds to a GEMM over `kept` groups: two
@@ -20,14 +23,24 @@ namespace gwprune::cuda {
 // (bench/experiments/gemm_k_alignment.py).
 int64_t bias_rows_for(int64_t kept);
 
-// Whether the bias should ride as extra reduction rows rather than a prefilled
-// output: when the output is at least 8x the widened weight (the prefill's
-// traffic scales with the output, the rows' with the weight) and the widened
-// weight, which counts against the workspace cap, takes at most a quarter of it.
-bool bias_rows_pay_off(int64_t out_elements, const at::Tensor& weight, int64_t budget_elements);
+// How one call adds its bias, decided once for the conv and linear paths.
+struct GemmBias {
+  at::Tensor epilogue;          // defined: cuBLASLt's bias epilogue adds it
+  at::Tensor weight;            // the GEMM's weight: the packed one, or it widened with the bias
+  int64_t bias_rows = 0;        // extra reduction rows the gather leaves for fill_bias_rows
+  float beta = 0.0f;            // 1: `out` was prefilled with the bias, the GEMM accumulates
+  int64_t budget_elements = 0;  // workspace left for the gathered operand (>= K')
+};
 
-// Elements of the widened weight ([Cout, K' + bias_rows_for(K')]).
-int64_t widened_weight_elements(const at::Tensor& weight);
+// In order of preference: the epilogue (when epilogue_allowed and the dtype
+// has one); extra reduction rows when the output is at least 8x the widened
+// weight (the prefill's traffic scales with the output, the rows' with the
+// weight) and the widened weight, which counts against the workspace cap,
+// takes at most a quarter of it; else a prefilled `out`. Poisons `out` in
+// tests (prepare_output). `weight` is the packed [Cout, K'] weight.
+GemmBias plan_gemm_bias(at::Tensor& out, const at::Tensor& weight,
+                        const std::optional<at::Tensor>& bias, bool epilogue_allowed,
+                        bool allow_tf32, int64_t workspace_bytes);
 
 // [Cout, K'] weight -> [Cout, K' + bias_rows_for(K')]: the weight, then the
 // bias and zeros. With split_for_tf32 (fp32 on TF32 tensor cores, which keep

@@ -42,16 +42,11 @@ void check_conv_fits_32bit(const ConvGeometry& g) {
                       "(kernel - 1) * dilation + padding must be below 32768");
 }
 
-void conv_nchw(const at::Tensor& x, const at::Tensor& packed_weight, const at::Tensor& group_idx,
-               at::Tensor& out, const ConvGeometry& g, const at::Tensor& reduction_bias, float beta,
+// `weight` is the GEMM's (packed, or widened with bias columns: bias_rows > 0).
+void conv_nchw(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& group_idx,
+               int64_t bias_rows, at::Tensor& out, const ConvGeometry& g, float beta,
                bool allow_tf32, int64_t budget_elements) {
-  const bool split_for_tf32 = x.scalar_type() == at::kFloat && allow_tf32;
-  const at::Tensor weight =
-      reduction_bias.defined()
-          ? widen_weight_with_bias(packed_weight, reduction_bias, split_for_tf32)
-          : packed_weight;
   const int64_t kept_groups = group_idx.numel();
-  const int64_t bias_rows = reduction_bias.defined() ? bias_rows_for(kept_groups) : 0;
   const int64_t batch = x.size(0);
   const int64_t out_channels = weight.size(0);
   const int64_t reduction = weight.size(1);  // GEMM K: the kept groups, plus any bias rows
@@ -85,18 +80,13 @@ void conv_nchw(const at::Tensor& x, const at::Tensor& packed_weight, const at::T
 
 // Bias, when given, is added by the GEMM's epilogue where cuBLASLt offers one
 // (out rows are pixels, so the bias runs along the GEMM's columns), else as
-// extra reduction columns when they pay off, else it was prefilled into `out`
-// and beta is 1.
-void conv_nhwc(const at::Tensor& x, const at::Tensor& packed_weight, const at::Tensor& group_idx,
-               at::Tensor& out, const ConvGeometry& g, const at::Tensor& epilogue_bias,
-               const at::Tensor& reduction_bias, float beta, bool allow_tf32,
+// extra reduction columns (bias_rows > 0, `weight` widened), else it was
+// prefilled into `out` and beta is 1.
+void conv_nhwc(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& group_idx,
+               int64_t bias_rows, at::Tensor& out, const ConvGeometry& g,
+               const at::Tensor& epilogue_bias, float beta, bool allow_tf32,
                int64_t budget_elements) {
-  const at::Tensor weight =
-      reduction_bias.defined() ? widen_weight_with_bias(packed_weight, reduction_bias,
-                                                        x.scalar_type() == at::kFloat && allow_tf32)
-                               : packed_weight;
   const int64_t kept_groups = group_idx.numel();
-  const int64_t bias_rows = reduction_bias.defined() ? bias_rows_for(kept_groups) : 0;
   const int64_t out_channels = weight.size(0);
   const int64_t reduction = weight.size(1);  // GEMM K: the kept groups, plus any bias columns
   const int64_t total_pixels = x.size(0) * g.out_pixels();
@@ -139,35 +129,21 @@ at::Tensor conv2d_packed_cuda(const at::Tensor& x_in, const at::Tensor& weight,
                              x.options().memory_format(format));
   if (out.numel() == 0) return out;
   const int64_t kept = group_idx.numel();
-  // The GEMM adds the bias where it can: in cuBLASLt's epilogue (channels_last
-  // outputs at TF32/fp16/bf16), else as extra reduction rows when the output is
-  // large (bias_columns.h); otherwise the output is prefilled with it and the
-  // GEMM accumulates onto it.
-  const bool has_bias = kept > 0 && bias.has_value();
-  const at::Tensor epilogue_bias =
-      has_bias && channels_last && bias_epilogue_supported(x.scalar_type(), allow_tf32)
-          ? bias->contiguous()
-          : at::Tensor();
-  int64_t budget_elements = workspace_bytes / x.element_size();
-  const at::Tensor reduction_bias = has_bias && !epilogue_bias.defined() &&
-                                            bias_rows_pay_off(out.numel(), weight, budget_elements)
-                                        ? *bias
-                                        : at::Tensor();
-  if (reduction_bias.defined()) budget_elements -= widened_weight_elements(weight);
-  budget_elements = std::max<int64_t>(budget_elements, kept);
-  const bool bias_in_gemm = epilogue_bias.defined() || reduction_bias.defined();
-  const float beta = prepare_output(out, bias_in_gemm ? std::nullopt : bias, 1);
+  // channels_last outputs can take the bias in cuBLASLt's epilogue; NCHW ones,
+  // whose bias runs along each image's GEMM rows, cannot (bias_columns.h).
+  const GemmBias plan =
+      plan_gemm_bias(out, weight, bias, channels_last, allow_tf32, workspace_bytes);
   if (kept == 0) {
     // Every group pruned: the result is the bias alone.
-    if (beta == 0.0f) out.zero_();
+    if (plan.beta == 0.0f) out.zero_();
     return out;
   }
   if (channels_last) {
-    conv_nhwc(x, weight, group_idx, out, geometry, epilogue_bias, reduction_bias, beta, allow_tf32,
-              budget_elements);
+    conv_nhwc(x, plan.weight, group_idx, plan.bias_rows, out, geometry, plan.epilogue, plan.beta,
+              allow_tf32, plan.budget_elements);
   } else {
-    conv_nchw(x, weight, group_idx, out, geometry, reduction_bias, beta, allow_tf32,
-              budget_elements);
+    conv_nchw(x, plan.weight, group_idx, plan.bias_rows, out, geometry, plan.beta, allow_tf32,
+              plan.budget_elements);
   }
   return out;
 }

@@ -26,48 +26,29 @@ at::Tensor linear_packed_cuda(const at::Tensor& x2d, const at::Tensor& weight,
   const int64_t kept = feature_idx.numel();
   at::Tensor out = at::empty({rows, out_features}, x2d.options());
   if (out.numel() == 0) return out;
-  // Bias rides the GEMM's epilogue where cuBLASLt has one for this precision,
-  // else extra reduction columns when the output is large (bias_columns.h),
-  // else it is prefilled and the GEMM accumulates onto it.
-  const bool has_bias = kept > 0 && bias.has_value();
-  const at::Tensor epilogue_bias =
-      has_bias && bias_epilogue_supported(x2d.scalar_type(), allow_tf32) ? bias->contiguous()
-                                                                         : at::Tensor();
-  int64_t budget_elements = workspace_bytes / x2d.element_size();
-  const at::Tensor reduction_bias = has_bias && !epilogue_bias.defined() &&
-                                            bias_rows_pay_off(out.numel(), weight, budget_elements)
-                                        ? *bias
-                                        : at::Tensor();
-  if (reduction_bias.defined()) budget_elements -= widened_weight_elements(weight);
-  budget_elements = std::max<int64_t>(budget_elements, kept);
-  const bool bias_in_gemm = epilogue_bias.defined() || reduction_bias.defined();
-  const float beta = prepare_output(out, bias_in_gemm ? std::nullopt : bias, 1);
+  const GemmBias plan =
+      plan_gemm_bias(out, weight, bias, /*epilogue_allowed=*/true, allow_tf32, workspace_bytes);
   if (kept == 0) {
-    if (beta == 0.0f) out.zero_();
+    if (plan.beta == 0.0f) out.zero_();
     return out;
   }
-  const at::Tensor gemm_weight =
-      reduction_bias.defined()
-          ? widen_weight_with_bias(weight, reduction_bias,
-                                   x2d.scalar_type() == at::kFloat && allow_tf32)
-          : weight;
-  const int64_t bias_columns = reduction_bias.defined() ? bias_rows_for(kept) : 0;
+  const at::Tensor& gemm_weight = plan.weight;
   const int64_t reduction = gemm_weight.size(1);  // GEMM K: kept features, plus any bias columns
   const int64_t rows_per_chunk =
-      std::clamp<int64_t>(budget_elements / reduction, 1, std::min(rows, kMaxCublasDim));
+      std::clamp<int64_t>(plan.budget_elements / reduction, 1, std::min(rows, kMaxCublasDim));
   at::Tensor gathered = make_workspace(rows_per_chunk * reduction, x2d);
   const int64_t elem = x2d.element_size();
   char* out_base = static_cast<char*>(out.data_ptr());
 
   for (int64_t r0 = 0; r0 < rows; r0 += rows_per_chunk) {
     const int64_t count = std::min(rows_per_chunk, rows - r0);
-    gather_features(x2d, feature_idx, gathered, r0, count, bias_columns);
-    if (bias_columns > 0) fill_bias_rows(gathered, count, kept, 1);
+    gather_features(x2d, feature_idx, gathered, r0, count, plan.bias_rows);
+    if (plan.bias_rows > 0) fill_bias_rows(gathered, count, kept, 1);
     const RowMajorOperand x_op{gathered.data_ptr(), count, reduction, reduction, 0, false};
     const RowMajorOperand w_op{gemm_weight.data_ptr(), out_features, reduction, reduction, 0, true};
     const RowMajorOutput out_op{out_base + r0 * out_features * elem, count, out_features,
                                 out_features, 0};
-    gemm_rows(x_op, w_op, out_op, out, r0, epilogue_bias, beta, x2d.scalar_type(), allow_tf32);
+    gemm_rows(x_op, w_op, out_op, out, r0, plan.epilogue, plan.beta, x2d.scalar_type(), allow_tf32);
   }
   return out;
 }
