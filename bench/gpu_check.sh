@@ -97,6 +97,13 @@ if stage sweep; then
   tail -5 "$LOGS/sweep.log"
 fi
 
+if stage layers; then
+  start=$SECONDS
+  $PY bench/experiments/model_layers.py --out "$LOGS/layers" ${LAYERS_ARGS:-} >"$LOGS/layers.log" 2>&1
+  note "model layers: rc=$? ($((SECONDS - start)) s)"
+  grep "^==" "$LOGS/layers.log"
+fi
+
 if stage workspace; then
   # The speed cost of the workspace cap: the seed conv at several caps, side by side.
   for mb in 64 256 1024; do
