@@ -4,6 +4,7 @@
 #   bash bench/gpu_check.sh [STAGE ...]
 #   stages: build test sanitize bench workspace (the default set), and on request
 #           probe (C++ exception probe), sweep (bench/experiments/chunk_sweep.py),
+#           layers (bench/experiments/model_layers.py: each converted layer vs dense),
 #           models (gwprune bench --models) and paper (gwprune bench --paper)
 #   TESTS="tests/test_x.py ..." limits the test stage to those files;
 #   MODELS_MINUTES / PAPER_MINUTES bound the two long benchmarks (rerun resumes).
