@@ -11,6 +11,9 @@
 //          for channels_last (consecutive channels of one tap) both the loads
 //          and the stores are coalesced. (Vector stores of VEC groups per lane
 //          made the loads strided and ran slower in fp16: bench/NOTES.md.)
+//          Each lane issues kGatherUnroll loads before it stores: with one
+//          load in flight per warp, small-channel layers (C = 64) were
+//          latency-bound at a third of the write bandwidth.
 // Rows too few to fill the GPU are cut into slices along their length, a
 // warp per (row, slice): see plan_row_slices.
 // Both conv gathers can leave bias_rows rows (NCHW) or columns (NHWC) free
@@ -136,15 +139,22 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
       const int w0 = (pixel - oh * static_cast<int>(g.out_w)) * static_cast<int>(g.stride_w);
       const scalar_t* src = x + image * g.height * g.width * g.channels;
       scalar_t* dst = cols + row * row_stride + slice_begin;
-      for (int k = lane; k < slice_size; k += kWarpSize) {
-        const Tap tap = table[k];
+      const auto load = [&](const Tap tap) {
         const int h = h0 + tap.dh;
         const int w = w0 + tap.dw;
         const bool inside = tap.channel >= 0 && h >= 0 && h < height && w >= 0 && w < width;
-        dst[k] = inside
-                     ? __ldg(src + (static_cast<int64_t>(h) * width + w) * channels + tap.channel)
-                     : scalar_t(0);
+        return inside ? __ldg(src + (static_cast<int64_t>(h) * width + w) * channels + tap.channel)
+                      : scalar_t(0);
+      };
+      int k = lane;
+      for (; k + (kGatherUnroll - 1) * kWarpSize < slice_size; k += kGatherUnroll * kWarpSize) {
+        scalar_t vals[kGatherUnroll];
+#pragma unroll
+        for (int u = 0; u < kGatherUnroll; ++u) vals[u] = load(table[k + u * kWarpSize]);
+#pragma unroll
+        for (int u = 0; u < kGatherUnroll; ++u) dst[k + u * kWarpSize] = vals[u];
       }
+      for (; k < slice_size; k += kWarpSize) dst[k] = load(table[k]);
     }
   }
 }

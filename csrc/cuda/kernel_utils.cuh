@@ -13,6 +13,9 @@ constexpr int kWarpSize = 32;
 constexpr int kThreadsPerBlock = 256;
 constexpr int kWarpsPerBlock = kThreadsPerBlock / kWarpSize;
 constexpr int64_t kMaxGridY = 65535;  // kernels loop over blockIdx.y beyond it
+// Independent loads a lane of a lane-per-element gather issues before storing
+// them: memory-level parallelism for latency-bound gathers.
+constexpr int kGatherUnroll = 4;
 
 // VEC consecutive elements moved as one aligned access (16 bytes at most).
 template <typename scalar_t, int VEC>
