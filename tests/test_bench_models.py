@@ -72,6 +72,9 @@ def test_cpu_preset_has_a_checked_row_per_model_keep_and_precision(models_run):
         assert float(row["dense_ms"]) > 0 and float(row["converted_ms"]) > 0, where
         speedup = float(row["dense_ms"]) / float(row["converted_ms"])
         assert float(row["speedup"]) == pytest.approx(speedup, rel=1e-4), where
+        autotuned = float(row["dense_ms"]) / float(row["autotuned_ms"])
+        assert float(row["autotuned_speedup"]) == pytest.approx(autotuned, rel=1e-4), where
+        assert 0 <= int(row["autotuned_dense_layers"]) <= int(row["layers_converted"]), where
         assert row["cuda_graphs"] == "off" and "reference path" in row["note"], where
         kept = float(row["params_kept"])
         assert float(row["keep"]) < kept < 1, where  # dense layers, norms and embeddings remain
@@ -333,17 +336,30 @@ def test_dense_layer_names_are_folded():
     assert dense_layers_text(SimpleNamespace(skipped=[]), spec) == "none"
 
 
-def _row(model, precision, speedup, keep=0.5, status="ok", batch_input="64x3x224x224"):
-    return ModelRow(model, "", batch_input, 64, precision, keep, speedup=speedup, status=status)
+def _row(
+    model, precision, speedup, keep=0.5, status="ok", batch_input="64x3x224x224", autotuned=None
+):
+    return ModelRow(
+        model,
+        "",
+        batch_input,
+        64,
+        precision,
+        keep,
+        speedup=speedup,
+        autotuned_speedup=autotuned,
+        status=status,
+    )
 
 
 def test_target_verdicts():
     rows = [
         _row("resnet18", "tf32", 1.35),
-        _row("resnet18", "fp16", 1.2),
+        _row("resnet18", "fp16", 1.2, autotuned=1.25),
         _row("vgg16", "tf32", 2.0, batch_input="16x3x224x224"),
         _row("vgg16", "fp16", None, status="FAILED"),
         _row("bert-base", "tf32", 1.5, batch_input="64x128 token ids"),
+        _row("bert-base", "fp16", 1.1, batch_input="64x128 token ids", autotuned=1.45),
     ]
     verdicts = {(c.model, c.precision): c.verdict for c in target_checks(rows, is_gpu=True)}
     assert verdicts[("resnet18", "tf32")] == "met"
@@ -351,7 +367,7 @@ def test_target_verdicts():
     assert verdicts[("vgg16", "tf32")].startswith("not measured: input 16x3x224x224")
     assert verdicts[("vgg16", "fp16")] == "not measured: FAILED"
     assert verdicts[("bert-base", "tf32")] == "met"
-    assert verdicts[("bert-base", "fp16")] == "not measured"
+    assert verdicts[("bert-base", "fp16")] == "met"  # the autotuned model meets it
     cpu = target_checks(rows, is_gpu=False)
     assert {c.verdict for c in cpu if c.speedup is not None} == {"not measured: CPU run"}
 

@@ -15,6 +15,7 @@ from .convert import ConversionReport, convert, to_dense
 from .groups import group_mask_from_keep_idx, keep_idx_from_mask, keep_idx_from_zeroed, mask_weight
 from .nn import GroupwiseConv2d, GroupwiseLinear
 from .packing import PackedConv2dWeight, PackedLinearWeight, pack_conv2d_weight, pack_linear_weight
+from .tune import AutotuneReport, autotune
 
 __version__ = "0.1.0"
 
@@ -26,6 +27,8 @@ __all__ = [
     "convert",
     "to_dense",
     "ConversionReport",
+    "autotune",
+    "AutotuneReport",
     "GroupwiseConv2d",
     "GroupwiseLinear",
     "info",

@@ -15,12 +15,20 @@ Buffers (what ``state_dict`` saves):
 
 Their shapes depend only on the layer's sizes and the number of kept groups,
 so a state dict loads into any module built with the same sizes and keep count.
+
+Backends: ``"gathered"`` (the default) runs the gather + GEMM ops; ``"dense"``
+runs ``F.conv2d`` / ``F.linear`` on the dense weight with the pruned groups
+zeroed (same result; cuDNN/cuBLAS speed), for layers where the compacted GEMM
+does not pay, such as memory-bound convs with few channels. ``set_backend``
+switches; ``gwprune.autotune`` picks per layer by timing both. The dense weight
+is a cache rebuilt from the packed one (not saved in ``state_dict``).
 """
 
 import math
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from . import _checks, ops
 from .groups import keep_idx_from_mask, keep_idx_from_zeroed
@@ -34,7 +42,10 @@ from .packing import (
     pad_index,
 )
 
-__all__ = ["GroupwiseConv2d", "GroupwiseLinear", "resolve_conv2d_padding"]
+__all__ = ["GroupwiseConv2d", "GroupwiseLinear", "BACKENDS", "resolve_conv2d_padding"]
+
+# "gathered": gather + compacted GEMM (gwprune.ops); "dense": the masked dense layer.
+BACKENDS = ("gathered", "dense")
 
 
 def _pair(value, name: str) -> tuple[int, int]:
@@ -89,9 +100,48 @@ def _placeholder_idx(keep, num_groups: int, device) -> torch.Tensor:
 
 
 class _GroupwiseBase(nn.Module):
-    """Shared buffer handling: index buffers keep their integer dtype under any cast."""
+    """Shared buffer handling (index buffers keep their integer dtype under any cast)
+    and the backend choice."""
 
     _index_buffer: str  # name of the int32 index buffer of the subclass
+    # Class-level defaults: modules pickled before backends existed load as "gathered".
+    _backend = "gathered"
+    _dense_memory_format = torch.contiguous_format
+
+    def _init_backend(self) -> None:
+        self._backend = "gathered"
+        # The dense backend's weight: a cache of the packed one, not part of state_dict.
+        self.register_buffer("dense_weight", None, persistent=False)
+
+    @property
+    def backend(self) -> str:
+        """``"gathered"`` (gather + compacted GEMM) or ``"dense"`` (masked dense layer)."""
+        return self._backend
+
+    def set_backend(
+        self, backend: str, memory_format: torch.memory_format = torch.contiguous_format
+    ) -> "_GroupwiseBase":
+        """Runs the layer as ``backend`` (one of ``BACKENDS``) from now on. For
+        ``"dense"``, builds the dense weight (pruned groups zero) in ``memory_format``
+        (conv: the layout of the inputs it will see). Returns the module."""
+        if backend not in BACKENDS:
+            raise ValueError(f"gwprune: backend must be one of {BACKENDS}, got {backend!r}")
+        if memory_format not in (torch.contiguous_format, torch.channels_last):
+            raise ValueError(
+                "gwprune: memory_format must be torch.contiguous_format or "
+                f"torch.channels_last, got {memory_format}"
+            )
+        self._backend = backend
+        self._dense_memory_format = memory_format
+        self.dense_weight = self._build_dense_weight() if backend == "dense" else None
+        return self
+
+    def _build_dense_weight(self) -> torch.Tensor:
+        with torch.no_grad():
+            weight = self._dense_weight_flat().reshape(self._dense_weight_shape())
+        if weight.dim() == 4:
+            weight = weight.contiguous(memory_format=self._dense_memory_format)
+        return weight
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # A saved index buffer is validated like a keep_idx argument (one host sync for a
@@ -108,6 +158,8 @@ class _GroupwiseBase(nn.Module):
             real = index[index != PAD_INDEX]
             _checks.check_index_values(real, name, self.num_groups, "groups")
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if self._backend == "dense":  # the cache follows the loaded weights
+            self.dense_weight = self._build_dense_weight()
 
     def _apply(self, fn, recurse=True):
         # Module.to(dtype) already skips integer tensors, but Module.type(), .half() via
@@ -144,7 +196,8 @@ class _GroupwiseBase(nn.Module):
         return dense
 
     def _kept_repr(self) -> str:
-        return f"kept_groups={self.num_kept}/{self.num_groups} ({100 * self.keep_ratio:.1f}%)"
+        text = f"kept_groups={self.num_kept}/{self.num_groups} ({100 * self.keep_ratio:.1f}%)"
+        return text if self._backend == "gathered" else f"{text}, backend={self._backend!r}"
 
 
 class GroupwiseConv2d(_GroupwiseBase):
@@ -187,10 +240,14 @@ class GroupwiseConv2d(_GroupwiseBase):
             self.register_buffer("bias", torch.zeros(self.out_channels, device=device, dtype=dtype))
         else:
             self.register_buffer("bias", None)
+        self._init_backend()
 
     @property
     def num_groups(self) -> int:
         return self.in_channels * self.kernel_size[0] * self.kernel_size[1]
+
+    def _dense_weight_shape(self) -> tuple[int, ...]:
+        return (self.out_channels, self.in_channels, *self.kernel_size)
 
     @classmethod
     def from_dense(
@@ -248,6 +305,10 @@ class GroupwiseConv2d(_GroupwiseBase):
         return PackedConv2dWeight(self.weight, self.group_idx, self.in_channels, self.kernel_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._backend == "dense":
+            return F.conv2d(
+                x, self.dense_weight, self.bias, self.stride, self.padding, self.dilation
+            )
         return ops.conv2d_packed(
             x, self.packed(), self.bias, self.stride, self.padding, self.dilation
         )
@@ -317,10 +378,14 @@ class GroupwiseLinear(_GroupwiseBase):
             self.register_buffer("bias", torch.zeros(self.out_features, device=device, dtype=dtype))
         else:
             self.register_buffer("bias", None)
+        self._init_backend()
 
     @property
     def num_groups(self) -> int:
         return self.in_features
+
+    def _dense_weight_shape(self) -> tuple[int, ...]:
+        return (self.out_features, self.in_features)
 
     @classmethod
     def from_dense(cls, linear: nn.Linear, keep_idx: torch.Tensor) -> "GroupwiseLinear":
@@ -359,6 +424,8 @@ class GroupwiseLinear(_GroupwiseBase):
         return PackedLinearWeight(self.weight, self.feature_idx, self.in_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._backend == "dense":
+            return F.linear(x, self.dense_weight, self.bias)
         return ops.linear_packed(x, self.packed(), self.bias)
 
     def to_dense(self) -> nn.Linear:

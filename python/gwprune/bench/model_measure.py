@@ -149,9 +149,16 @@ def measure_model(
                 row.tolerance,
                 case.check_samples,
             )
+        tuned = _autotune_and_time(case, row, keep, precision, converted, timer, use_graphs, stage)
         del converted
         _fill_times(row, "converted", times)
         row.speedup = row.dense_ms / row.converted_ms
+        if row.status:  # the autotuned model failed its check
+            return row
+        best = min(tuned, key=lambda layout: tuned[layout][0].ms)
+        row.autotuned_ms, row.autotuned_layout = tuned[best][0].ms, best
+        row.autotuned_dense_layers = tuned[best][1]
+        row.autotuned_speedup = row.dense_ms / row.autotuned_ms
         _fill_timing_facts(row, dense, times, use_graphs and case.device.type == "cuda")
         row.status = "ok"
     except Exception as error:  # noqa: BLE001  (e.g. out of memory: recorded, the run goes on)
@@ -180,6 +187,28 @@ def _check(case: ModelCase, row: ModelRow, keep: float, precision: Precision) ->
     if not correctness.passes(row.rel_error, row.tolerance):
         row.status = "FAILED"
     return converted
+
+
+def _autotune_and_time(case, row, keep, precision, converted, timer, use_graphs, stage) -> dict:
+    """``gwprune.autotune`` on each layout's converted model (in place), checked against
+    the float64 reference like the model itself, then timed: layout -> (Timed, number of
+    layers run dense). Sets status FAILED and returns {} if a layout is off."""
+    reference = case.reference(keep, precision)
+    tuned = {}
+    for layout, model in converted.items():
+        stage(f"autotune {layout}")
+        x = case.input_for(precision, layout)
+        report = gwprune.autotune(model, x)
+        with torch.inference_mode():
+            error = correctness.relative_error(case.first_samples(model(x)), reference)
+        row.rel_error = max(row.rel_error, error)
+        if not correctness.passes(error, row.tolerance):
+            row.status = "FAILED"
+            return {}
+        stage(f"autotuned {layout}")
+        timed = time_forward(model, x, timer, use_graphs, row.tolerance, case.check_samples)
+        tuned[layout] = (timed, len(report.dense))
+    return tuned
 
 
 def _fill_facts(row: ModelRow, facts) -> None:

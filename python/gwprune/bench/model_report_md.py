@@ -15,6 +15,10 @@ def _ms(ms: float | None, layout: str, show_layout: bool) -> str:
     return f"{ms:.4g}{suffix}"
 
 
+def _times(speedup: float | None) -> str:
+    return f"{speedup:.2f}x" if speedup is not None else ""
+
+
 def _error(row: ModelRow) -> str:
     if row.rel_error is None:
         return ""
@@ -67,14 +71,16 @@ def _target_lines(rows: list[ModelRow], is_gpu: bool) -> list[str]:
     lines = [
         f"## Target: keep {TARGET_KEEP:g}, TF32 and fp16, CUDA graphs allowed",
         "",
-        "| model | precision | required | speedup | verdict |",
-        "|---|---|---:|---:|---|",
+        "Speedup with every converted layer gathered, and after `gwprune.autotune` (each "
+        "layer gathered or masked dense, whichever is faster); the verdict takes the better.",
+        "",
+        "| model | precision | required | speedup | autotuned | verdict |",
+        "|---|---|---:|---:|---:|---|",
     ]
     for check in checks:
-        speedup = f"{check.speedup:.2f}x" if check.speedup is not None else ""
         lines.append(
-            f"| {check.model} | {check.precision} | {check.required:g}x | {speedup} | "
-            f"{check.verdict} |"
+            f"| {check.model} | {check.precision} | {check.required:g}x | "
+            f"{_times(check.speedup)} | {_times(check.autotuned_speedup)} | {check.verdict} |"
         )
     return [*lines, ""]
 
@@ -84,8 +90,10 @@ def _results_lines(rows: list[ModelRow]) -> list[str]:
         "## Results",
         "",
         "Median ms per forward of the whole batch; speedup = dense ms / converted ms (above 1 = "
-        "the pruned model is faster). Params kept: fraction of all the model's parameters left. "
-        "Rel. error of the converted model, in parentheses the masked dense model's own.",
+        "the pruned model is faster). Autotuned: the converted model after `gwprune.autotune`, "
+        "with how many of its layers it runs dense (masked weight). Params kept: fraction of "
+        "all the model's parameters left. Rel. error of the converted model (worst of all "
+        "variants), in parentheses the masked dense model's own.",
         "",
     ]
     by_precision: dict[str, list[ModelRow]] = defaultdict(list)
@@ -96,19 +104,22 @@ def _results_lines(rows: list[ModelRow]) -> list[str]:
         lines += [
             f"### {precision}",
             "",
-            "| model | keep | dense ms | converted ms | speedup | params kept | rel. error | "
-            "status |",
-            "|---|---:|---:|---:|---:|---:|---:|---|",
+            "| model | keep | dense ms | converted ms | speedup | autotuned ms | autotuned "
+            "speedup | params kept | rel. error | status |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
         ]
         order = {model: position for position, model in enumerate(dict.fromkeys(models))}
         for row in sorted(section, key=lambda r: (order[r.model], -r.keep)):
             show_layout = row.dense_ms_channels_last is not None
-            speedup = f"{row.speedup:.2f}x" if row.speedup is not None else ""
             kept = f"{100 * row.params_kept:.1f}%" if row.params_kept is not None else ""
+            autotuned = _ms(row.autotuned_ms, row.autotuned_layout, show_layout)
+            if row.autotuned_dense_layers is not None:
+                autotuned += f", {row.autotuned_dense_layers} dense"
             lines.append(
                 f"| {row.model} | {row.keep:g} | "
                 f"{_ms(row.dense_ms, row.dense_layout, show_layout)} | "
-                f"{_ms(row.converted_ms, row.converted_layout, show_layout)} | {speedup} | "
+                f"{_ms(row.converted_ms, row.converted_layout, show_layout)} | "
+                f"{_times(row.speedup)} | {autotuned} | {_times(row.autotuned_speedup)} | "
                 f"{kept} | {_error(row)} | {_status(row)} |"
             )
         lines.append("")

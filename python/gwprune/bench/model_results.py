@@ -30,6 +30,12 @@ class ModelRow:
     converted_ms: float | None = None  # better layout
     converted_layout: str = ""
     speedup: float | None = None  # dense_ms / converted_ms
+    # The converted model after gwprune.autotune (each layer gathered or masked dense,
+    # whichever timed faster alone), better layout; how many layers it ran dense.
+    autotuned_ms: float | None = None
+    autotuned_layout: str = ""
+    autotuned_speedup: float | None = None  # dense_ms / autotuned_ms
+    autotuned_dense_layers: int | None = None
     dense_ms_contiguous: float | None = None
     dense_ms_channels_last: float | None = None
     converted_ms_contiguous: float | None = None
@@ -81,19 +87,22 @@ class TargetCheck:
     model: str
     precision: str
     required: float
-    speedup: float | None
-    verdict: str  # 'met' | 'not met' | 'not measured: why'
+    speedup: float | None  # every converted layer gathered
+    autotuned_speedup: float | None  # after gwprune.autotune
+    verdict: str  # 'met' | 'not met' | 'not measured: why' (on the better of the two)
 
 
 def target_checks(rows: list[ModelRow], is_gpu: bool) -> list[TargetCheck]:
     """The target: at keep 0.5 in TF32 and fp16, ResNet-18 and VGG-16 (224x224, batch 64)
-    at least 1.3x, BERT-base (batch 64, seq 128) at least 1.4x faster than dense."""
+    at least 1.3x, BERT-base (batch 64, seq 128) at least 1.4x faster than dense; judged
+    on the better of the all-gathered and the autotuned converted model."""
     by_key = {row.key: row for row in rows}
     checks = []
     for model, (required, target_input) in TARGET_SPEEDUPS.items():
         for precision in TARGET_PRECISIONS:
             row = by_key.get((model, TARGET_KEEP, precision))
             speedup = row.speedup if row is not None else None
+            autotuned = row.autotuned_speedup if row is not None else None
             if row is None:
                 verdict = "not measured"
             elif not is_gpu:
@@ -103,6 +112,7 @@ def target_checks(rows: list[ModelRow], is_gpu: bool) -> list[TargetCheck]:
             elif not row.ok or speedup is None:
                 verdict = f"not measured: {row.status}"
             else:
-                verdict = "met" if speedup >= required else "not met"
-            checks.append(TargetCheck(model, precision, required, speedup, verdict))
+                best = max(speedup, autotuned or 0.0)
+                verdict = "met" if best >= required else "not met"
+            checks.append(TargetCheck(model, precision, required, speedup, autotuned, verdict))
     return checks
