@@ -1,16 +1,24 @@
 """Layer backends ("gathered" / "dense") and gwprune.autotune choosing between them."""
 
+import copy
 import io
 
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from conftest import TOLERANCES, poisoned_outputs, precision_flags
 
 import gwprune
 from gwprune.nn import BACKENDS, GroupwiseConv2d, GroupwiseLinear
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+DTYPES = {
+    "fp32": torch.float32,
+    "tf32": torch.float32,
+    "fp16": torch.float16,
+    "bf16": torch.bfloat16,
+}
 
 
 class SmallNet(nn.Module):
@@ -181,23 +189,25 @@ def test_autotune_without_gwprune_layers_is_empty():
 
 
 @needs_cuda
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-def test_autotune_on_cuda_matches_masked_dense(dtype):
+@pytest.mark.parametrize("precision", ["fp32", "tf32", "fp16", "bf16"])
+def test_autotune_on_cuda_matches_masked_dense(precision):
+    dtype = DTYPES[precision]
     model, masked = converted_net(dtype=dtype, device="cuda")
-    x = fresh_input(dtype=dtype, device="cuda", layout=torch.channels_last)
-    report = gwprune.autotune(model, x, warmup=2, repeats=5)
-    assert all(set(layer.times_ms) == set(BACKENDS) for layer in report.layers[:3])
-    for backend in BACKENDS:  # whatever autotune chose, both backends stay correct
-        for module in model.modules():
-            if isinstance(module, (GroupwiseConv2d, GroupwiseLinear)):
-                module.set_backend(backend, torch.channels_last)
-        y = fresh_input(dtype=dtype, device="cuda", seed=3, layout=torch.channels_last)
-        with torch.no_grad():
-            out = model(y)
-            ref = masked.double()(y.double())
-            masked.to(dtype)
-        error = float((out.double() - ref).norm() / ref.norm())
-        assert error <= (1e-5 if dtype == torch.float32 else 1e-2), (backend, error)
+    layout = torch.channels_last
+    with precision_flags(precision):
+        report = gwprune.autotune(model, fresh_input(dtype=dtype, device="cuda", layout=layout))
+        assert all(set(layer.times_ms) == set(BACKENDS) for layer in report.layers[:3])
+        for backend in BACKENDS:  # whatever autotune chose, both backends stay correct
+            for module in model.modules():
+                if isinstance(module, (GroupwiseConv2d, GroupwiseLinear)):
+                    module.set_backend(backend, layout)
+            y = fresh_input(dtype=dtype, device="cuda", seed=3, layout=layout)
+            with torch.no_grad(), poisoned_outputs("cuda"):
+                out = model(y)
+            with torch.no_grad():
+                ref = copy.deepcopy(masked).double()(y.double())
+            error = float((out.double() - ref).norm() / ref.norm())
+            assert error <= TOLERANCES[precision], (backend, error)
 
 
 def test_autotune_picks_the_faster_backend_by_its_timings(monkeypatch):

@@ -92,6 +92,14 @@ def _layer_inputs(model: nn.Module, inputs, kwargs) -> dict[str, torch.Tensor]:
     return seen
 
 
+# GPU cycles (~0.5 ms) the device sleeps before each timed call, so the host has queued
+# the whole call before it starts: the events then time the GPU's work, not the host's
+# launch overhead (tens of microseconds per gwprune call, more than the GPU time of a
+# small layer; CUDA graphs and torch.compile remove it, and so does a deep model's
+# asynchronous queue).
+_QUEUE_AHEAD_CYCLES = 1_000_000
+
+
 def _median_ms(fn, x: torch.Tensor, warmup: int, repeats: int) -> float:
     for _ in range(warmup):
         fn(x)
@@ -99,6 +107,7 @@ def _median_ms(fn, x: torch.Tensor, warmup: int, repeats: int) -> float:
         events = []
         for _ in range(repeats):
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            torch.cuda._sleep(_QUEUE_AHEAD_CYCLES)
             start.record()
             fn(x)
             end.record()
@@ -134,8 +143,11 @@ def autotune(
     """Sets every gwprune layer of ``model`` to its faster backend for ``model(*inputs,
     **kwargs)`` and returns what it measured.
 
-    Each layer is timed alone on the input it received in one forward (CUDA events on
-    a GPU, ``perf_counter`` on the CPU; median of ``repeats`` after ``warmup`` calls).
+    Each layer is timed alone on the input it received in one forward (median of
+    ``repeats`` after ``warmup`` calls): on a GPU its device time by CUDA events, with
+    the call queued behind a short sleep kernel so host launch overhead is not counted
+    (what a CUDA-graphed, compiled or deep asynchronous model sees); on the CPU by
+    ``perf_counter``.
     A layer goes dense only when that is faster by more than ``margin`` (a fraction);
     layers the forward does not reach keep their backend. Run under the precision
     flags (``torch.backends.*.allow_tf32``) the model will run with. Synchronizes the
