@@ -46,6 +46,16 @@ def plot_model_speedups(rows: list[ModelRow], out_dir: Path, device: str) -> lis
                 color=PRECISION_COLOURS.get(precision, "tab:gray"),
                 label=precision,
             )
+            tuned = [row for row in points if row.autotuned_speedup is not None]
+            if tuned:
+                ax.plot(
+                    [row.keep for row in tuned],
+                    [row.autotuned_speedup for row in tuned],
+                    marker="x",
+                    linestyle="--",
+                    color=PRECISION_COLOURS.get(precision, "tab:gray"),
+                    label=f"{precision} autotuned",
+                )
         first = section[0]
         ax.set_xlabel("fraction of groups kept in every converted layer")
         ax.set_ylabel("speedup over dense (dense ms / converted ms)")
