@@ -5,10 +5,13 @@
 #include <cublasLt.h>
 #include <cublas_v2.h>
 
+#include <array>
 #include <cstdint>
 #include <limits>
 #include <memory>
+#include <mutex>
 #include <type_traits>
+#include <unordered_map>
 
 #include "../error_message.h"
 #include "gemm.h"
@@ -113,6 +116,53 @@ void set_preference(cublasLtMatmulPreference_t pref, cublasLtMatmulPreferenceAtt
       cublasLtMatmulPreferenceSetAttribute(pref, attribute, &value, sizeof(value)));
 }
 
+// cuBLASLt's heuristic query costs more host time than a small layer's whole
+// GEMM, and its answer depends only on what is in the key (shapes, leading
+// dimensions, types, transposes, pointer alignments, workspace, device), not
+// on the pointers themselves: its result, including "no algorithm", is kept
+// per key. Bounded: cleared when a workload cycles through many shapes.
+using LtAlgoKey = std::array<int64_t, 18>;
+
+struct LtAlgoKeyHash {
+  size_t operator()(const LtAlgoKey& key) const {
+    uint64_t hash = 1469598103934665603ull;  // FNV-1a over the fields
+    for (const int64_t field : key) hash = (hash ^ static_cast<uint64_t>(field)) * 1099511628211ull;
+    return static_cast<size_t>(hash);
+  }
+};
+
+struct CachedLtAlgo {
+  bool found;
+  cublasLtMatmulAlgo_t algo;
+};
+
+constexpr size_t kMaxCachedLtAlgos = 4096;
+
+class LtAlgoCache {
+ public:
+  bool lookup(const LtAlgoKey& key, CachedLtAlgo& result) {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    const auto it = entries_.find(key);
+    if (it == entries_.end()) return false;
+    result = it->second;
+    return true;
+  }
+  void store(const LtAlgoKey& key, const CachedLtAlgo& value) {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    if (entries_.size() >= kMaxCachedLtAlgos) entries_.clear();
+    entries_[key] = value;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::unordered_map<LtAlgoKey, CachedLtAlgo, LtAlgoKeyHash> entries_;
+};
+
+LtAlgoCache& lt_algo_cache() {
+  static LtAlgoCache cache;
+  return cache;
+}
+
 }  // namespace
 
 bool bias_epilogue_supported(at::ScalarType dtype, bool allow_tf32) {
@@ -150,36 +200,62 @@ bool gemm_bias_epilogue(const RowMajorOperand& a, const RowMajorOperand& b,
   const LtLayout a_layout = column_major_layout(type, a.rows, a.cols, a.ld);
   const LtLayout out_layout = column_major_layout(type, out.rows, out.cols, out.ld);
 
-  cublasLtMatmulPreference_t raw_pref = nullptr;
-  TORCH_CUDABLAS_CHECK(cublasLtMatmulPreferenceCreate(&raw_pref));
-  const LtPreference pref(raw_pref);
   const auto workspace_size = static_cast<uint64_t>(at::cuda::getCUDABlasLtWorkspaceSize());
-  set_preference(pref.get(), CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, workspace_size);
-  set_preference(pref.get(), CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, pointer_alignment(b.data));
-  set_preference(pref.get(), CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, pointer_alignment(a.data));
-  set_preference(pref.get(), CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
-                 pointer_alignment(out.data));
-  set_preference(pref.get(), CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
-                 pointer_alignment(out.data));
-  // Split-K partial sums stay in fp32: reducing them in bf16/fp16 (out of
-  // place in the output type, or in place in the output buffer) cost a bf16
-  // channels_last conv 7x the error of F.conv2d.
-  const auto fp32_reductions = static_cast<uint32_t>(CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE);
-  set_preference(pref.get(), CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, fp32_reductions);
+  const uint32_t align_b = pointer_alignment(b.data);
+  const uint32_t align_a = pointer_alignment(a.data);
+  const uint32_t align_out = pointer_alignment(out.data);
+  const LtAlgoKey key = {at::cuda::current_device(),
+                         static_cast<int64_t>(type),
+                         static_cast<int64_t>(compute),
+                         static_cast<int64_t>(op_a),
+                         static_cast<int64_t>(op_b),
+                         a.rows,
+                         a.cols,
+                         a.ld,
+                         b.rows,
+                         b.cols,
+                         b.ld,
+                         out.rows,
+                         out.cols,
+                         out.ld,
+                         align_a,
+                         align_b,
+                         align_out,
+                         static_cast<int64_t>(workspace_size)};
 
   cublasLtHandle_t handle = at::cuda::getCurrentCUDABlasLtHandle();
-  cublasLtMatmulHeuristicResult_t heuristic = {};
-  int found = 0;
-  const cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(
-      handle, desc.get(), b_layout.get(), a_layout.get(), out_layout.get(), out_layout.get(),
-      pref.get(), 1, &heuristic, &found);
-  if (status != CUBLAS_STATUS_SUCCESS || found == 0) return false;
+  CachedLtAlgo choice{};
+  if (!lt_algo_cache().lookup(key, choice)) {
+    cublasLtMatmulPreference_t raw_pref = nullptr;
+    TORCH_CUDABLAS_CHECK(cublasLtMatmulPreferenceCreate(&raw_pref));
+    const LtPreference pref(raw_pref);
+    set_preference(pref.get(), CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, workspace_size);
+    set_preference(pref.get(), CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, align_b);
+    set_preference(pref.get(), CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, align_a);
+    set_preference(pref.get(), CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, align_out);
+    set_preference(pref.get(), CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, align_out);
+    // Split-K partial sums stay in fp32: reducing them in bf16/fp16 (out of
+    // place in the output type, or in place in the output buffer) cost a bf16
+    // channels_last conv 7x the error of F.conv2d.
+    const auto fp32_reductions = static_cast<uint32_t>(CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE);
+    set_preference(pref.get(), CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, fp32_reductions);
+
+    cublasLtMatmulHeuristicResult_t heuristic = {};
+    int found = 0;
+    const cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(
+        handle, desc.get(), b_layout.get(), a_layout.get(), out_layout.get(), out_layout.get(),
+        pref.get(), 1, &heuristic, &found);
+    choice.found = status == CUBLAS_STATUS_SUCCESS && found > 0;
+    choice.algo = heuristic.algo;
+    lt_algo_cache().store(key, choice);
+  }
+  if (!choice.found) return false;
 
   const float alpha = 1.0f;
   const float beta = 0.0f;
   TORCH_CUDABLAS_CHECK(cublasLtMatmul(
       handle, desc.get(), &alpha, b.data, b_layout.get(), a.data, a_layout.get(), &beta, out.data,
-      out_layout.get(), out.data, out_layout.get(), &heuristic.algo,
+      out_layout.get(), out.data, out_layout.get(), &choice.algo,
       at::cuda::getCUDABlasLtWorkspace(), workspace_size, at::cuda::getCurrentCUDAStream()));
   return true;
 }

@@ -50,6 +50,16 @@ def check_same_dtype_device(value: torch.Tensor, name: str, x: torch.Tensor) -> 
 
 def as_pair(value, name: str, minimum: int) -> tuple[int, int]:
     """An int or a pair of ints, each >= minimum, as a 2-tuple."""
+    # Fast path for what modules pass on every call (an int or a tuple of two ints): the
+    # generic Sequence check below goes through ABC machinery, a few microseconds a call.
+    if (
+        type(value) is tuple
+        and len(value) == 2
+        and type(value[0]) is int
+        and type(value[1]) is int
+        and min(value) >= minimum
+    ):
+        return value
     if isinstance(value, int) and not isinstance(value, bool):
         pair = (value, value)
     elif (
@@ -160,19 +170,22 @@ def check_cuda_conv_limits(x, in_channels, kernel_size, padding, dilation, out_h
     if x.device.type != "cuda" or not cuda_kernels_compiled():
         return  # without CUDA kernels CUDA tensors take the reference path: no such limit
     height, width = x.shape[2], x.shape[3]
-    sizes = {
-        "C*kh*kw (groups per filter)": in_channels * kernel_size[0] * kernel_size[1],
-        "H*W of one input image": height * width,
-        "Ho*Wo of one output image": out_hw[0] * out_hw[1],
-    }
-    for what, size in sizes.items():
+    sizes = (
+        ("C*kh*kw (groups per filter)", in_channels * kernel_size[0] * kernel_size[1]),
+        ("H*W of one input image", height * width),
+        ("Ho*Wo of one output image", out_hw[0] * out_hw[1]),
+    )
+    reaches = tuple((kernel_size[d] - 1) * dilation[d] + padding[d] for d in range(2))
+    if max(size for _, size in sizes) <= INT32_MAX and max(reaches) <= INT16_MAX:
+        return  # the common case, decided without building any message
+    for what, size in sizes:
         if size > INT32_MAX:
             _fail_value(
                 f"{what} is {size}, above 2^31 - 1: one image of this conv is too large for "
                 "the CUDA kernels (split the image, or run it on the CPU)"
             )
     for d, axis in enumerate(("height", "width")):
-        reach = (kernel_size[d] - 1) * dilation[d] + padding[d]
+        reach = reaches[d]
         if reach > INT16_MAX:
             _fail_value(
                 f"(kernel - 1) * dilation + padding along {axis} is {reach}, above 32767: "
