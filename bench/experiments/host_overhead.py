@@ -1,6 +1,6 @@
 """Host time of one eager gwprune call, the GPU kept out of the way.
 
-    python bench/experiments/host_overhead.py [--calls 300] [--batches 15]
+    python bench/experiments/host_overhead.py [--calls 200] [--batches 15]
 
 For calls whose GPU time is below their host time (small batches), eager latency is
 the host's: Python checks, the C++ dispatch, cuBLAS/cuBLASLt set-up and kernel
@@ -63,7 +63,7 @@ def host_us(fn, calls: int, batches: int) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--batches", type=int, default=15)
     args = parser.parse_args()
     for name, (dtype, tf32) in PRECISIONS.items():
