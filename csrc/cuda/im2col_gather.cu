@@ -4,8 +4,7 @@
 // Layout contracts (all offsets 64-bit):
 //   NCHW:  x [N, C, H, W] contiguous -> cols [images][K'][pixels], pixels
 //          contiguous; one warp per (image, kept group) row, lanes walk output
-//          pixels: each load instruction reads 32 consecutive pixels, and a
-//          per-warp shared-memory tile regroups them into 16-byte stores.
+//          pixels so loads along w and stores along the row are coalesced.
 //   NHWC:  x [N, H, W, C] (channels_last) -> cols [pixels][K'], kept groups
 //          contiguous; one warp per output pixel, consecutive lanes take
 //          consecutive kept groups, so with the tap-major order packing uses
@@ -64,8 +63,6 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
                               int64_t image_begin, int64_t num_rows, int64_t num_kept,
                               int64_t bias_rows, int64_t pixel_begin, int64_t pixel_count,
                               RowSlices slices) {
-  // One staging tile of 32 * VEC elements (16 bytes per lane) per warp.
-  __shared__ __align__(16) unsigned char staging[kWarpsPerBlock * kWarpSize * 16];
   const int lane = threadIdx.x % kWarpSize;
   const int64_t warp_stride = static_cast<int64_t>(gridDim.x) * kWarpsPerBlock;
   const int height = static_cast<int>(g.height), width = static_cast<int>(g.width);
@@ -84,47 +81,23 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
       const scalar_t* src =
           x + ((image_begin + image) * g.channels + (valid ? tap.channel : 0)) * g.height * g.width;
       scalar_t* dst = cols + (row + image * bias_rows) * pixel_count;
-      const auto load = [&](int oh, int ow) {
-        const int h = oh * stride_h + tap.dh;
-        const int w = ow * stride_w + tap.dw;
-        const bool inside = valid && h >= 0 && h < height && w >= 0 && w < width;
-        return inside ? __ldg(src + h * width + w) : scalar_t(0);
-      };
-      if constexpr (VEC == 1) {
-        for (int p = slice_begin + lane; p < slice_end; p += kWarpSize) {
-          const int flat = static_cast<int>(pixel_begin) + p;
-          const int oh = flat / out_w;
-          dst[p] = load(oh, flat - oh * out_w);
-        }
-      } else {
-        // Loads go lane-per-pixel (a warp reads 32 consecutive pixels per
-        // instruction: a few sectors), stores go VEC pixels per lane (16-byte
-        // vectors); the warp's staging tile in shared memory turns one into
-        // the other. Lanes owning VEC consecutive pixels for the loads too
-        // made every load instruction span 16 sectors (bench/NOTES.md change 15).
-        scalar_t* const tile =
-            reinterpret_cast<scalar_t*>(staging) + (threadIdx.x / kWarpSize) * kWarpSize * VEC;
-        const int first = static_cast<int>(pixel_begin) + slice_begin + lane;
-        int oh = first / out_w;
-        int ow = first - oh * out_w;
-        for (int base = slice_begin; base < slice_end; base += kWarpSize * VEC) {
+      for (int p = slice_begin + lane * VEC; p < slice_end; p += kWarpSize * VEC) {
+        const int flat = static_cast<int>(pixel_begin) + p;
+        int oh = flat / out_w;
+        int ow = flat - oh * out_w;
+        scalar_t vals[VEC];
 #pragma unroll
-          for (int v = 0; v < VEC; ++v) {
-            if (base + lane + v * kWarpSize < slice_end) tile[v * kWarpSize + lane] = load(oh, ow);
-            ow += kWarpSize;  // the next pixel of this lane is 32 further on
-            while (ow >= out_w) {
-              ow -= out_w;
-              ++oh;
-            }
+        for (int v = 0; v < VEC; ++v) {
+          const int h = oh * stride_h + tap.dh;
+          const int w = ow * stride_w + tap.dw;
+          const bool inside = valid && h >= 0 && h < height && w >= 0 && w < width;
+          vals[v] = inside ? src[h * width + w] : scalar_t(0);
+          if (++ow == out_w) {
+            ow = 0;
+            ++oh;
           }
-          __syncwarp();
-          if (base + lane * VEC < slice_end) {
-            using Vector = AlignedVector<scalar_t, VEC>;
-            *reinterpret_cast<Vector*>(dst + base + lane * VEC) =
-                *reinterpret_cast<const Vector*>(tile + lane * VEC);
-          }
-          __syncwarp();  // the tile is refilled by the next iteration
         }
+        store_vector<scalar_t, VEC>(dst + p, vals);
       }
     }
   }
