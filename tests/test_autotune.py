@@ -231,3 +231,14 @@ def test_autotune_picks_the_faster_backend_by_its_timings(monkeypatch):
     torch.testing.assert_close(out, F.linear(x, masked.fc.weight, masked.fc.bias))
     out.sum().backward()
     assert x.grad is not None
+
+
+def test_module_pickled_before_backends_existed_gets_them():
+    model, masked = converted_net()
+    del model.fc._buffers["dense_weight"]  # what an older pickle holds
+    model.fc.__dict__.pop("_backend", None)
+    assert model.fc.backend == "gathered"
+    model.fc.set_backend("dense")
+    assert "dense_weight" in model.fc._buffers
+    x = torch.randn(3, 17, dtype=torch.float64)
+    torch.testing.assert_close(model.fc(x), masked.fc(x), rtol=1e-12, atol=1e-12)

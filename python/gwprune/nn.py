@@ -123,7 +123,8 @@ class _GroupwiseBase(nn.Module):
     ) -> "_GroupwiseBase":
         """Runs the layer as ``backend`` (one of ``BACKENDS``) from now on. For
         ``"dense"``, builds the dense weight (pruned groups zero) in ``memory_format``
-        (conv: the layout of the inputs it will see). Returns the module."""
+        (conv: the layout of the inputs it will see); ``load_state_dict`` rebuilds it, a
+        weight changed by hand needs another ``set_backend``. Returns the module."""
         if backend not in BACKENDS:
             raise ValueError(f"gwprune: backend must be one of {BACKENDS}, got {backend!r}")
         if memory_format not in (torch.contiguous_format, torch.channels_last):
@@ -131,6 +132,8 @@ class _GroupwiseBase(nn.Module):
                 "gwprune: memory_format must be torch.contiguous_format or "
                 f"torch.channels_last, got {memory_format}"
             )
+        if "dense_weight" not in self._buffers:  # a module pickled before backends existed
+            self.register_buffer("dense_weight", None, persistent=False)
         self._backend = backend
         self._dense_memory_format = memory_format
         self.dense_weight = self._build_dense_weight() if backend == "dense" else None
