@@ -242,3 +242,15 @@ def test_module_pickled_before_backends_existed_gets_them():
     assert "dense_weight" in model.fc._buffers
     x = torch.randn(3, 17, dtype=torch.float64)
     torch.testing.assert_close(model.fc(x), masked.fc(x), rtol=1e-12, atol=1e-12)
+
+
+def test_autotune_runs_in_eval_mode_and_restores_modes():
+    torch.manual_seed(0)
+    dense = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.Dropout(0.5))
+    model, _ = gwprune.convert(dense.double(), keep_ratio=0.5)
+    model.train()
+    model[0].eval()  # a mixed state must come back as it was
+    stats = model[1].running_mean.clone()
+    gwprune.autotune(model, torch.randn(2, 3, 9, 9, dtype=torch.float64), repeats=1)
+    assert torch.equal(model[1].running_mean, stats)
+    assert model.training and model[1].training and model[2].training and not model[0].training

@@ -149,11 +149,24 @@ def autotune(
     (what a CUDA-graphed, compiled or deep asynchronous model sees); on the CPU by
     ``perf_counter``.
     A layer goes dense only when that is faster by more than ``margin`` (a fraction);
-    layers the forward does not reach keep their backend. Run under the precision
+    layers the forward does not reach keep their backend. The forward runs in eval mode
+    (each module's mode is restored afterwards). Run under the precision
     flags (``torch.backends.*.allow_tf32``) the model will run with. Synchronizes the
     device: call it once after conversion, not inside a timed or captured region.
     """
     _check_args(model, warmup, repeats, margin)
+    # The forward runs in eval mode (restored after): a model left in training mode
+    # would otherwise update its BatchNorm statistics or apply dropout while timed.
+    training = {module: module.training for module in model.modules()}
+    model.eval()
+    try:
+        return _autotune(model, inputs, kwargs, warmup, repeats, margin)
+    finally:
+        for module, mode in training.items():
+            module.training = mode
+
+
+def _autotune(model, inputs, kwargs, warmup, repeats, margin) -> AutotuneReport:
     captured = _layer_inputs(model, inputs, kwargs)
     report = AutotuneReport()
     for name, module in model.named_modules():
