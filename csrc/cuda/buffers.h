@@ -4,6 +4,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <limits>
 #include <optional>
 #include <vector>
@@ -24,6 +25,21 @@ inline float prepare_output(at::Tensor& out, const std::optional<at::Tensor>& bi
   shape[channel_dim] = bias->size(0);
   out.copy_(bias->view(shape).expand_as(out));
   return 1.0f;
+}
+
+// Rows per chunk when a GEMM is cut along its rows to fit the workspace: at
+// most `max_rows`, the chunks as equal as possible, and for large chunks a
+// multiple of kChunkRowGranule, so no chunk is a small remainder and every
+// chunk fills whole GEMM tiles.
+constexpr int64_t kChunkRowGranule = 256;
+
+inline int64_t balanced_chunk_rows(int64_t total_rows, int64_t max_rows) {
+  if (total_rows <= max_rows) return total_rows;
+  const int64_t granule = max_rows >= 16 * kChunkRowGranule ? kChunkRowGranule : 1;
+  const int64_t cap = max_rows / granule * granule;
+  const int64_t chunks = (total_rows + cap - 1) / cap;
+  const int64_t even = (total_rows + chunks - 1) / chunks;
+  return std::min(cap, (even + granule - 1) / granule * granule);
 }
 
 inline at::Tensor make_workspace(int64_t elements, const at::Tensor& like) {

@@ -34,8 +34,9 @@ at::Tensor linear_packed_cuda(const at::Tensor& x2d, const at::Tensor& weight,
   }
   const at::Tensor& gemm_weight = plan.weight;
   const int64_t reduction = gemm_weight.size(1);  // GEMM K: kept features, plus any bias columns
-  const int64_t rows_per_chunk =
-      std::clamp<int64_t>(plan.budget_elements / reduction, 1, std::min(rows, kMaxCublasDim));
+  const int64_t rows_per_chunk = balanced_chunk_rows(
+      rows,
+      std::clamp<int64_t>(plan.budget_elements / reduction, 1, std::min(rows, kMaxCublasDim)));
   at::Tensor gathered = make_workspace(rows_per_chunk * reduction, x2d);
   const int64_t elem = x2d.element_size();
   char* out_base = static_cast<char*>(out.data_ptr());
