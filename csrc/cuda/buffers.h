@@ -27,13 +27,16 @@ inline float prepare_output(at::Tensor& out, const std::optional<at::Tensor>& bi
   return 1.0f;
 }
 
-// Rows per chunk when a GEMM is cut along its rows to fit the workspace: at
-// most `max_rows`, the chunks as equal as possible, and for large chunks a
+// Rows per chunk when a GEMM is cut along its rows so that a chunk's operand
+// (`row_elements` per row) fits `budget_elements`: at least one row, at most
+// cuBLAS's int range, the chunks as equal as possible, and for large chunks a
 // multiple of kChunkRowGranule, so no chunk is a small remainder and every
 // chunk fills whole GEMM tiles.
 constexpr int64_t kChunkRowGranule = 256;
 
-inline int64_t balanced_chunk_rows(int64_t total_rows, int64_t max_rows) {
+inline int64_t rows_per_chunk(int64_t total_rows, int64_t row_elements, int64_t budget_elements) {
+  const int64_t max_rows =
+      std::clamp<int64_t>(budget_elements / row_elements, 1, std::min(total_rows, kMaxCublasDim));
   if (total_rows <= max_rows) return total_rows;
   const int64_t granule = max_rows >= 16 * kChunkRowGranule ? kChunkRowGranule : 1;
   const int64_t cap = max_rows / granule * granule;

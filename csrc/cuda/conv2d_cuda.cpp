@@ -90,9 +90,7 @@ void conv_nhwc(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& 
   const int64_t out_channels = weight.size(0);
   const int64_t reduction = weight.size(1);  // GEMM K: the kept groups, plus any bias columns
   const int64_t total_pixels = x.size(0) * g.out_pixels();
-  const int64_t pixels_per_chunk = balanced_chunk_rows(
-      total_pixels,
-      std::clamp<int64_t>(budget_elements / reduction, 1, std::min(total_pixels, kMaxCublasDim)));
+  const int64_t pixels_per_chunk = rows_per_chunk(total_pixels, reduction, budget_elements);
   at::Tensor cols = make_workspace(pixels_per_chunk * reduction, x);
   const int64_t elem = x.element_size();
   char* out_base = static_cast<char*>(out.data_ptr());

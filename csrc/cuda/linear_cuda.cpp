@@ -34,15 +34,13 @@ at::Tensor linear_packed_cuda(const at::Tensor& x2d, const at::Tensor& weight,
   }
   const at::Tensor& gemm_weight = plan.weight;
   const int64_t reduction = gemm_weight.size(1);  // GEMM K: kept features, plus any bias columns
-  const int64_t rows_per_chunk = balanced_chunk_rows(
-      rows,
-      std::clamp<int64_t>(plan.budget_elements / reduction, 1, std::min(rows, kMaxCublasDim)));
-  at::Tensor gathered = make_workspace(rows_per_chunk * reduction, x2d);
+  const int64_t chunk_rows = rows_per_chunk(rows, reduction, plan.budget_elements);
+  at::Tensor gathered = make_workspace(chunk_rows * reduction, x2d);
   const int64_t elem = x2d.element_size();
   char* out_base = static_cast<char*>(out.data_ptr());
 
-  for (int64_t r0 = 0; r0 < rows; r0 += rows_per_chunk) {
-    const int64_t count = std::min(rows_per_chunk, rows - r0);
+  for (int64_t r0 = 0; r0 < rows; r0 += chunk_rows) {
+    const int64_t count = std::min(chunk_rows, rows - r0);
     gather_features(x2d, feature_idx, gathered, r0, count, plan.bias_rows);
     if (plan.bias_rows > 0) fill_bias_rows(gathered, count, kept, 1);
     const RowMajorOperand x_op{gathered.data_ptr(), count, reduction, reduction, 0, false};

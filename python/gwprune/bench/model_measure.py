@@ -172,21 +172,23 @@ def _check(case: ModelCase, row: ModelRow, keep: float, precision: Precision) ->
     reference = case.reference(keep, precision)
     pruned = case.pruned(keep)
     masked = case.cast(pruned.masked, precision.dtype)
-    with torch.inference_mode():
-        out = case.first_samples(masked(case.input_for(precision, "contiguous")))
+    row.dense_rel_error = _error(case, masked, case.input_for(precision, "contiguous"), reference)
     del masked
-    row.dense_rel_error = correctness.relative_error(out, reference)
     row.tolerance = model_tolerance(precision, row.dense_rel_error)
     converted, errors = {}, []
     for layout, model in pruned.converted.items():
         converted[layout] = case.cast(model, precision.dtype, layout)
-        with torch.inference_mode():
-            out = case.first_samples(converted[layout](case.input_for(precision, layout)))
-        errors.append(correctness.relative_error(out, reference))
+        errors.append(_error(case, converted[layout], case.input_for(precision, layout), reference))
     row.rel_error = max(errors)
     if not correctness.passes(row.rel_error, row.tolerance):
         row.status = "FAILED"
     return converted
+
+
+def _error(case: ModelCase, model: nn.Module, x: torch.Tensor, reference: torch.Tensor) -> float:
+    """Relative error of ``model(x)`` on the checked samples against the float64 reference."""
+    with torch.inference_mode():
+        return correctness.relative_error(case.first_samples(model(x)), reference)
 
 
 def _autotune_and_time(case, row, keep, precision, converted, timer, use_graphs, stage) -> dict:
@@ -199,8 +201,7 @@ def _autotune_and_time(case, row, keep, precision, converted, timer, use_graphs,
         stage(f"autotune {layout}")
         x = case.input_for(precision, layout)
         report = gwprune.autotune(model, x)
-        with torch.inference_mode():
-            error = correctness.relative_error(case.first_samples(model(x)), reference)
+        error = _error(case, model, x, reference)
         row.rel_error = max(row.rel_error, error)
         if not correctness.passes(error, row.tolerance):
             row.status = "FAILED"
