@@ -5,7 +5,9 @@ found, also on machines with no GPU; otherwise a CPU-only _C is built and the
 reason is printed. Environment:
 
   GWPRUNE_FORCE_CPU=1        build the CPU-only extension even if CUDA is present
-  TORCH_CUDA_ARCH_LIST       target architectures (default "8.0;9.0")
+  TORCH_CUDA_ARCH_LIST       target architectures (default "8.0;9.0"); 9.0 is built as
+                             sm_90a, the arch-specific target that the implicit-GEMM
+                             kernels (wgmma, TMA) need; its code runs on the same GPUs
   CUDA_HOME / CUDA_PATH      toolkit root, when the nvcc on PATH is not in it
 """
 
@@ -90,6 +92,13 @@ def cuda_build_plan():
     return cuda_home, None
 
 
+def hopper_as_sm90a(archs: str) -> str:
+    """TORCH_CUDA_ARCH_LIST with 9.0 replaced by 9.0a (wgmma and setmaxnreg exist only
+    there; sm_90 machine code runs on no GPU that sm_90a code does not)."""
+    parts = [a for a in re.split(r"[;\s]+", archs) if a]
+    return ";".join("9.0a" + a[3:] if a in ("9.0", "9.0+PTX") else a for a in parts)
+
+
 def extensions():
     cuda_home, why_not = cuda_build_plan()
     if cuda_home is not None:
@@ -111,10 +120,16 @@ def extensions():
             f"gwprune: CUDA toolkit at {cuda_home} but no cuBLAS/cuBLASLt headers or libraries found "
             "(install the toolkit's cuBLAS or the nvidia-cublas wheel), or set GWPRUNE_FORCE_CPU=1"
         )
-    archs = os.environ["TORCH_CUDA_ARCH_LIST"]
-    arch_tag = "_".join(re.sub(r"\D", "", a) for a in re.split(r"[;\s]+", archs) if a)
+    archs = hopper_as_sm90a(os.environ["TORCH_CUDA_ARCH_LIST"])
+    os.environ["TORCH_CUDA_ARCH_LIST"] = archs
+    # Digits and the arch-specific 'a' only: the tag survives every shell unquoted, and
+    # the implicit path reads "90a" from it (csrc/cuda/implicit/implicit_conv_sm90.cu).
+    arch_tag = "_".join(
+        re.sub(r"[^0-9a]", "", a.split("+")[0]) for a in re.split(r"[;\s]+", archs) if a
+    )
     log(f"building CUDA kernels with {cuda_home} for TORCH_CUDA_ARCH_LIST={archs!r}")
     sources += sorted(glob.glob("csrc/cuda/*.cu")) + sorted(glob.glob("csrc/cuda/*.cpp"))
+    sources += sorted(glob.glob("csrc/cuda/implicit/*.cu"))
     macros = [("GWPRUNE_WITH_CUDA", None), ("GWPRUNE_CUDA_ARCHS", arch_tag)]
     ext = CUDAExtension(
         "gwprune._C",

@@ -17,7 +17,8 @@ namespace gwprune {
 at::Tensor conv2d_packed(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& group_idx,
                          const std::optional<at::Tensor>& bias, std::vector<int64_t> kernel_size,
                          std::vector<int64_t> stride, std::vector<int64_t> padding,
-                         std::vector<int64_t> dilation, int64_t workspace_bytes);
+                         std::vector<int64_t> dilation, int64_t workspace_bytes,
+                         const std::string& backend);
 
 // Group-wise linear on a packed weight: weight [out, K'] holds the kept
 // columns in the order of feature_idx (int32 [K']).
@@ -36,7 +37,8 @@ std::string cuda_arch_list();
 namespace cuda {
 at::Tensor conv2d_packed_cuda(const at::Tensor& x, const at::Tensor& weight,
                               const at::Tensor& group_idx, const std::optional<at::Tensor>& bias,
-                              const ConvGeometry& geometry, int64_t workspace_bytes);
+                              const ConvGeometry& geometry, int64_t workspace_bytes,
+                              const std::string& backend);
 at::Tensor linear_packed_cuda(const at::Tensor& x2d, const at::Tensor& weight,
                               const at::Tensor& feature_idx, const std::optional<at::Tensor>& bias,
                               int64_t workspace_bytes);

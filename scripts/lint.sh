@@ -3,6 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${VENV:-.venv}/bin
-"$BIN/ruff" check python tests examples bench
-"$BIN/ruff" format --check python tests examples bench
-"$BIN/clang-format" --dry-run -Werror csrc/*.h csrc/*.cpp csrc/cuda/*
+"$BIN/ruff" check python tests examples bench csrc
+"$BIN/ruff" format --check python tests examples bench csrc
+"$BIN/clang-format" --dry-run -Werror csrc/*.h csrc/*.cpp csrc/cuda/*.* csrc/cuda/implicit/*.cu*

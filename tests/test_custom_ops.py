@@ -27,14 +27,27 @@ def conv_sample(device, channels_last=False):
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_opcheck_conv2d_ops(device, channels_last):
     x, weight, keep, bias = conv_sample(device, channels_last)
-    torch.library.opcheck(
-        torch.ops.gwprune.conv2d.default, (x, weight, keep, bias, [2, 1], [1, 1], [1, 2], 1 << 20)
-    )
     packed = gwprune.pack_conv2d_weight(weight, keep)
-    torch.library.opcheck(
-        torch.ops.gwprune.conv2d_packed.default,
-        (x, packed.weight, packed.group_idx, None, [3, 3], [1, 1], [0, 0], [1, 1], 1 << 20),
-    )
+    for backend in ("auto", "explicit"):
+        torch.library.opcheck(
+            torch.ops.gwprune.conv2d.default,
+            (x, weight, keep, bias, [2, 1], [1, 1], [1, 2], 1 << 20, backend),
+        )
+        torch.library.opcheck(
+            torch.ops.gwprune.conv2d_packed.default,
+            (
+                x,
+                packed.weight,
+                packed.group_idx,
+                None,
+                [3, 3],
+                [1, 1],
+                [0, 0],
+                [1, 1],
+                1 << 20,
+                backend,
+            ),
+        )
 
 
 @pytest.mark.parametrize("device", DEVICES)

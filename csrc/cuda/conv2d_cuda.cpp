@@ -22,8 +22,10 @@
 #include "../ops.h"
 #include "bias_columns.h"
 #include "buffers.h"
+#include "conv_backend.h"
 #include "gather.h"
 #include "gemm.h"
+#include "implicit/implicit_conv.h"
 #include "precision.h"
 
 namespace gwprune::cuda {
@@ -114,7 +116,8 @@ void conv_nhwc(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& 
 
 at::Tensor conv2d_packed_cuda(const at::Tensor& x_in, const at::Tensor& weight,
                               const at::Tensor& group_idx, const std::optional<at::Tensor>& bias,
-                              const ConvGeometry& geometry, int64_t workspace_bytes) {
+                              const ConvGeometry& geometry, int64_t workspace_bytes,
+                              const std::string& backend) {
   const c10::cuda::CUDAGuard device_guard(x_in.device());
   check_conv_fits_32bit(geometry);
   const bool allow_tf32 = conv_allows_tf32();
@@ -128,6 +131,14 @@ at::Tensor conv2d_packed_cuda(const at::Tensor& x_in, const at::Tensor& weight,
                              x.options().memory_format(format));
   if (out.numel() == 0) return out;
   const int64_t kept = group_idx.numel();
+  if (kept > 0 &&
+      choose_conv_backend(backend, x, weight, geometry, allow_tf32) == ConvBackend::kImplicit) {
+    if (poison_outputs()) out.fill_(std::numeric_limits<double>::quiet_NaN());
+    const std::optional<at::Tensor> contiguous_bias =
+        bias.has_value() ? std::optional<at::Tensor>(bias->contiguous()) : std::nullopt;
+    implicit::implicit_conv2d(x, weight, group_idx, contiguous_bias, geometry, out);
+    return out;
+  }
   // channels_last outputs can take the bias in cuBLASLt's epilogue; NCHW ones,
   // whose bias runs along each image's GEMM rows, cannot (bias_columns.h).
   const GemmBias plan =

@@ -9,7 +9,7 @@ smaller dense operand to cuBLAS.
 import torch
 
 from . import nn, ops, prune, reference
-from ._config import get_workspace_limit, set_workspace_limit
+from ._config import get_conv_backend, get_workspace_limit, set_conv_backend, set_workspace_limit
 from ._extension import compiled_cuda_archs, cuda_kernels_compiled, extension_loaded
 from .convert import ConversionReport, convert, to_dense
 from .groups import group_mask_from_keep_idx, keep_idx_from_mask, keep_idx_from_zeroed, mask_weight
@@ -34,6 +34,8 @@ __all__ = [
     "info",
     "set_workspace_limit",
     "get_workspace_limit",
+    "set_conv_backend",
+    "get_conv_backend",
     "keep_idx_from_mask",
     "keep_idx_from_zeroed",
     "group_mask_from_keep_idx",
@@ -56,6 +58,7 @@ def info() -> dict:
         "CUDA kernels compiled": cuda_kernels_compiled(),
         "compiled for": ", ".join(compiled_cuda_archs()) or "-",
         "workspace limit (MiB)": get_workspace_limit() / 2**20,
+        "conv backend": get_conv_backend(),
     }
     if torch.cuda.is_available():
         index = torch.cuda.current_device()

@@ -1,4 +1,4 @@
-"""Process-wide settings: the workspace cap of the CUDA ops."""
+"""Process-wide settings: the workspace cap of the CUDA ops and the default conv backend."""
 
 import math
 import os
@@ -48,3 +48,42 @@ def set_workspace_limit(nbytes: int) -> None:
 def get_workspace_limit() -> int:
     """The current workspace cap in bytes (see set_workspace_limit)."""
     return _workspace_bytes
+
+
+# ---- conv backend -----------------------------------------------------------------------
+
+CONV_BACKENDS = ("auto", "implicit", "explicit")
+
+
+def _checked_conv_backend(backend, what: str) -> str:
+    if backend not in CONV_BACKENDS:
+        raise ValueError(f"gwprune: {what} must be one of {CONV_BACKENDS}, got {backend!r}")
+    return backend
+
+
+_conv_backend = _checked_conv_backend(
+    os.environ.get("GWPRUNE_CONV_BACKEND", "auto"), "GWPRUNE_CONV_BACKEND"
+)
+
+
+def set_conv_backend(backend: str) -> None:
+    """Which CUDA path group-wise convs take when a call does not say (``backend=None``).
+
+    ``"auto"`` (default, or ``GWPRUNE_CONV_BACKEND``): the rule of docs/design.md; today
+    the explicit gather + cuBLAS path, since the implicit kernel is not yet faster on most
+    layers (``gwprune.autotune`` times both per layer). ``"implicit"``: the implicit GEMM
+    (sm_90 GPU; fp16, bf16 or TF32), raising where it cannot run. ``"explicit"``: gather
+    into a buffer, then cuBLAS. CPU tensors ignore it.
+    """
+    global _conv_backend
+    _conv_backend = _checked_conv_backend(backend, "backend")
+
+
+def get_conv_backend() -> str:
+    """The default conv backend (see set_conv_backend)."""
+    return _conv_backend
+
+
+def resolve_conv_backend(backend) -> str:
+    """A call's ``backend`` argument, None meaning the default."""
+    return _conv_backend if backend is None else _checked_conv_backend(backend, "backend")

@@ -104,6 +104,7 @@ class _GroupwiseBase(nn.Module):
     and the backend choice."""
 
     _index_buffer: str  # name of the int32 index buffer of the subclass
+    BACKENDS = BACKENDS  # the backends set_backend takes (convs add their CUDA paths)
     # Class-level defaults: modules pickled before backends existed load as "gathered".
     _backend = "gathered"
     _dense_memory_format = torch.contiguous_format
@@ -115,18 +116,20 @@ class _GroupwiseBase(nn.Module):
 
     @property
     def backend(self) -> str:
-        """``"gathered"`` (gather + compacted GEMM) or ``"dense"`` (masked dense layer)."""
+        """``"gathered"`` (gwprune's kernels; for convs on CUDA, the path
+        ``gwprune.get_conv_backend()`` picks), a conv's ``"implicit"`` / ``"explicit"``
+        (that CUDA path, forced), or ``"dense"`` (masked dense layer)."""
         return self._backend
 
     def set_backend(
         self, backend: str, memory_format: torch.memory_format = torch.contiguous_format
     ) -> "_GroupwiseBase":
-        """Runs the layer as ``backend`` (one of ``BACKENDS``) from now on. For
+        """Runs the layer as ``backend`` (one of the class's ``BACKENDS``) from now on. For
         ``"dense"``, builds the dense weight (pruned groups zero) in ``memory_format``
         (conv: the layout of the inputs it will see); ``load_state_dict`` rebuilds it, a
         weight changed by hand needs another ``set_backend``. Returns the module."""
-        if backend not in BACKENDS:
-            raise ValueError(f"gwprune: backend must be one of {BACKENDS}, got {backend!r}")
+        if backend not in self.BACKENDS:
+            raise ValueError(f"gwprune: backend must be one of {self.BACKENDS}, got {backend!r}")
         if memory_format not in (torch.contiguous_format, torch.channels_last):
             raise ValueError(
                 "gwprune: memory_format must be torch.contiguous_format or "
@@ -211,6 +214,8 @@ class GroupwiseConv2d(_GroupwiseBase):
     makes an empty (zero-weight) module for ``load_state_dict``: ``keep_idx`` is the
     kept groups or just their count.
     """
+
+    BACKENDS = ("gathered", "implicit", "explicit", "dense")
 
     _index_buffer = "group_idx"
 
@@ -313,7 +318,13 @@ class GroupwiseConv2d(_GroupwiseBase):
                 x, self.dense_weight, self.bias, self.stride, self.padding, self.dilation
             )
         return ops.conv2d_packed(
-            x, self.packed(), self.bias, self.stride, self.padding, self.dilation
+            x,
+            self.packed(),
+            self.bias,
+            self.stride,
+            self.padding,
+            self.dilation,
+            backend=None if self._backend == "gathered" else self._backend,
         )
 
     def to_dense(self) -> nn.Conv2d:

@@ -16,7 +16,7 @@ import logging
 import torch
 
 from . import _checks, reference
-from ._config import get_workspace_limit
+from ._config import get_workspace_limit, resolve_conv_backend
 from ._extension import _C, cuda_kernels_compiled
 from ._layout import conv_output_memory_format
 from .groups import (  # noqa: F401  (re-exported: the seed's two ways of marking groups)
@@ -67,11 +67,20 @@ def _use_cuda_kernels(x: torch.Tensor) -> bool:
 
 
 def _run_conv2d_packed(
-    x, weight, group_idx, bias, kernel_size, stride, padding, dilation, workspace_bytes
+    x, weight, group_idx, bias, kernel_size, stride, padding, dilation, workspace_bytes, backend
 ):
     if _use_cuda_kernels(x):
         return _C.conv2d_packed(
-            x, weight, group_idx, bias, kernel_size, stride, padding, dilation, workspace_bytes
+            x,
+            weight,
+            group_idx,
+            bias,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            workspace_bytes,
+            backend,
         )
     return reference.conv2d_packed(
         x, weight, group_idx, bias, kernel_size, stride, padding, dilation
@@ -123,9 +132,10 @@ def _conv2d_packed_impl(
     padding: list[int],
     dilation: list[int],
     workspace_bytes: int,
+    backend: str,
 ) -> torch.Tensor:
     return _run_conv2d_packed(
-        x, weight, group_idx, bias, kernel_size, stride, padding, dilation, workspace_bytes
+        x, weight, group_idx, bias, kernel_size, stride, padding, dilation, workspace_bytes, backend
     )
 
 
@@ -135,7 +145,7 @@ _conv2d_packed_op = torch.library.custom_op(
 
 
 @_conv2d_packed_op.register_fake
-def _(x, weight, group_idx, bias, kernel_size, stride, padding, dilation, workspace_bytes):
+def _(x, weight, group_idx, bias, kernel_size, stride, padding, dilation, workspace_bytes, backend):
     return _conv2d_empty_like_output(x, weight.shape[0], kernel_size, stride, padding, dilation)
 
 
@@ -148,6 +158,7 @@ def _conv2d_impl(
     padding: list[int],
     dilation: list[int],
     workspace_bytes: int,
+    backend: str,
 ) -> torch.Tensor:
     _checks.check_index_values(
         keep_idx, "keep_idx", num_groups(weight), "groups (C*kh*kw of weight)"
@@ -165,6 +176,7 @@ def _conv2d_impl(
         padding,
         dilation,
         workspace_bytes,
+        backend,
     )
 
 
@@ -172,7 +184,7 @@ _conv2d_op = torch.library.custom_op("gwprune::conv2d", _conv2d_impl, mutates_ar
 
 
 @_conv2d_op.register_fake
-def _(x, weight, keep_idx, bias, stride, padding, dilation, workspace_bytes):
+def _(x, weight, keep_idx, bias, stride, padding, dilation, workspace_bytes, backend):
     kernel_size = (weight.shape[2], weight.shape[3])
     return _conv2d_empty_like_output(x, weight.shape[0], kernel_size, stride, padding, dilation)
 
@@ -220,7 +232,9 @@ def _(x, weight, keep_idx, bias, workspace_bytes):
 # ---- public API ------------------------------------------------------------------------
 
 
-def conv2d(x, weight, keep_idx, bias=None, stride=1, padding=0, dilation=1, groups=1):
+def conv2d(
+    x, weight, keep_idx, bias=None, stride=1, padding=0, dilation=1, groups=1, *, backend=None
+):
     """Group-wise pruned ``F.conv2d``.
 
     ``x`` is ``[N, C, H, W]`` (NCHW or channels_last; the output follows x's
@@ -228,8 +242,10 @@ def conv2d(x, weight, keep_idx, bias=None, stride=1, padding=0, dilation=1, grou
     groups are ignored), ``keep_idx`` a 1-D int32/int64 tensor of kept flat
     ``(c, i, j)`` indices into ``weight.reshape(Cout, -1)``'s columns. Equals
     ``F.conv2d(x, mask_weight(weight, keep_idx), bias, stride, padding, dilation)``.
-    ``groups`` must be 1 (grouped convolution is out of scope).
+    ``groups`` must be 1 (grouped convolution is out of scope). ``backend`` picks the
+    CUDA path (``"auto"``, ``"implicit"``, ``"explicit"``; None: ``gwprune.get_conv_backend()``).
     """
+    backend = resolve_conv_backend(backend)
     _checks.check_no_groups(groups)
     _checks.check_float_tensor(x, "x")
     _checks.check_conv2d_weight(weight, x)
@@ -255,11 +271,16 @@ def conv2d(x, weight, keep_idx, bias=None, stride=1, padding=0, dilation=1, grou
         list(padding),
         list(dilation),
         get_workspace_limit(),
+        backend,
     )
 
 
-def conv2d_packed(x, packed: PackedConv2dWeight, bias=None, stride=1, padding=0, dilation=1):
-    """Group-wise conv2d on a weight packed once by ``pack_conv2d_weight``: gather + GEMM only."""
+def conv2d_packed(
+    x, packed: PackedConv2dWeight, bias=None, stride=1, padding=0, dilation=1, *, backend=None
+):
+    """Group-wise conv2d on a weight packed once by ``pack_conv2d_weight``: no repacking,
+    no host sync. ``backend`` as for ``conv2d``."""
+    backend = resolve_conv_backend(backend)
     if not isinstance(packed, PackedConv2dWeight):
         raise TypeError(
             f"gwprune: packed must be a PackedConv2dWeight, got {type(packed).__name__}"
@@ -280,6 +301,7 @@ def conv2d_packed(x, packed: PackedConv2dWeight, bias=None, stride=1, padding=0,
         list(padding),
         list(dilation),
         get_workspace_limit(),
+        backend,
     )
 
 

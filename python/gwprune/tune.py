@@ -56,7 +56,7 @@ class AutotuneReport:
                     f"  {layer.name:<{width}}  not run by the forward: left {layer.backend}"
                 )
                 continue
-            times = ", ".join(f"{b} {layer.times_ms[b]:.4f} ms" for b in BACKENDS)
+            times = ", ".join(f"{b} {ms:.4f} ms" for b, ms in layer.times_ms.items())
             shape = "x".join(map(str, layer.input_shape))
             lines.append(f"  {layer.name:<{width}}  {shape:<18} {times}  -> {layer.backend}")
         return "\n".join(lines)
@@ -148,7 +148,10 @@ def autotune(
     the call queued behind a short sleep kernel so host launch overhead is not counted
     (what a CUDA-graphed, compiled or deep asynchronous model sees); on the CPU by
     ``perf_counter``.
-    A layer goes dense only when that is faster by more than ``margin`` (a fraction);
+    A conv on a GPU is timed on both gathered CUDA paths (``"implicit"`` where its
+    kernel takes the layer, and ``"explicit"``) and keeps the faster; any layer goes
+    dense only when that is faster than its best gathered time by more than ``margin``
+    (a fraction);
     layers the forward does not reach keep their backend. The forward runs in eval mode
     (each module's mode is restored afterwards). Run under the precision
     flags (``torch.backends.*.allow_tf32``) the model will run with. Synchronizes the
@@ -166,6 +169,14 @@ def autotune(
             module.training = mode
 
 
+def _candidates(module, x) -> tuple[str, ...]:
+    """The backends worth timing: a CUDA conv's two gathered paths (implicit, explicit)
+    and dense; elsewhere gathered and dense."""
+    if x.is_cuda and "implicit" in module.BACKENDS:
+        return ("explicit", "implicit", "dense")
+    return BACKENDS
+
+
 def _autotune(model, inputs, kwargs, warmup, repeats, margin) -> AutotuneReport:
     captured = _layer_inputs(model, inputs, kwargs)
     report = AutotuneReport()
@@ -179,12 +190,17 @@ def _autotune(model, inputs, kwargs, warmup, repeats, margin) -> AutotuneReport:
             continue
         entry.input_shape = tuple(x.shape)
         layout = _layout_of(x)
-        for backend in BACKENDS:
+        for backend in _candidates(module, x):
             # Outside inference_mode: the dense weight must stay a normal tensor.
             module.set_backend(backend, layout)
             with torch.inference_mode():
-                entry.times_ms[backend] = _median_ms(module, x, warmup, repeats)
-        faster = entry.times_ms["dense"] < (1 - margin) * entry.times_ms["gathered"]
-        entry.backend = "dense" if faster else "gathered"
+                try:
+                    entry.times_ms[backend] = _median_ms(module, x, warmup, repeats)
+                except ValueError:  # "implicit" where its kernel cannot take this layer
+                    continue
+        gathered = {b: ms for b, ms in entry.times_ms.items() if b != "dense"}
+        best = min(gathered, key=gathered.get)
+        faster = entry.times_ms["dense"] < (1 - margin) * gathered[best]
+        entry.backend = "dense" if faster else best
         module.set_backend(entry.backend, layout)
     return report

@@ -1,0 +1,213 @@
+// The producer warpgroup of the implicit conv: it fills each pipeline stage with
+//   A: a [128 output pixels x BK kept groups] tile gathered from x, and
+//   B: the packed weight's [BN output channels x BK kept groups] tile (one TMA copy),
+// both K-major in shared memory in the 128-byte swizzle that wgmma reads.
+//
+// A(m, k) = x[row_base(m) + group_offset(k)] when tap(k) is inside the image for pixel
+// m, else 0 (the conv's zero padding). row_base and the 64-bit mask of a pixel's valid
+// taps are computed once per tile by the producer thread that owns the row (the tile's
+// pixels are fixed for its whole K loop); group_offset and tap are decoded from
+// group_idx per stage. The same address rule
+// serves both layouts; only the lane mapping differs, so loads stay coalesced:
+// - channels_last: consecutive lanes take consecutive kept groups of one pixel (the
+//   packed order puts the channels of one tap next to each other);
+// - NCHW: consecutive lanes take consecutive pixels of one kept group (one channel's
+//   shifted window), and each lane packs 16 bytes of its row before storing.
+// Either way a producer thread has 64 (16-bit) or 32 (TF32) loads of a stage in flight.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+
+#include "sm90_primitives.cuh"
+
+namespace gwprune::cuda::implicit {
+
+constexpr int kTileRows = 128;  // output pixels per tile (two consumer warpgroups)
+constexpr int kRowBytes = 128;  // one K slice of a row: the swizzle width
+constexpr int kProducerThreads = 128;
+
+// Problem description shared by every piece of the kernel (element strides of x).
+struct ConvProblem {
+  const void* x;
+  void* out;
+  const void* bias;  // nullptr: no bias
+  const int32_t* group_idx;
+  int32_t rows;  // N * OH * OW
+  int32_t out_channels, kept_padded;
+  int32_t height, width, out_h, out_w, out_pixels;
+  int32_t kernel_h, kernel_w, taps;
+  int32_t stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w;
+  int32_t x_stride_n, x_stride_c, x_stride_h, x_stride_w;
+  int32_t k_tiles;
+};
+
+// Byte offset of element (row, byte_in_row) of a K-major tile in the 128-byte swizzle.
+__device__ __forceinline__ uint32_t swizzled_offset(int row, int byte_in_row) {
+  return row * kRowBytes + ((((byte_in_row >> 4) ^ row) & 7) << 4) + (byte_in_row & 15);
+}
+
+// A pixel's base offset into x and the mask of its kernel taps that fall inside the
+// image (bit i * kw + j); rows past the end get an empty mask.
+__device__ __forceinline__ void pixel_row_info(const ConvProblem& p, int row, int32_t& base,
+                                               uint64_t& mask) {
+  base = 0;
+  mask = 0;
+  if (row >= p.rows) return;
+  const int n = row / p.out_pixels;
+  const int pixel = row - n * p.out_pixels;
+  const int oh = pixel / p.out_w;
+  const int ow = pixel - oh * p.out_w;
+  const int ih0 = oh * p.stride_h - p.pad_h;
+  const int iw0 = ow * p.stride_w - p.pad_w;
+  base = n * p.x_stride_n + ih0 * p.x_stride_h + iw0 * p.x_stride_w;
+  uint64_t column_mask = 0;
+  for (int j = 0; j < p.kernel_w; ++j) {
+    const int iw = iw0 + j * p.dilation_w;
+    if (iw >= 0 && iw < p.width) column_mask |= uint64_t{1} << j;
+  }
+  for (int i = 0; i < p.kernel_h; ++i) {
+    const int ih = ih0 + i * p.dilation_h;
+    if (ih >= 0 && ih < p.height) mask |= column_mask << (i * p.kernel_w);
+  }
+}
+
+// A kept column's offset into x and its tap; padding columns and columns past K'p get
+// tap 64, whose mask bit no pixel has.
+struct GroupColumn {
+  int32_t offset;
+  int32_t tap;
+};
+
+__device__ __forceinline__ GroupColumn decode_group(const ConvProblem& p, int k) {
+  const int32_t group = k < p.kept_padded ? __ldg(p.group_idx + k) : -1;
+  if (group < 0) return {0, 64};
+  const int c = group / p.taps;
+  const int tap = group - c * p.taps;
+  const int i = tap / p.kernel_w;
+  const int j = tap - i * p.kernel_w;
+  return {c * p.x_stride_c + i * p.dilation_h * p.x_stride_h + j * p.dilation_w * p.x_stride_w,
+          tap};
+}
+
+template <typename Elem>
+struct ElemBits;
+template <>
+struct ElemBits<__half> {
+  using type = uint16_t;
+};
+template <>
+struct ElemBits<__nv_bfloat16> {
+  using type = uint16_t;
+};
+template <>
+struct ElemBits<float> {
+  using type = uint32_t;
+};
+
+#ifdef GWPRUNE_SM90A_DEVICE
+
+template <typename Bits>
+__device__ __forceinline__ Bits load_if(const Bits* x, int32_t offset, bool valid) {
+  return valid ? __ldg(x + offset) : Bits{0};
+}
+
+// Whether tap `tap` (64: none) is set in a row's 64-bit mask, from its two halves.
+__device__ __forceinline__ bool tap_valid(uint32_t mask_low, uint32_t mask_high, int32_t tap) {
+  const uint32_t half = tap < 32 ? mask_low : mask_high;
+  return tap < 64 && ((half >> (tap & 31)) & 1);
+}
+
+// One part of a stage's A tile for one producer thread, in two halves so the producer
+// overlaps its work: load() issues every load of the part into registers (the addresses
+// depend only on registers: row info and decoded columns arrive by warp shuffles),
+// store() writes them into the stage's swizzled tile. The producer loads part u + 1
+// before it stores part u, so a thread always has a part's loads in flight while it
+// stores, waits and signals.
+//
+// channels_last: lane l holds kept columns l, l + 32, ... of the stage and walks the
+// part's rows of the warp's 32 pixels, whose info lane r holds; a store is one element,
+// and 32 lanes fill one swizzled 64/128-byte span of a row without bank conflicts. With
+// 16-bit types a stage is two parts of 16 rows (64 values each, two parts in registers
+// at once would not fit next to the addresses otherwise).
+// NCHW: lane l owns pixel row warp * 32 + l and takes every column of the stage (one
+// part), read by shuffles from the lanes that decoded them; stored as 16-byte vectors.
+template <typename Elem, int BK, bool ChannelsLast>
+struct StageGather {
+  using Bits = typename ElemBits<Elem>::type;
+  static constexpr int kPerLane = BK / 32;  // columns each lane decodes
+  static constexpr int kParts = (ChannelsLast && sizeof(Bits) == 2) ? 2 : 1;
+  static constexpr int kRows = 32 / kParts;  // channels_last: rows of the warp per part
+  static constexpr int kValues = ChannelsLast ? kRows * kPerLane : BK;
+  Bits values[kValues];  // channels_last: [row r][column c] at r * kPerLane + c; NCHW: [column]
+
+  __device__ __forceinline__ void load(const ConvProblem& p, int k0, int part, int32_t base,
+                                       uint64_t mask, int lane) {
+    const Bits* x = static_cast<const Bits*>(p.x);
+    GroupColumn column[kPerLane];
+#pragma unroll
+    for (int c = 0; c < kPerLane; ++c) column[c] = decode_group(p, k0 + lane + 32 * c);
+    const uint32_t mask_low = static_cast<uint32_t>(mask);
+    const uint32_t mask_high = static_cast<uint32_t>(mask >> 32);
+    if constexpr (ChannelsLast) {
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) {
+        const int source = part * kRows + r;
+        const int32_t row_base = __shfl_sync(0xffffffffu, base, source);
+        const uint32_t row_low = __shfl_sync(0xffffffffu, mask_low, source);
+        const uint32_t row_high = __shfl_sync(0xffffffffu, mask_high, source);
+#pragma unroll
+        for (int c = 0; c < kPerLane; ++c) {
+          values[r * kPerLane + c] =
+              load_if(x, row_base + column[c].offset, tap_valid(row_low, row_high, column[c].tap));
+        }
+      }
+    } else {
+#pragma unroll
+      for (int k = 0; k < BK; ++k) {
+        const int32_t offset = __shfl_sync(0xffffffffu, column[k / 32].offset, k % 32);
+        const int32_t tap = __shfl_sync(0xffffffffu, column[k / 32].tap, k % 32);
+        values[k] = load_if(x, base + offset, tap_valid(mask_low, mask_high, tap));
+      }
+    }
+  }
+
+  __device__ __forceinline__ void store(uint8_t* a_tile, int part, int warp, int lane) const {
+    if constexpr (ChannelsLast) {
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) {
+#pragma unroll
+        for (int c = 0; c < kPerLane; ++c) {
+          const int byte = (lane + 32 * c) * static_cast<int>(sizeof(Bits));
+          const int row = warp * 32 + part * kRows + r;
+          *reinterpret_cast<Bits*>(a_tile + swizzled_offset(row, byte)) = values[r * kPerLane + c];
+        }
+      }
+    } else {
+      const int row = warp * 32 + lane;
+      constexpr int kPerVector = 16 / sizeof(Bits);
+#pragma unroll
+      for (int k = 0; k < BK; k += kPerVector) {
+        uint32_t words[4];
+#pragma unroll
+        for (int w = 0; w < 4; ++w) {
+          if constexpr (sizeof(Bits) == 2) {
+            words[w] = static_cast<uint32_t>(values[k + 2 * w]) |
+                       (static_cast<uint32_t>(values[k + 2 * w + 1]) << 16);
+          } else {
+            words[w] = values[k + w];
+          }
+        }
+        *reinterpret_cast<uint4*>(a_tile +
+                                  swizzled_offset(row, k * static_cast<int>(sizeof(Bits)))) =
+            make_uint4(words[0], words[1], words[2], words[3]);
+      }
+    }
+  }
+};
+
+#endif  // GWPRUNE_SM90A_DEVICE
+
+}  // namespace gwprune::cuda::implicit

@@ -1,0 +1,44 @@
+// The implicit-GEMM path: a group-wise conv2d as one Hopper kernel that reads the
+// kept groups straight from x inside its tensor-core mainloop. No compacted
+// buffer is written; extra device memory is nothing beyond the packed weight.
+//
+// Contract (checked by implicit_conv_supported, which the dispatcher asks first):
+// - an sm_90 device and a build with the sm_90a target;
+// - x is [N, C, H, W], NCHW-contiguous or channels_last, fp16, bf16, or fp32 run in
+//   TF32 (the caller decides TF32 from PyTorch's cuDNN flag); strict fp32 stays on
+//   the explicit path;
+// - weight is the packed [Cout, K'p] (K'p a multiple of 8, so its rows are 16-byte
+//   aligned for the copy engine), contiguous, x's dtype; group_idx int32 [K'p] flat
+//   (c, i, j) indices in weight's column order, -1 for padding columns;
+// - kh * kw <= 64 (a row's valid taps are one 64-bit mask), x.numel() < 2^31 (32-bit
+//   offsets into x), N * OH * OW * 128 < 2^31 tiles;
+// - any C, H, W, stride, padding, dilation and K'p; rows, output channels and kept
+//   columns beyond a tile are masked, so no shape needs padding.
+//
+// The output is written in x's layout, with the bias (optional, x's dtype) added in
+// fp32 before rounding. out must have the conv's output shape and x's memory format.
+//
+// Pieces (CUTLASS 3.x's split): gather_mainloop.cuh is the producer warpgroup (the
+// gather of x into swizzled shared memory plus the weight's TMA copy), mma_consumer.cuh
+// the two wgmma warpgroups, epilogue.cuh the bias and the store in the output layout,
+// implicit_conv_sm90.cu the kernel, its tile configurations and the launch.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <optional>
+
+#include "../../conv_geometry.h"
+
+namespace gwprune::cuda::implicit {
+
+// Why the implicit path cannot take a call, or nullptr when it can.
+const char* implicit_conv_unsupported_reason(const at::Tensor& x, const at::Tensor& weight,
+                                             const ConvGeometry& geometry, bool allow_tf32);
+
+// out = conv of x with the packed weight (+ bias), in x's layout, on the current stream.
+void implicit_conv2d(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& group_idx,
+                     const std::optional<at::Tensor>& bias, const ConvGeometry& geometry,
+                     at::Tensor& out);
+
+}  // namespace gwprune::cuda::implicit

@@ -1,0 +1,48 @@
+// The consumer warpgroups of the implicit conv: warpgroup w multiplies rows
+// [64 w, 64 w + 64) of each stage's A tile by the whole B tile with wgmma, keeping the
+// fp32 accumulators in registers, and hands each stage back to the producer once the
+// wgmmas that read it have retired (one wgmma batch stays in flight).
+#pragma once
+
+#include <cstdint>
+
+#include "sm90_primitives.cuh"
+#include "wgmma_ops.cuh"
+
+namespace gwprune::cuda::implicit {
+
+#ifdef GWPRUNE_SM90A_DEVICE
+
+template <typename MmaType, int BN, int Stages>
+__device__ __forceinline__ void consume_stages(float (&acc)[BN / 2], uint8_t* a_stages,
+                                               uint8_t* b_stages, uint64_t* full, uint64_t* empty,
+                                               int k_tiles, int consumer, bool signals) {
+  using Mma = Wgmma<MmaType, BN>;
+  constexpr int kStepsPerStage = 128 / 32;  // every K step is 32 bytes of a 128-byte row
+  constexpr int kATileBytes = 128 * 128;
+  constexpr int kBTileBytes = BN * 128;
+#pragma unroll 1
+  for (int kt = 0; kt < k_tiles; ++kt) {
+    const int stage = kt % Stages;
+    mbarrier_wait(&full[stage], (kt / Stages) & 1);
+    const uint32_t a = smem_address(a_stages + stage * kATileBytes + consumer * 64 * 128);
+    const uint32_t b = smem_address(b_stages + stage * kBTileBytes);
+    fence_accumulators(acc);
+    wgmma_fence();
+#pragma unroll
+    for (int step = 0; step < kStepsPerStage; ++step) {
+      Mma::mma(acc, sw128_kmajor_descriptor(a + 32 * step), sw128_kmajor_descriptor(b + 32 * step),
+               (kt > 0 || step > 0) ? 1 : 0);
+    }
+    wgmma_commit_group();
+    fence_accumulators(acc);
+    wgmma_wait_group<1>();
+    if (kt > 0 && signals) mbarrier_arrive(&empty[(kt - 1) % Stages]);
+  }
+  wgmma_wait_group<0>();
+  fence_accumulators(acc);
+}
+
+#endif  // GWPRUNE_SM90A_DEVICE
+
+}  // namespace gwprune::cuda::implicit

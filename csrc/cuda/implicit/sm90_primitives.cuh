@@ -1,0 +1,131 @@
+// Hopper (sm_90a) building blocks of the implicit conv, as thin inline-PTX
+// wrappers: mbarriers, the bulk tensor copy (TMA), wgmma fences and shared-memory
+// matrix descriptors, register reallocation. Each compiles to nothing outside an
+// sm_90a device pass, so the file can be included by every architecture's pass.
+#pragma once
+
+#include <cstdint>
+
+namespace gwprune::cuda::implicit {
+
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define GWPRUNE_SM90A_DEVICE 1
+#endif
+
+__device__ __forceinline__ uint32_t smem_address(const void* pointer) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(pointer));
+}
+
+#ifdef GWPRUNE_SM90A_DEVICE
+
+// ---- mbarrier ---------------------------------------------------------------------------
+
+__device__ __forceinline__ void mbarrier_init(uint64_t* barrier, uint32_t arrivals) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smem_address(barrier)),
+               "r"(arrivals));
+}
+
+// Makes the initialised barriers visible to the copy engine (async proxy).
+__device__ __forceinline__ void fence_barrier_init() {
+  asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+}
+
+__device__ __forceinline__ void mbarrier_arrive(uint64_t* barrier) {
+  asm volatile("{\n.reg .b64 state;\nmbarrier.arrive.shared::cta.b64 state, [%0];\n}" ::"r"(
+                   smem_address(barrier))
+               : "memory");
+}
+
+// Raises the barrier's expected transaction bytes without arriving: the thread that
+// starts a TMA copy still arrives later, after its own share of the stage is written.
+__device__ __forceinline__ void mbarrier_expect_tx(uint64_t* barrier, uint32_t bytes) {
+  asm volatile(
+      "mbarrier.expect_tx.relaxed.cta.shared::cta.b64 [%0], %1;" ::"r"(smem_address(barrier)),
+      "r"(bytes)
+      : "memory");
+}
+
+__device__ __forceinline__ void mbarrier_wait(uint64_t* barrier, uint32_t parity) {
+  asm volatile(
+      "{\n.reg .pred done;\n"
+      "wait_%=:\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+      "@!done bra wait_%=;\n}" ::"r"(smem_address(barrier)),
+      "r"(parity)
+      : "memory");
+}
+
+// ---- TMA ----------------------------------------------------------------------------------
+
+// 2-D tiled copy global -> shared, completing on `barrier` with the box's bytes.
+__device__ __forceinline__ void tma_load_2d(void* destination, const void* tensor_map,
+                                            uint64_t* barrier, int inner, int outer) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+      " [%0], [%1, {%3, %4}], [%2];" ::"r"(smem_address(destination)),
+      "l"(tensor_map), "r"(smem_address(barrier)), "r"(inner), "r"(outer)
+      : "memory");
+}
+
+__device__ __forceinline__ void prefetch_tensor_map(const void* tensor_map) {
+  asm volatile("prefetch.tensormap [%0];" ::"l"(tensor_map) : "memory");
+}
+
+// Ordinary st.shared writes become visible to wgmma (the async proxy) only after this
+// fence in each writing thread, before the barrier that hands the stage over.
+__device__ __forceinline__ void fence_proxy_async_shared() {
+  asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+}
+
+// ---- wgmma ----------------------------------------------------------------------------------
+
+__device__ __forceinline__ void wgmma_fence() {
+  asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
+}
+__device__ __forceinline__ void wgmma_commit_group() {
+  asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
+}
+template <int Pending>
+__device__ __forceinline__ void wgmma_wait_group() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(Pending) : "memory");
+}
+
+// Keeps the compiler from moving accumulator reads/writes across an asynchronous wgmma.
+template <int N>
+__device__ __forceinline__ void fence_accumulators(float (&d)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(d[i])::"memory");
+}
+
+// ---- registers ------------------------------------------------------------------------------
+
+template <int Registers>
+__device__ __forceinline__ void release_registers() {
+  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;" ::"n"(Registers));
+}
+template <int Registers>
+__device__ __forceinline__ void claim_registers() {
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" ::"n"(Registers));
+}
+
+// Named barrier over `threads` threads (a multiple of 32); id 0 is __syncthreads'.
+__device__ __forceinline__ void named_barrier_sync(int id, int threads) {
+  asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(threads) : "memory");
+}
+
+#endif  // GWPRUNE_SM90A_DEVICE
+
+// Shared-memory matrix descriptor of a K-major tile in the 128-byte swizzle: rows of
+// 128 bytes, 8-row atoms of 1024 bytes stacked along M/N (stride byte offset 1024),
+// the tile 1024-byte aligned. `address` may step by 32 bytes inside a row to select
+// the next K slice; the hardware applies the swizzle to absolute address bits.
+__device__ __forceinline__ uint64_t sw128_kmajor_descriptor(uint32_t address) {
+  uint64_t desc = 0;
+  desc |= static_cast<uint64_t>((address & 0x3FFFF) >> 4);  // start address
+  desc |= static_cast<uint64_t>(1) << 16;                   // leading byte offset (unused)
+  desc |= static_cast<uint64_t>(1024 >> 4) << 32;           // stride byte offset
+  desc |= static_cast<uint64_t>(1) << 62;                   // 128-byte swizzle
+  return desc;
+}
+
+}  // namespace gwprune::cuda::implicit

@@ -1,0 +1,175 @@
+"""The implicit-GEMM conv path (csrc/cuda/implicit/) forced by backend="implicit", and the
+backend rule: each case against F.conv2d in float64 on the masked weight, outputs poisoned."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import (
+    DTYPES,
+    HAS_CUDA,
+    assert_matches,
+    make_keep_idx,
+    poisoned_outputs,
+    precision_flags,
+)
+
+import gwprune
+
+IMPLICIT_PRECISIONS = ["tf32", "fp16", "bf16"]
+
+
+def implicit_kernel_available() -> bool:
+    if not HAS_CUDA or not gwprune.cuda_kernels_compiled():
+        return False
+    major, minor = torch.cuda.get_device_capability()
+    return (major, minor) == (9, 0) and "sm_90a" in gwprune._extension.compiled_cuda_archs()
+
+
+needs_implicit = pytest.mark.skipif(
+    not implicit_kernel_available(), reason="needs an sm_90 GPU and a build with sm_90a"
+)
+
+# batch, in_channels, out_channels, (H, W), kernel, stride, padding, dilation
+IMPLICIT_SHAPES = [
+    (2, 64, 128, (14, 14), 3, 1, 1, 1),
+    (1, 3, 17, (17, 33), 3, 1, 1, 1),
+    (3, 17, 33, (9, 14), 5, 2, 2, 1),
+    (2, 33, 64, (12, 10), (3, 1), 1, (1, 0), 1),
+    (1, 1, 1, (5, 5), 1, 1, 0, 1),
+    (2, 16, 300, (7, 9), 3, 2, 0, 2),
+    (3, 40, 8, (16, 16), 3, 1, 2, 2),
+    (1, 128, 256, (28, 28), 1, 1, 0, 1),
+    (5, 24, 520, (6, 5), (2, 3), (2, 1), (0, 2), (2, 1)),
+    (130, 8, 16, (3, 3), 3, 1, 1, 1),
+]
+KEEPS = ["one", "quarter", "half", "all"]
+
+
+def shape_id(shape):
+    n, c, co, hw, k, s, p, d = shape
+    return f"n{n}-c{c}-o{co}-{hw[0]}x{hw[1]}-k{k}-s{s}-p{p}-d{d}".replace(" ", "")
+
+
+def implicit_case(shape, keep, with_bias, channels_last, precision, seed):
+    generator = torch.Generator().manual_seed(seed)
+    n, c, co, (h, w), k, s, p, d = shape
+    kh, kw = (k, k) if isinstance(k, int) else k
+    dtype = DTYPES[precision]
+    x = torch.randn(n, c, h, w, generator=generator, dtype=torch.float64)
+    weight = torch.randn(co, c, kh, kw, generator=generator, dtype=torch.float64)
+    bias = torch.randn(co, generator=generator, dtype=torch.float64) if with_bias else None
+    keep_idx = make_keep_idx(c * kh * kw, keep, generator)
+    # The reference sees the inputs rounded to the op's dtype, as the op does.
+    x, weight = x.to(dtype), weight.to(dtype)
+    bias = None if bias is None else bias.to(dtype)
+    ref = F.conv2d(
+        x.double(),
+        gwprune.mask_weight(weight.double(), keep_idx),
+        None if bias is None else bias.double(),
+        s,
+        p,
+        d,
+    )
+    x = x.cuda()
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    bias = None if bias is None else bias.cuda()
+    return x, weight.cuda(), bias, keep_idx.cuda(), (s, p, d), ref
+
+
+@needs_implicit
+@pytest.mark.cuda
+@pytest.mark.parametrize("precision", IMPLICIT_PRECISIONS)
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("keep", KEEPS)
+@pytest.mark.parametrize("shape", IMPLICIT_SHAPES, ids=shape_id)
+def test_implicit_matches_masked_dense(shape, keep, channels_last, precision):
+    with_bias = keep != "one"
+    x, weight, bias, keep_idx, (s, p, d), ref = implicit_case(
+        shape, keep, with_bias, channels_last, precision, seed=hash((shape_id(shape), keep)) % 2**31
+    )
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    packed = gwprune.pack_conv2d_weight(weight, keep_idx, layout)
+    with precision_flags(precision), poisoned_outputs("cuda"):
+        out = gwprune.ops.conv2d_packed(x, packed, bias, s, p, d, backend="implicit")
+    assert out.is_contiguous(memory_format=layout), "output does not follow x's layout"
+    assert_matches(out, ref, precision, f"implicit {shape_id(shape)} keep={keep} {layout}")
+
+
+@needs_implicit
+@pytest.mark.cuda
+@pytest.mark.parametrize("precision", IMPLICIT_PRECISIONS)
+def test_implicit_is_bitwise_deterministic(precision):
+    shape = (4, 96, 192, (15, 15), 3, 1, 1, 1)
+    x, weight, bias, keep_idx, (s, p, d), _ = implicit_case(shape, "half", True, True, precision, 7)
+    packed = gwprune.pack_conv2d_weight(weight, keep_idx, torch.channels_last)
+    with precision_flags(precision):
+        first = gwprune.ops.conv2d_packed(x, packed, bias, s, p, d, backend="implicit")
+        for _ in range(3):
+            again = gwprune.ops.conv2d_packed(x, packed, bias, s, p, d, backend="implicit")
+            assert torch.equal(first, again), "implicit conv differs from run to run"
+
+
+@needs_implicit
+@pytest.mark.cuda
+def test_implicit_refuses_strict_fp32_with_the_reason():
+    x, weight, bias, keep_idx, (s, p, d), _ = implicit_case(
+        (1, 8, 8, (6, 6), 3, 1, 1, 1), "half", False, False, "fp32", 3
+    )
+    packed = gwprune.pack_conv2d_weight(weight, keep_idx)
+    with precision_flags("fp32"), pytest.raises(ValueError, match="strict fp32"):
+        gwprune.ops.conv2d_packed(x, packed, bias, s, p, d, backend="implicit")
+
+
+@needs_implicit
+@pytest.mark.cuda
+@pytest.mark.parametrize("precision", IMPLICIT_PRECISIONS)
+def test_auto_takes_the_explicit_path(precision):
+    x, weight, bias, keep_idx, (s, p, d), ref = implicit_case(
+        (2, 32, 64, (10, 10), 3, 1, 1, 1), "half", True, False, precision, 11
+    )
+    packed = gwprune.pack_conv2d_weight(weight, keep_idx)
+    with precision_flags(precision):
+        results = {
+            backend: gwprune.ops.conv2d_packed(x, packed, bias, s, p, d, backend=backend)
+            for backend in ("auto", "implicit", "explicit")
+        }
+    assert_matches(results["auto"], ref, precision, "auto")
+    assert_matches(results["implicit"], ref, precision, "implicit")
+    # The documented rule (csrc/cuda/conv_backend.cpp): auto runs explicit for now.
+    assert torch.equal(results["auto"], results["explicit"]), "auto did not pick explicit"
+
+
+def test_backend_names_are_checked():
+    x = torch.randn(1, 2, 4, 4)
+    weight = torch.randn(3, 2, 3, 3)
+    keep_idx = torch.arange(9)
+    with pytest.raises(ValueError, match="backend"):
+        gwprune.ops.conv2d(x, weight, keep_idx, padding=1, backend="fastest")
+    with pytest.raises(ValueError, match="backend"):
+        gwprune.set_conv_backend("cudnn")
+    assert gwprune.get_conv_backend() == "auto"
+
+
+def test_backend_is_ignored_on_cpu_tensors():
+    generator = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 3, 6, 6, generator=generator, dtype=torch.float64)
+    weight = torch.randn(4, 3, 3, 3, generator=generator, dtype=torch.float64)
+    keep_idx = make_keep_idx(27, "half", generator)
+    ref = F.conv2d(x, gwprune.mask_weight(weight, keep_idx), None, 1, 1)
+    for backend in ("auto", "implicit", "explicit"):
+        out = gwprune.ops.conv2d(x, weight, keep_idx, padding=1, backend=backend)
+        assert_matches(out, ref, "fp64", f"cpu backend={backend}")
+
+
+def test_module_backends_include_the_conv_paths():
+    conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+    layer = gwprune.GroupwiseConv2d.from_dense(conv, torch.arange(10))
+    x = torch.randn(1, 3, 5, 5)
+    expected = layer(x)
+    for backend in ("implicit", "explicit", "dense", "gathered"):
+        assert layer.set_backend(backend).backend == backend
+        torch.testing.assert_close(layer(x), expected)
+    linear = gwprune.GroupwiseLinear.from_dense(torch.nn.Linear(4, 2), torch.arange(2))
+    with pytest.raises(ValueError, match="backend"):
+        linear.set_backend("implicit")
