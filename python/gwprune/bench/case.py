@@ -17,7 +17,9 @@ from .precision import Precision
 from .timing import rotation_count
 from .workloads import Workload
 
-PATTERNS = ("dense", "group", "element", "vector", "block")
+# "channel": whole input channels pruned (the first round(keep * C) kept), the
+# channel-pruned layer with the same FLOPs that the group-wise one is measured against.
+PATTERNS = ("dense", "group", "element", "vector", "block", "channel")
 
 
 class Unsupported(Exception):
@@ -97,6 +99,10 @@ class Case:
             )
         return self._masks["keep_idx"]
 
+    def anchor_channels(self) -> int:
+        """Input channels a channel-pruned layer with this keep ratio keeps."""
+        return max(1, round(self.keep * self.workload.in_channels))
+
     def group_density(self) -> float:
         return masks.kept_count(self.workload.num_groups, self.keep) / self.workload.num_groups
 
@@ -120,6 +126,9 @@ class Case:
         shape, gen = self.matrix_shape, self._generator(pattern)
         if pattern == "group":
             return masks.group_mask(shape, self.keep_idx())
+        if pattern == "channel":
+            taps = self.workload.num_groups // self.workload.in_channels
+            return masks.channel_mask(shape, self.anchor_channels(), taps, self.device)
         if pattern == "element":
             # The same density as the group pattern, so the patterns compare like for like.
             return masks.element_mask(shape, self.group_density(), gen)

@@ -32,6 +32,15 @@ def group_mask(shape: tuple[int, int], keep_idx: torch.Tensor) -> torch.Tensor:
     return mask
 
 
+def channel_mask(
+    shape: tuple[int, int], channels: int, taps: int, device: torch.device
+) -> torch.Tensor:
+    """The first ``channels`` input channels, every tap of each: columns [0, channels*taps)."""
+    mask = torch.zeros(shape, dtype=torch.bool, device=device)
+    mask[:, : channels * taps] = True
+    return mask
+
+
 def element_mask(
     shape: tuple[int, int], density: float, generator: torch.Generator
 ) -> torch.Tensor:

@@ -18,6 +18,7 @@ FAMILY_COLOURS = {
     "element-wise": "tab:red",
     "vector-wise": "tab:orange",
     "block-wise": "tab:purple",
+    "anchor": "tab:brown",
 }
 PROVIDER_STYLES = {
     "dense": "-",
@@ -25,6 +26,10 @@ PROVIDER_STYLES = {
     "dense-best": "-.",
     "group-packed": "-",
     "group-packed-cl": "--",
+    "group-implicit": "-.",
+    "group-implicit-cl": (0, (3, 1, 1, 1)),
+    "anchor-cudnn": "-",
+    "anchor-cudnn-cl": "--",
     "group-naive": ":",
     "floor": "-",
     "floor-flat": "--",

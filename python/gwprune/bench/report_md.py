@@ -7,6 +7,12 @@ from .results import ModelTotal, ResultRow
 PROVIDER_LEGEND = [
     ("dense / dense-cl", "F.conv2d (NCHW / channels_last) or F.linear on the unpruned weight"),
     ("group-packed(-cl)", "gwprune.ops.conv2d_packed / linear_packed, weight packed beforehand"),
+    ("group-implicit(-cl)", "gwprune's implicit GEMM (backend='implicit', sm_90 only)"),
+    (
+        "anchor-cudnn(-cl)",
+        "F.conv2d on round(keep * C) input channels: channel pruning at equal FLOPs; "
+        "[Nx anchor] = time / the faster anchor layout",
+    ),
     ("group-naive", "the seed's path: F.unfold + index_select + matmul, all timed"),
     (
         "floor / floor-flat",
@@ -24,7 +30,10 @@ def _cell(row: ResultRow | None) -> str:
         return ""
     if row.ok:
         ratio = f" ({row.ratio_vs_dense:.2f}x)" if row.ratio_vs_dense is not None else ""
-        return f"{row.ms:.4g}{ratio}"
+        anchor = ""
+        if row.ratio_vs_anchor is not None and row.family == "group-wise":
+            anchor = f" [{row.ratio_vs_anchor:.2f}x anchor]"
+        return f"{row.ms:.4g}{ratio}{anchor}"
     if row.status == "FAILED":
         return "FAILED"
     return row.status.split(":")[0]  # unsupported / error / skipped; reasons listed below

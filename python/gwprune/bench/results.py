@@ -24,6 +24,9 @@ class ResultRow:
     ms: float | None = None
     ratio_vs_dense: float | None = None  # ms / fastest dense layout, same workload & precision
     ratio_vs_floor: float | None = None  # ms / fastest floor, same workload, precision & keep
+    # ms / fastest anchor layout (cuDNN on round(keep * C) input channels: a channel-pruned
+    # layer with the same FLOPs), same workload, precision & keep
+    ratio_vs_anchor: float | None = None
     rel_error: float | None = None
     tolerance: float | None = None
     status: str = ""  # ok | FAILED | unsupported: why | error: what | skipped: why
@@ -71,26 +74,33 @@ def dense_best(rows: list[ResultRow]) -> dict[tuple[str, str], float]:
     return best
 
 
-def floor_best(rows: list[ResultRow]) -> dict[tuple[str, str, float], float]:
+def family_best(rows: list[ResultRow], family: str) -> dict[tuple[str, str, float], float]:
+    """Fastest passing row of ``family`` per (workload, precision, keep)."""
     best: dict[tuple[str, str, float], float] = {}
     for row in rows:
-        if row.ok and row.family == "floor" and row.ms is not None:
+        if row.ok and row.family == family and row.ms is not None:
             key = (row.workload, row.precision, round(row.keep, 6))
             best[key] = min(best.get(key, math.inf), row.ms)
     return best
 
 
+def floor_best(rows: list[ResultRow]) -> dict[tuple[str, str, float], float]:
+    return family_best(rows, "floor")
+
+
 def add_ratios(rows: list[ResultRow]) -> None:
-    dense, floor = dense_best(rows), floor_best(rows)
+    dense, floor, anchor = dense_best(rows), floor_best(rows), family_best(rows, "anchor")
     for row in rows:
-        row.ratio_vs_dense = row.ratio_vs_floor = None
+        row.ratio_vs_dense = row.ratio_vs_floor = row.ratio_vs_anchor = None
         if not row.ok or row.ms is None:
             continue
         if (row.workload, row.precision) in dense:
             row.ratio_vs_dense = row.ms / dense[(row.workload, row.precision)]
-        floor_key = (row.workload, row.precision, round(row.keep, 6))
-        if floor_key in floor:
-            row.ratio_vs_floor = row.ms / floor[floor_key]
+        keep_key = (row.workload, row.precision, round(row.keep, 6))
+        if keep_key in floor:
+            row.ratio_vs_floor = row.ms / floor[keep_key]
+        if keep_key in anchor:
+            row.ratio_vs_anchor = row.ms / anchor[keep_key]
 
 
 DENSE_BEST = "dense-best"  # model total with each layer in its fastest dense layout

@@ -1,8 +1,8 @@
 """The providers the benchmark compares, in table order."""
 
 from .base import Prepared, Provider, Unsupported
-from .dense import DenseConv2d, DenseLinear
-from .groupwise import GroupFloor, GroupFloorFlat, GroupNaive, GroupPacked
+from .dense import AnchorConv2d, DenseConv2d, DenseLinear
+from .groupwise import GroupFloor, GroupFloorFlat, GroupImplicit, GroupNaive, GroupPacked
 from .sparse import BsrSpMM, CsrSpMM, SemiStructured24
 
 __all__ = ["Prepared", "Provider", "Unsupported", "default_providers", "provider_names"]
@@ -13,8 +13,12 @@ def default_providers() -> list[Provider]:
         DenseConv2d(channels_last=False),
         DenseConv2d(channels_last=True),
         DenseLinear(),
+        AnchorConv2d(channels_last=False),
+        AnchorConv2d(channels_last=True),
         GroupPacked(channels_last=False),
         GroupPacked(channels_last=True),
+        GroupImplicit(channels_last=False),
+        GroupImplicit(channels_last=True),
         GroupNaive(),
         GroupFloor(),
         GroupFloorFlat(),

@@ -51,3 +51,31 @@ class DenseLinear(Provider):
             return F.linear(inputs[i], weight)
 
         return Prepared(run, len(inputs))
+
+
+class AnchorConv2d(Provider):
+    """The equal-FLOPs anchor: cuDNN dense conv on the first round(keep * C) input channels
+    (the slices are made untimed), as a channel-pruned model would run the layer."""
+
+    pattern = "channel"
+    family = "anchor"
+    kinds = ("conv",)
+    reorders_sums = True  # cuDNN may pick Winograd, as for DenseConv2d
+
+    def __init__(self, channels_last: bool):
+        self.channels_last = channels_last
+        self.name = "anchor-cudnn-cl" if channels_last else "anchor-cudnn"
+        layout = "channels_last" if channels_last else "NCHW"
+        self.note = f"F.conv2d on round(keep * C) input channels, {layout}"
+
+    def prepare(self, case: Case) -> Prepared:
+        layout = torch.channels_last if self.channels_last else torch.contiguous_format
+        channels = case.anchor_channels()
+        weight = case.data.weight[:, :channels].contiguous(memory_format=layout)
+        inputs = case.operand_sets(lambda x: x[:, :channels].contiguous(memory_format=layout))
+        stride, padding = case.workload.stride, case.workload.padding
+
+        def run(i: int) -> torch.Tensor:
+            return F.conv2d(inputs[i], weight, None, stride, padding)
+
+        return Prepared(run, len(inputs))

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 import gwprune
 from gwprune.packing import pad_columns, padded_count
 
-from .base import Case, Prepared, Provider
+from .base import Case, Prepared, Provider, Unsupported
 
 
 def _path_note(case: Case) -> str:
@@ -53,6 +53,40 @@ class GroupPacked(Provider):
             return gwprune.ops.conv2d_packed(inputs[i], packed, None, stride, padding)
 
         return Prepared(run_conv, len(inputs), note=note)
+
+
+class GroupImplicit(Provider):
+    """gwprune.ops.conv2d_packed with backend="implicit": the Hopper implicit GEMM."""
+
+    pattern = "group"
+    family = "group-wise"
+    kinds = ("conv",)
+    note = "gwprune implicit GEMM (sm_90a): kept groups read from x inside the mainloop"
+
+    def __init__(self, channels_last: bool):
+        self.channels_last = channels_last
+        self.name = "group-implicit-cl" if channels_last else "group-implicit"
+
+    def check_supported(self, case: Case) -> None:
+        if case.device.type != "cuda" or not gwprune.cuda_kernels_compiled():
+            raise Unsupported("the implicit GEMM runs on CUDA with the compiled kernels")
+        if torch.cuda.get_device_capability(case.device) != (9, 0):
+            raise Unsupported("the implicit GEMM needs an sm_90 GPU")
+        if case.precision.name not in ("tf32", "fp16", "bf16"):
+            raise Unsupported("the implicit GEMM runs TF32, fp16 and bf16 only")
+
+    def prepare(self, case: Case) -> Prepared:
+        layout = torch.channels_last if self.channels_last else torch.contiguous_format
+        packed = gwprune.pack_conv2d_weight(case.masked_weight("group"), case.keep_idx(), layout)
+        inputs = [x.contiguous(memory_format=layout) for x in case.inputs]
+        stride, padding = case.workload.stride, case.workload.padding
+
+        def run(i: int) -> torch.Tensor:
+            return gwprune.ops.conv2d_packed(
+                inputs[i], packed, None, stride, padding, backend="implicit"
+            )
+
+        return Prepared(run, len(inputs), note=self.note)
 
 
 class GroupNaive(Provider):
