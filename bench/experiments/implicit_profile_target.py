@@ -1,0 +1,18 @@
+"""One implicit-GEMM call per layout on the seed conv (keep .5, fp16), for a profiler:
+
+ncu --kernel-name regex:implicit_conv_kernel python bench/experiments/implicit_profile_target.py
+"""
+
+import torch
+
+import gwprune
+
+torch.manual_seed(0)
+x = torch.randn(64, 512, 28, 28, device="cuda", dtype=torch.float16)
+weight = torch.randn(512, 512, 3, 3, device="cuda", dtype=torch.float16)
+keep_idx = torch.randperm(512 * 9, device="cuda")[: 512 * 9 // 2]
+for layout in (torch.contiguous_format, torch.channels_last):
+    packed = gwprune.pack_conv2d_weight(weight, keep_idx, layout)
+    xl = x.contiguous(memory_format=layout)
+    gwprune.ops.conv2d_packed(xl, packed, padding=1, backend="implicit")
+torch.cuda.synchronize()
