@@ -19,6 +19,9 @@ from . import _checks, reference
 from ._config import get_workspace_limit
 from ._extension import _C, cuda_kernels_compiled
 from ._layout import conv_output_memory_format
+from .activation import check_activation, op_argument
+from .conv_padding import apply_string_padding
+from .grouped import run_conv_groups
 from .groups import (  # noqa: F401  (re-exported: the seed's two ways of marking groups)
     group_mask_from_keep_idx,
     keep_idx_from_mask,
@@ -67,21 +70,39 @@ def _use_cuda_kernels(x: torch.Tensor) -> bool:
 
 
 def _run_conv2d_packed(
-    x, weight, group_idx, bias, kernel_size, stride, padding, dilation, workspace_bytes
+    x,
+    weight,
+    group_idx,
+    bias,
+    kernel_size,
+    stride,
+    padding,
+    dilation,
+    workspace_bytes,
+    activation="none",
 ):
     if _use_cuda_kernels(x):
         return _C.conv2d_packed(
-            x, weight, group_idx, bias, kernel_size, stride, padding, dilation, workspace_bytes
+            x,
+            weight,
+            group_idx,
+            bias,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            workspace_bytes,
+            activation,
         )
     return reference.conv2d_packed(
-        x, weight, group_idx, bias, kernel_size, stride, padding, dilation
+        x, weight, group_idx, bias, kernel_size, stride, padding, dilation, activation
     )
 
 
-def _run_linear_packed(x, weight, feature_idx, bias, workspace_bytes):
+def _run_linear_packed(x, weight, feature_idx, bias, workspace_bytes, activation="none"):
     if _use_cuda_kernels(x):
-        return _C.linear_packed(x, weight, feature_idx, bias, workspace_bytes)
-    return reference.linear_packed(x, weight, feature_idx, bias)
+        return _C.linear_packed(x, weight, feature_idx, bias, workspace_bytes, activation)
+    return reference.linear_packed(x, weight, feature_idx, bias, activation)
 
 
 def _conv2d_empty_like_output(x, out_channels, kernel_size, stride, padding, dilation):
@@ -123,9 +144,19 @@ def _conv2d_packed_impl(
     padding: list[int],
     dilation: list[int],
     workspace_bytes: int,
+    activation: str = "none",
 ) -> torch.Tensor:
     return _run_conv2d_packed(
-        x, weight, group_idx, bias, kernel_size, stride, padding, dilation, workspace_bytes
+        x,
+        weight,
+        group_idx,
+        bias,
+        kernel_size,
+        stride,
+        padding,
+        dilation,
+        workspace_bytes,
+        activation,
     )
 
 
@@ -135,7 +166,18 @@ _conv2d_packed_op = torch.library.custom_op(
 
 
 @_conv2d_packed_op.register_fake
-def _(x, weight, group_idx, bias, kernel_size, stride, padding, dilation, workspace_bytes):
+def _(
+    x,
+    weight,
+    group_idx,
+    bias,
+    kernel_size,
+    stride,
+    padding,
+    dilation,
+    workspace_bytes,
+    activation="none",
+):
     return _conv2d_empty_like_output(x, weight.shape[0], kernel_size, stride, padding, dilation)
 
 
@@ -183,8 +225,9 @@ def _linear_packed_impl(
     feature_idx: torch.Tensor,
     bias: torch.Tensor | None,
     workspace_bytes: int,
+    activation: str = "none",
 ) -> torch.Tensor:
-    return _run_linear_packed(x, weight, feature_idx, bias, workspace_bytes)
+    return _run_linear_packed(x, weight, feature_idx, bias, workspace_bytes, activation)
 
 
 _linear_packed_op = torch.library.custom_op(
@@ -193,7 +236,7 @@ _linear_packed_op = torch.library.custom_op(
 
 
 @_linear_packed_op.register_fake
-def _(x, weight, feature_idx, bias, workspace_bytes):
+def _(x, weight, feature_idx, bias, workspace_bytes, activation="none"):
     return x.new_empty((*x.shape[:-1], weight.shape[0]))
 
 
@@ -227,13 +270,20 @@ def conv2d(x, weight, keep_idx, bias=None, stride=1, padding=0, dilation=1, grou
     layout), ``weight`` the dense-shaped ``[Cout, C, kh, kw]`` (values of pruned
     groups are ignored), ``keep_idx`` a 1-D int32/int64 tensor of kept flat
     ``(c, i, j)`` indices into ``weight.reshape(Cout, -1)``'s columns. Equals
-    ``F.conv2d(x, mask_weight(weight, keep_idx), bias, stride, padding, dilation)``.
-    ``groups`` must be 1 (grouped convolution is out of scope).
+    ``F.conv2d(x, mask_weight(weight, keep_idx, groups), bias, stride, padding, dilation,
+    groups)``. ``padding`` may be ``'same'`` or ``'valid'`` as for ``F.conv2d``. With
+    ``groups`` > 1 the weight is ``[Cout, C/groups, kh, kw]`` and ``keep_idx`` numbers
+    ``(c, i, j)`` over all C input channels (``gwprune.groups``); each conv group runs as
+    one gather + GEMM.
     """
-    _checks.check_no_groups(groups)
     _checks.check_float_tensor(x, "x")
     _checks.check_conv2d_weight(weight, x)
+    _checks.check_groups_arg(groups, weight.shape[0], "output channels of weight")
+    if groups != 1:
+        packed = pack_conv2d_weight(weight, keep_idx, conv_output_memory_format(x), groups)
+        return conv2d_packed(x, packed, bias, stride, padding, dilation)
     kernel_size = (weight.shape[2], weight.shape[3])
+    x, padding = apply_string_padding(x, padding, kernel_size, stride, dilation)
     stride, padding, dilation, _ = _checks.check_conv2d_input(
         x, weight.shape[1], kernel_size, stride, padding, dilation
     )
@@ -258,18 +308,33 @@ def conv2d(x, weight, keep_idx, bias=None, stride=1, padding=0, dilation=1, grou
     )
 
 
-def conv2d_packed(x, packed: PackedConv2dWeight, bias=None, stride=1, padding=0, dilation=1):
-    """Group-wise conv2d on a weight packed once by ``pack_conv2d_weight``: gather + GEMM only."""
+def conv2d_packed(
+    x, packed: PackedConv2dWeight, bias=None, stride=1, padding=0, dilation=1, *, activation=None
+):
+    """Group-wise conv2d on a weight packed once by ``pack_conv2d_weight``: gather + GEMM only.
+    ``activation`` (None, 'relu', 'relu6', 'silu', 'gelu', 'gelu_tanh': ``gwprune.activation``)
+    is applied to the output, in the GEMM's epilogue where cuBLASLt has one."""
     if not isinstance(packed, PackedConv2dWeight):
         raise TypeError(
             f"gwprune: packed must be a PackedConv2dWeight, got {type(packed).__name__}"
         )
     _checks.check_float_tensor(x, "x")
     _checks.check_packed_conv2d(packed, x)
+    activation = check_activation(activation)
+    x, padding = apply_string_padding(x, padding, packed.kernel_size, stride, dilation)
     stride, padding, dilation, _ = _checks.check_conv2d_input(
         x, packed.in_channels, packed.kernel_size, stride, padding, dilation
     )
     _checks.check_bias(bias, x, packed.weight.shape[0], "out_channels")
+    if packed.groups != 1:
+        return run_conv_groups(
+            x,
+            packed,
+            bias,
+            lambda x, part, part_bias: conv2d_packed(
+                x, part, part_bias, stride, padding, dilation, activation=activation
+            ),
+        )
     return _registered_or_eager(_conv2d_packed_op, _conv2d_packed_impl, x, packed.weight, bias)(
         x,
         packed.weight,
@@ -280,6 +345,7 @@ def conv2d_packed(x, packed: PackedConv2dWeight, bias=None, stride=1, padding=0,
         list(padding),
         list(dilation),
         get_workspace_limit(),
+        op_argument(activation),
     )
 
 
@@ -299,8 +365,9 @@ def linear(x, weight, keep_idx, bias=None):
     )
 
 
-def linear_packed(x, packed: PackedLinearWeight, bias=None):
-    """Group-wise linear on a weight packed once by ``pack_linear_weight``."""
+def linear_packed(x, packed: PackedLinearWeight, bias=None, *, activation=None):
+    """Group-wise linear on a weight packed once by ``pack_linear_weight``; ``activation``
+    as for ``conv2d_packed``."""
     if not isinstance(packed, PackedLinearWeight):
         raise TypeError(
             f"gwprune: packed must be a PackedLinearWeight, got {type(packed).__name__}"
@@ -309,6 +376,7 @@ def linear_packed(x, packed: PackedLinearWeight, bias=None):
     _checks.check_packed_linear(packed, x)
     _checks.check_linear_input(x, packed.in_features)
     _checks.check_bias(bias, x, packed.weight.shape[0], "out_features")
+    activation = op_argument(check_activation(activation))
     return _registered_or_eager(_linear_packed_op, _linear_packed_impl, x, packed.weight, bias)(
-        x, packed.weight, packed.feature_idx, bias, get_workspace_limit()
+        x, packed.weight, packed.feature_idx, bias, get_workspace_limit(), activation
     )
