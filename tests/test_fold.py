@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from conftest import assert_matches
+from conftest import DTYPES, assert_matches, cuda_only, poisoned_outputs, precision_flags
 
 import gwprune
 from gwprune.activation import ACTIVATIONS
@@ -236,3 +236,46 @@ def test_module_activation_attribute_and_bad_names():
             gwprune.pack_conv2d_weight(torch.randn(2, 3, 1, 1), torch.tensor([1])),
             activation="sigmoid",
         )
+
+
+# ---- the fused activation on CUDA (the cuBLASLt epilogues and the in-place pass) ----------
+
+
+@cuda_only
+@pytest.mark.parametrize("precision", ["fp32", "tf32", "fp16", "bf16"])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("with_bias", [True, False])
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_cuda_packed_ops_fuse_the_activation(precision, layout, with_bias, activation):
+    dtype = DTYPES[precision]
+    generator = torch.Generator().manual_seed(11)
+    x = torch.randn(3, 24, 9, 11, generator=generator) * 2
+    weight = torch.randn(40, 24, 3, 3, generator=generator) / 8
+    bias = torch.randn(40, generator=generator) if with_bias else None
+    keep = torch.randperm(24 * 9, generator=generator)[:100]
+    cast = [t if t is None else t.to(dtype) for t in (x, weight, bias)]
+    ref = F.conv2d(cast[0].double(), gwprune.mask_weight(cast[1].double(), keep), None, 1, 1)
+    if with_bias:
+        ref = ref + cast[2].double().view(1, -1, 1, 1)
+    ref = DENSE_ACTIVATIONS[activation](ref)
+    xc = cast[0].cuda().contiguous(memory_format=layout)
+    packed = gwprune.pack_conv2d_weight(cast[1].cuda(), keep.cuda(), layout)
+    bias_c = None if bias is None else cast[2].cuda()
+    with precision_flags(precision), poisoned_outputs("cuda"):
+        out = gwprune.ops.conv2d_packed(xc, packed, bias_c, 1, 1, activation=activation)
+    assert_matches(out, ref, precision, f"cuda conv {activation} {precision} {layout}")
+    features = torch.randn(5, 7, 48, generator=generator).to(dtype)
+    linear_weight = (torch.randn(72, 48, generator=generator) / 4).to(dtype)
+    linear_bias = torch.randn(72, generator=generator).to(dtype) if with_bias else None
+    kept = torch.randperm(48, generator=generator)[:21]
+    ref = F.linear(features.double(), gwprune.mask_weight(linear_weight.double(), kept))
+    if with_bias:
+        ref = ref + linear_bias.double()
+    ref = DENSE_ACTIVATIONS[activation](ref)
+    packed_linear = gwprune.pack_linear_weight(linear_weight.cuda(), kept.cuda())
+    bias_c = None if linear_bias is None else linear_bias.cuda()
+    with precision_flags(precision), poisoned_outputs("cuda"):
+        out = gwprune.ops.linear_packed(
+            features.cuda(), packed_linear, bias_c, activation=activation
+        )
+    assert_matches(out, ref, precision, f"cuda linear {activation} {precision}")
