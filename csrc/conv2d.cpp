@@ -17,7 +17,7 @@ at::Tensor conv2d_packed(const at::Tensor& x, const at::Tensor& weight, const at
                          const std::optional<at::Tensor>& bias, std::vector<int64_t> kernel_size,
                          std::vector<int64_t> stride, std::vector<int64_t> padding,
                          std::vector<int64_t> dilation, int64_t workspace_bytes,
-                         const std::string& backend) {
+                         const std::string& backend, const std::string& activation) {
   CHECK_DIM(x, 4);
   CHECK_DIM(weight, 2);
   CHECK_DIM(group_idx, 1);
@@ -43,6 +43,7 @@ at::Tensor conv2d_packed(const at::Tensor& x, const at::Tensor& weight, const at
                       "backend must be 'auto', 'implicit' or 'explicit', got '", backend, "'");
   GWPRUNE_CHECK_VALUE(workspace_bytes > 0, "workspace_bytes must be positive, got ",
                       workspace_bytes);
+  const Activation parsed_activation = parse_activation(activation);
 
   const auto [kernel_h, kernel_w] = pair_arg(kernel_size, "kernel_size");
   const auto [stride_h, stride_w] = pair_arg(stride, "stride");
@@ -66,8 +67,10 @@ at::Tensor conv2d_packed(const at::Tensor& x, const at::Tensor& weight, const at
   GWPRUNE_CHECK_VALUE(x.is_cuda(), "gwprune._C.conv2d_packed runs CUDA tensors only; ",
                       "CPU tensors go through gwprune.reference");
 #ifdef GWPRUNE_WITH_CUDA
-  return cuda::conv2d_packed_cuda(x, weight, group_idx, bias, geometry, workspace_bytes, backend);
+  return cuda::conv2d_packed_cuda(x, weight, group_idx, bias, geometry, workspace_bytes, backend,
+                                  parsed_activation);
 #else
+  (void)parsed_activation;
   TORCH_CHECK(false, "gwprune was built without CUDA kernels");
 #endif
 }

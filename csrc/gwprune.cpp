@@ -54,10 +54,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("conv2d_packed", &gwprune::conv2d_packed, "Group-wise conv2d on a packed weight",
         py::arg("x"), py::arg("weight"), py::arg("group_idx"), py::arg("bias"),
         py::arg("kernel_size"), py::arg("stride"), py::arg("padding"), py::arg("dilation"),
-        py::arg("workspace_bytes"), py::arg("backend") = "auto");
+        py::arg("workspace_bytes"), py::arg("backend") = "auto", py::arg("activation") = "none");
   m.def("linear_packed", &gwprune::linear_packed, "Group-wise linear on a packed weight",
         py::arg("x"), py::arg("weight"), py::arg("feature_idx"), py::arg("bias"),
-        py::arg("workspace_bytes"));
+        py::arg("workspace_bytes"), py::arg("activation") = "none");
   m.def("set_poison_outputs", &gwprune::set_poison_outputs,
         "Fill outputs and workspaces with NaN before kernels write them (tests)");
   m.def("poison_outputs", &gwprune::poison_outputs);

@@ -7,7 +7,7 @@ namespace gwprune {
 
 at::Tensor linear_packed(const at::Tensor& x, const at::Tensor& weight,
                          const at::Tensor& feature_idx, const std::optional<at::Tensor>& bias,
-                         int64_t workspace_bytes) {
+                         int64_t workspace_bytes, const std::string& activation) {
   GWPRUNE_CHECK_VALUE(x.dim() >= 1, "x must have at least 1 dimension");
   CHECK_DIM(weight, 2);
   CHECK_DIM(feature_idx, 1);
@@ -31,6 +31,7 @@ at::Tensor linear_packed(const at::Tensor& x, const at::Tensor& weight,
   }
   GWPRUNE_CHECK_VALUE(workspace_bytes > 0, "workspace_bytes must be positive, got ",
                       workspace_bytes);
+  const Activation parsed_activation = parse_activation(activation);
   GWPRUNE_CHECK_VALUE(x.is_cuda(), "gwprune._C.linear_packed runs CUDA tensors only; ",
                       "CPU tensors go through gwprune.reference");
 
@@ -42,8 +43,11 @@ at::Tensor linear_packed(const at::Tensor& x, const at::Tensor& weight,
   std::vector<int64_t> out_shape(x.sizes().begin(), x.sizes().end() - 1);
   out_shape.push_back(weight.size(0));
 #ifdef GWPRUNE_WITH_CUDA
-  return cuda::linear_packed_cuda(x2d, weight, feature_idx, bias, workspace_bytes).view(out_shape);
+  return cuda::linear_packed_cuda(x2d, weight, feature_idx, bias, workspace_bytes,
+                                  parsed_activation)
+      .view(out_shape);
 #else
+  (void)parsed_activation;
   TORCH_CHECK(false, "gwprune was built without CUDA kernels");
 #endif
 }

@@ -40,7 +40,8 @@ class SmallNet(nn.Module):
 def converted_net(dtype=torch.float64, device="cpu", seed=0):
     torch.manual_seed(seed)
     dense = SmallNet().to(device=device, dtype=dtype).eval()
-    model, report = gwprune.convert(dense, keep_ratio=0.5, criterion="l1")
+    # fold=False: these tests read each layer of to_dense(model) as a plain conv/linear.
+    model, report = gwprune.convert(dense, keep_ratio=0.5, criterion="l1", fold=False)
     assert {layer.name for layer in report.converted} == {"conv1", "conv2", "fc", "unused"}
     masked = gwprune.to_dense(model)  # the same pruned weights in ordinary layers
     return model, masked
@@ -247,7 +248,8 @@ def test_module_pickled_before_backends_existed_gets_them():
 def test_autotune_runs_in_eval_mode_and_restores_modes():
     torch.manual_seed(0)
     dense = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.Dropout(0.5))
-    model, _ = gwprune.convert(dense.double(), keep_ratio=0.5)
+    # fold=False keeps the BatchNorm, whose running statistics must survive autotune.
+    model, _ = gwprune.convert(dense.double(), keep_ratio=0.5, fold=False)
     model.train()
     model[0].eval()  # a mixed state must come back as it was
     stats = model[1].running_mean.clone()

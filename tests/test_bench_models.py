@@ -32,7 +32,18 @@ pytest.importorskip("transformers")
 CPU = torch.device("cpu")
 FAST = ["--rep-ms", "5"]  # CPU timing budget per measurement: the times are not the point here
 # Converted layers of the CPU variants (first conv and classifier stay dense).
-CONVERTED_LAYERS = {"vgg16": 12 + 2, "resnet18": 16 + 3, "vit_b_16": 2 * 2, "bert-base": 2 * 6}
+CONVERTED_LAYERS = {
+    "vgg16": 12 + 2,
+    "resnet18": 16 + 3,
+    "resnet50": 4 * 3 + 4,  # one bottleneck per stage, its downsample conv
+    "convnext_tiny": 4 * 2 + 3,  # each block's two linears, the 3 downsampling convs
+    "vit_b_16": 2 * 2,
+    "bert-base": 2 * 6,
+    "llama": 2 * 7,
+    "gpt2": 2 * 4,
+}
+# Converted layers with a BatchNorm or an activation folded in (tests/test_fold.py has more).
+FOLDED_LAYERS = {"resnet18": 16 + 3, "resnet50": 16, "convnext_tiny": 4, "llama": 2, "gpt2": 2}
 
 
 def read_rows(out) -> list[dict]:
@@ -78,12 +89,35 @@ def test_cpu_preset_has_a_checked_row_per_model_keep_and_precision(models_run):
         assert row["cuda_graphs"] == "off" and "reference path" in row["note"], where
         kept = float(row["params_kept"])
         assert float(row["keep"]) < kept < 1, where  # dense layers, norms and embeddings remain
+        # No --compile on the CPU by default: the best dense is the eager one.
+        assert row["compile"] == "" and row["dense_compiled_ms"] == "", where
+        best = float(row["dense_ms"]) / min(float(row["converted_ms"]), float(row["autotuned_ms"]))
+        assert float(row["speedup_vs_best_dense"]) == pytest.approx(best, rel=1e-4), where
+
+
+def test_compiled_baseline_and_speedup_vs_best_dense(tmp_path):
+    # The compile plumbing on the CPU with the 'eager' backend (inductor on a CPU would take
+    # minutes): dense and the autotuned converted model are compiled, checked and timed.
+    out = tmp_path / "compiled"
+    argv = ["--models", "gpt2,resnet50", "--cpu", "--out", str(out), "--keep", "0.5", *FAST]
+    assert main([*argv, "--compile", "--compile-backend", "eager"]) == 0
+    for row in read_rows(out):
+        where = row["model"]
+        assert row["status"] == "ok" and row["compile"] == "eager, freezing", (where, row)
+        dense = min(float(row["dense_ms"]), float(row["dense_compiled_ms"]))
+        assert float(row["best_dense_ms"]) == pytest.approx(dense, rel=1e-6), where
+        converted = min(float(row[k]) for k in ("converted_ms", "autotuned_ms"))
+        converted = min(converted, float(row["autotuned_compiled_ms"]))
+        assert float(row["speedup_vs_best_dense"]) == pytest.approx(dense / converted, rel=1e-4)
+        assert row["dense_compiled_layout"] in ("contiguous", "channels_last"), where
+    text = (out / "results.md").read_text()
+    assert "vs best dense" in text and "compiled dense ms" in text
 
 
 def test_cnns_are_timed_in_both_layouts_and_the_better_one_reported(models_run):
     _, out = models_run
     for row in read_rows(out):
-        if row["model"] in ("vgg16", "resnet18"):
+        if MODEL_SPECS[row["model"]].family == "cnn":
             for side in ("dense", "converted"):
                 layouts = {
                     layout: float(row[f"{side}_ms_{layout}"])
@@ -125,7 +159,7 @@ def test_resume_measures_nothing_twice(models_run, capsys):
     before = (out / "results.csv").read_text()
     argv = ["--models", "--cpu", "--out", str(out), "--keep", "0.5,0.25", "--resume"]
     assert main([*argv, "--precisions", "fp32,bf16", "--no-plots", *FAST]) == 0
-    assert "0 measurements (16 resumed)" in capsys.readouterr().out
+    assert f"0 measurements ({len(MODEL_SPECS) * 4} resumed)" in capsys.readouterr().out
     assert (out / "results.csv").read_text().count("\n") == before.count("\n")
 
 
@@ -154,7 +188,7 @@ def test_time_budget_stops_with_status_3_and_resume_reuses_dense_times(tmp_path,
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--models", "resnet50"], "unknown model 'resnet50'; choose from vgg16, resnet18"),
+        (["--models", "resnet34"], "unknown model 'resnet34'; choose from vgg16, resnet18"),
         (["--models", "--quick"], "--quick applies to the layer benchmark, not to --models"),
         (["--models", "--layers", "seed-conv"], "--layers applies to the layer benchmark"),
         (["--image-size", "32"], "--image-size applies to --models only"),
@@ -195,13 +229,18 @@ def resnet_case():
 def test_pruning_keeps_the_same_groups_in_every_layout(resnet_case):
     pruned = prune_model(resnet_case.dense, resnet_case.spec, 0.5)
     contiguous, channels_last = pruned.converted["contiguous"], pruned.converted["channels_last"]
+    kept = {layer.name: layer.keep_idx for layer in pruned.report.converted}
     for name, module in contiguous.named_modules():
         if isinstance(module, GroupwiseConv2d):
             other = channels_last.get_submodule(name)
             assert torch.equal(module.keep_idx, other.keep_idx), name
-            dense_weight = pruned.masked.get_submodule(name).weight
-            torch.testing.assert_close(module.to_dense().weight, dense_weight, rtol=0, atol=0)
+            assert torch.equal(module.keep_idx, kept[name]), name
+            masked = pruned.masked.get_submodule(name).weight.reshape(module.out_channels, -1)
+            zero = (masked == 0).all(dim=0)  # the masked model zeroes exactly the pruned groups
+            assert torch.equal((~zero).nonzero().reshape(-1), kept[name]), name
     assert type(contiguous.conv1) is torch.nn.Conv2d and type(contiguous.fc) is torch.nn.Linear
+    # BatchNorms are folded into the converted convs (bench/ and docs: the deployed form).
+    assert len(pruned.report.folding.folded) == FOLDED_LAYERS["resnet18"]
     facts = pruned.facts
     removed = pruned.report.weight_params - pruned.report.kept_weight_params
     assert facts.params_kept == pytest.approx(1 - removed / facts.params_total)
@@ -337,7 +376,14 @@ def test_dense_layer_names_are_folded():
 
 
 def _row(
-    model, precision, speedup, keep=0.5, status="ok", batch_input="64x3x224x224", autotuned=None
+    model,
+    precision,
+    speedup,
+    keep=0.5,
+    status="ok",
+    batch_input="64x3x224x224",
+    autotuned=None,
+    vs_best=None,
 ):
     return ModelRow(
         model,
@@ -349,25 +395,33 @@ def _row(
         speedup=speedup,
         autotuned_speedup=autotuned,
         status=status,
+        dense_compiled_ms=None if vs_best is None else 1.0,
+        speedup_vs_best_dense=vs_best,
     )
 
 
 def test_target_verdicts():
+    tokens = "64x128 token ids"
     rows = [
-        _row("resnet18", "tf32", 1.35),
-        _row("resnet18", "fp16", 1.2, autotuned=1.25),
-        _row("vgg16", "tf32", 2.0, batch_input="16x3x224x224"),
+        _row("resnet18", "tf32", 1.35, vs_best=1.25),
+        _row("resnet18", "fp16", 1.3, autotuned=1.4, vs_best=1.2),  # eager wins, compiled not
+        _row("vgg16", "tf32", 2.0, batch_input="16x3x224x224", vs_best=2.0),
         _row("vgg16", "fp16", None, status="FAILED"),
-        _row("bert-base", "tf32", 1.5, batch_input="64x128 token ids"),
-        _row("bert-base", "fp16", 1.1, batch_input="64x128 token ids", autotuned=1.45),
+        _row("bert-base", "tf32", 1.5, batch_input=tokens),  # no compiled dense timing
+        _row("gpt2", "fp16", 1.1, batch_input=tokens, autotuned=1.45, vs_best=1.3),
+        _row("resnet50", "tf32", 2.0, keep=0.25, vs_best=1.9),
     ]
-    verdicts = {(c.model, c.precision): c.verdict for c in target_checks(rows, is_gpu=True)}
-    assert verdicts[("resnet18", "tf32")] == "met"
-    assert verdicts[("resnet18", "fp16")] == "not met"
-    assert verdicts[("vgg16", "tf32")].startswith("not measured: input 16x3x224x224")
-    assert verdicts[("vgg16", "fp16")] == "not measured: FAILED"
-    assert verdicts[("bert-base", "tf32")] == "met"
-    assert verdicts[("bert-base", "fp16")] == "met"  # the autotuned model meets it
+    checks = target_checks(rows, is_gpu=True)
+    verdicts = {(c.model, c.keep, c.precision): c.verdict for c in checks}
+    assert verdicts[("resnet18", 0.5, "tf32")] == "met"
+    assert verdicts[("resnet18", 0.5, "fp16")] == "not met"
+    assert verdicts[("vgg16", 0.5, "tf32")].startswith("not measured: input 16x3x224x224")
+    assert verdicts[("vgg16", 0.5, "fp16")] == "not measured: FAILED"
+    assert verdicts[("bert-base", 0.5, "tf32")].startswith("not measured: no compiled dense")
+    assert verdicts[("gpt2", 0.5, "fp16")] == "met"
+    assert verdicts[("resnet50", 0.25, "tf32")] == "met"
+    assert verdicts[("llama", 0.5, "fp16")] == "not measured"
+    assert len(checks) == 8 * 2  # 6 models at keep 0.5, VGG-16 and ResNet-50 at 0.25; 2 precisions
     cpu = target_checks(rows, is_gpu=False)
     assert {c.verdict for c in cpu if c.speedup is not None} == {"not measured: CPU run"}
 

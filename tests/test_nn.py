@@ -104,9 +104,18 @@ def test_conv_same_padding_is_resolved():
     )
     torch.testing.assert_close(module(x), expected, rtol=1e-12, atol=1e-12)
 
-    asymmetric = make_conv(3, 4, 2, padding="same")
-    with pytest.raises(ValueError, match="padding='same'"):
-        GroupwiseConv2d.from_dense(asymmetric, torch.tensor([0, 1]))
+    # Asymmetric 'same' (an even kernel) stays a string, resolved per call as F.conv2d does.
+    asymmetric = make_conv(3, 4, 2, torch.float64, padding="same")
+    module = GroupwiseConv2d.from_dense(asymmetric, torch.tensor([0, 1, 7]))
+    assert module.padding == "same"
+    expected = F.conv2d(
+        x,
+        gwprune.mask_weight(asymmetric.weight.detach(), torch.tensor([0, 1, 7])),
+        asymmetric.bias,
+        1,
+        "same",
+    )
+    torch.testing.assert_close(module(x), expected, rtol=1e-12, atol=1e-12)
 
 
 def test_conv_keeping_one_and_all_groups():
@@ -285,8 +294,8 @@ def test_from_dense_errors_name_the_argument():
     conv = make_conv(4, 4, 3)
     with pytest.raises(TypeError, match="conv must be an nn.Conv2d"):
         GroupwiseConv2d.from_dense(nn.Linear(3, 3), torch.tensor([0]))
-    with pytest.raises(ValueError, match="groups=2"):
-        GroupwiseConv2d.from_dense(make_conv(4, 4, 3, groups=2), torch.tensor([0]))
+    with pytest.raises(ValueError, match="keep_idx contains 36, out of range for 36"):
+        GroupwiseConv2d.from_dense(make_conv(4, 4, 3, groups=2), torch.tensor([36]))
     with pytest.raises(ValueError, match="padding_mode='reflect'"):
         GroupwiseConv2d.from_dense(make_conv(4, 4, 3, padding_mode="reflect"), torch.tensor([0]))
     with pytest.raises(TypeError, match="keep_idx must be a torch.Tensor"):

@@ -83,11 +83,12 @@ void conv_nchw(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& 
 // Bias, when given, is added by the GEMM's epilogue where cuBLASLt offers one
 // (out rows are pixels, so the bias runs along the GEMM's columns), else as
 // extra reduction columns (bias_rows > 0, `weight` widened), else it was
-// prefilled into `out` and beta is 1.
+// prefilled into `out` and beta is 1. The activation goes with each chunk's
+// GEMM (gemm_rows: in the epilogue, else a pass over the chunk's rows).
 void conv_nhwc(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& group_idx,
                int64_t bias_rows, at::Tensor& out, const ConvGeometry& g,
                const at::Tensor& epilogue_bias, float beta, bool allow_tf32,
-               int64_t budget_elements) {
+               int64_t budget_elements, Activation activation) {
   const int64_t kept_groups = group_idx.numel();
   const int64_t out_channels = weight.size(0);
   const int64_t reduction = weight.size(1);  // GEMM K: the kept groups, plus any bias columns
@@ -107,8 +108,8 @@ void conv_nhwc(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& 
     const RowMajorOperand w_op{weight.data_ptr(), out_channels, reduction, reduction, 0, true};
     const RowMajorOutput out_op{out_base + p0 * out_channels * elem, count, out_channels,
                                 out_channels, 0};
-    gemm_rows(cols_op, w_op, out_op, out_rows, p0, epilogue_bias, beta, x.scalar_type(),
-              allow_tf32);
+    gemm_rows(cols_op, w_op, out_op, out_rows, p0, epilogue_bias, beta, x.scalar_type(), allow_tf32,
+              activation);
   }
 }
 
@@ -117,7 +118,7 @@ void conv_nhwc(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& 
 at::Tensor conv2d_packed_cuda(const at::Tensor& x_in, const at::Tensor& weight,
                               const at::Tensor& group_idx, const std::optional<at::Tensor>& bias,
                               const ConvGeometry& geometry, int64_t workspace_bytes,
-                              const std::string& backend) {
+                              const std::string& backend, Activation activation) {
   const c10::cuda::CUDAGuard device_guard(x_in.device());
   check_conv_fits_32bit(geometry);
   const bool allow_tf32 = conv_allows_tf32();
@@ -137,6 +138,8 @@ at::Tensor conv2d_packed_cuda(const at::Tensor& x_in, const at::Tensor& weight,
     const std::optional<at::Tensor> contiguous_bias =
         bias.has_value() ? std::optional<at::Tensor>(bias->contiguous()) : std::nullopt;
     implicit::implicit_conv2d(x, weight, group_idx, contiguous_bias, geometry, out);
+    // The implicit epilogue does not fuse activations yet: one pass over the output.
+    apply_activation_(out, activation);
     return out;
   }
   // channels_last outputs can take the bias in cuBLASLt's epilogue; NCHW ones,
@@ -144,16 +147,19 @@ at::Tensor conv2d_packed_cuda(const at::Tensor& x_in, const at::Tensor& weight,
   const GemmBias plan =
       plan_gemm_bias(out, weight, bias, channels_last, allow_tf32, workspace_bytes);
   if (kept == 0) {
-    // Every group pruned: the result is the bias alone.
+    // Every group pruned: the result is the bias alone (then the activation).
     if (plan.beta == 0.0f) out.zero_();
+    apply_activation_(out, activation);
     return out;
   }
   if (channels_last) {
     conv_nhwc(x, plan.weight, group_idx, plan.bias_rows, out, geometry, plan.epilogue, plan.beta,
-              allow_tf32, plan.budget_elements);
+              allow_tf32, plan.budget_elements, activation);
   } else {
+    // NCHW: the batched GEMMs have no epilogue here; one pass over the output.
     conv_nchw(x, plan.weight, group_idx, plan.bias_rows, out, geometry, plan.beta, allow_tf32,
               plan.budget_elements);
+    apply_activation_(out, activation);
   }
   return out;
 }

@@ -121,7 +121,7 @@ void set_preference(cublasLtMatmulPreference_t pref, cublasLtMatmulPreferenceAtt
 // dimensions, types, transposes, pointer alignments, workspace, device), not
 // on the pointers themselves: its result, including "no algorithm", is kept
 // per key. Bounded: cleared when a workload cycles through many shapes.
-using LtAlgoKey = std::array<int64_t, 18>;
+using LtAlgoKey = std::array<int64_t, 19>;
 
 struct LtAlgoKeyHash {
   size_t operator()(const LtAlgoKey& key) const {
@@ -169,13 +169,30 @@ bool bias_epilogue_supported(at::ScalarType dtype, bool allow_tf32) {
   return dtype == at::kHalf || dtype == at::kBFloat16 || (dtype == at::kFloat && allow_tf32);
 }
 
+bool epilogue_fuses(Activation activation) {
+  return activation == Activation::kRelu || activation == Activation::kGeluTanh;
+}
+
+namespace {
+
+cublasLtEpilogue_t lt_epilogue(bool has_bias, Activation activation) {
+  if (activation == Activation::kRelu)
+    return has_bias ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_RELU;
+  if (activation == Activation::kGeluTanh)
+    return has_bias ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_GELU;
+  return has_bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
+}
+
+}  // namespace
+
 bool gemm_bias_epilogue(const RowMajorOperand& a, const RowMajorOperand& b,
                         const RowMajorOutput& out, const void* bias, at::ScalarType dtype,
-                        bool allow_tf32) {
+                        bool allow_tf32, Activation activation) {
   if (!bias_epilogue_supported(dtype, allow_tf32)) return false;
   // The epilogue reads the bias with vector loads; an odd offset view of a
   // bias tensor takes the prefill path instead.
-  if (pointer_alignment(bias) < 16) return false;
+  if (bias != nullptr && pointer_alignment(bias) < 16) return false;
+  const cublasLtEpilogue_t epilogue = lt_epilogue(bias != nullptr, activation);
   checked_inner_dim(a, b, out);
   if (out.rows == 0 || out.cols == 0) return true;
 
@@ -193,8 +210,8 @@ bool gemm_bias_epilogue(const RowMajorOperand& a, const RowMajorOperand& b,
   const LtMatmulDesc desc(raw_desc);
   set_attribute(desc.get(), CUBLASLT_MATMUL_DESC_TRANSA, op_b);
   set_attribute(desc.get(), CUBLASLT_MATMUL_DESC_TRANSB, op_a);
-  set_attribute(desc.get(), CUBLASLT_MATMUL_DESC_EPILOGUE, CUBLASLT_EPILOGUE_BIAS);
-  set_attribute(desc.get(), CUBLASLT_MATMUL_DESC_BIAS_POINTER, bias);
+  set_attribute(desc.get(), CUBLASLT_MATMUL_DESC_EPILOGUE, epilogue);
+  if (bias != nullptr) set_attribute(desc.get(), CUBLASLT_MATMUL_DESC_BIAS_POINTER, bias);
 
   const LtLayout b_layout = column_major_layout(type, b.rows, b.cols, b.ld);
   const LtLayout a_layout = column_major_layout(type, a.rows, a.cols, a.ld);
@@ -221,7 +238,8 @@ bool gemm_bias_epilogue(const RowMajorOperand& a, const RowMajorOperand& b,
                          align_a,
                          align_b,
                          align_out,
-                         static_cast<int64_t>(workspace_size)};
+                         static_cast<int64_t>(workspace_size),
+                         static_cast<int64_t>(epilogue)};
 
   cublasLtHandle_t handle = at::cuda::getCurrentCUDABlasLtHandle();
   CachedLtAlgo choice{};
@@ -330,15 +348,26 @@ void gemm(const RowMajorOperand& a, const RowMajorOperand& b, const RowMajorOutp
 
 void gemm_rows(const RowMajorOperand& a, const RowMajorOperand& b, const RowMajorOutput& out,
                const at::Tensor& out_rows, int64_t row0, const at::Tensor& epilogue_bias,
-               float beta, at::ScalarType dtype, bool allow_tf32) {
+               float beta, at::ScalarType dtype, bool allow_tf32, Activation activation) {
+  const bool fused = epilogue_fuses(activation);
   if (!epilogue_bias.defined()) {
+    // No bias for the epilogue (none, in extra reduction columns, or prefilled:
+    // beta = 1, which the epilogue path does not accumulate onto).
+    if (fused && beta == 0.0f &&
+        gemm_bias_epilogue(a, b, out, nullptr, dtype, allow_tf32, activation))
+      return;
     gemm(a, b, out, 1, dtype, allow_tf32, beta);
-    return;
+  } else if (gemm_bias_epilogue(a, b, out, epilogue_bias.data_ptr(), dtype, allow_tf32,
+                                activation)) {
+    if (fused) return;
+  } else {
+    at::Tensor rows = out_rows.narrow(0, row0, out.rows);
+    rows.copy_(epilogue_bias.view({1, -1}).expand_as(rows));
+    gemm(a, b, out, 1, dtype, allow_tf32, 1.0f);
   }
-  if (gemm_bias_epilogue(a, b, out, epilogue_bias.data_ptr(), dtype, allow_tf32)) return;
+  if (activation == Activation::kNone || out.rows == 0) return;
   at::Tensor rows = out_rows.narrow(0, row0, out.rows);
-  rows.copy_(epilogue_bias.view({1, -1}).expand_as(rows));
-  gemm(a, b, out, 1, dtype, allow_tf32, 1.0f);
+  apply_activation_(rows, activation);
 }
 
 }  // namespace gwprune::cuda

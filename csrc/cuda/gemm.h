@@ -10,6 +10,8 @@
 
 #include <cstdint>
 
+#include "../activation.h"
+
 namespace gwprune::cuda {
 
 // One row-major operand: rows x cols, leading dimension `ld` (elements between
@@ -42,22 +44,32 @@ void gemm(const RowMajorOperand& a, const RowMajorOperand& b, const RowMajorOutp
 // precisions only (strict fp32 stays on cublasSgemm, float64 on DGEMM).
 bool bias_epilogue_supported(at::ScalarType dtype, bool allow_tf32);
 
+// Whether cuBLASLt's epilogue computes `activation` (CUBLASLT_EPILOGUE_RELU(_BIAS);
+// CUBLASLT_EPILOGUE_GELU(_BIAS), which is the tanh approximation, for
+// "gelu_tanh" only). The others take one pass over the output (apply_activation_).
+bool epilogue_fuses(Activation activation);
+
 // out = a @ b + bias broadcast over rows (bias has out.cols elements, the
-// output's dtype), through cuBLASLt's bias epilogue: the GEMM writes the
-// output once instead of reading back a bias-prefilled one. Returns false,
+// output's dtype; nullptr for none), then `activation` where epilogue_fuses
+// it, through cuBLASLt's epilogue: the GEMM writes the output once instead of
+// reading back a bias-prefilled one and passing over it again. Returns false,
 // having done nothing, when cuBLASLt offers no algorithm for these operands
-// (the caller then prefills the bias and calls gemm with beta = 1).
+// (the caller then prefills the bias and calls gemm with beta = 1). An
+// activation the epilogue cannot compute is left to the caller.
 bool gemm_bias_epilogue(const RowMajorOperand& a, const RowMajorOperand& b,
                         const RowMajorOutput& out, const void* bias, at::ScalarType dtype,
-                        bool allow_tf32);
+                        bool allow_tf32, Activation activation = Activation::kNone);
 
 // One chunk of rows [row0, row0 + out.rows) of `out_rows` (the whole output
 // as a 2-D rows x cols tensor, which `out` points into) = a @ b, plus
 // `epilogue_bias` through cuBLASLt when it is defined (copied into those rows
 // first, then accumulated, where cuBLASLt declines). When it is undefined,
-// beta says whether `out` already holds a bias (1) or not (0).
+// beta says whether `out` already holds a bias (1) or not (0). Then
+// `activation` over those rows: in the epilogue where it can, else one
+// in-place pass over the chunk's rows.
 void gemm_rows(const RowMajorOperand& a, const RowMajorOperand& b, const RowMajorOutput& out,
                const at::Tensor& out_rows, int64_t row0, const at::Tensor& epilogue_bias,
-               float beta, at::ScalarType dtype, bool allow_tf32);
+               float beta, at::ScalarType dtype, bool allow_tf32,
+               Activation activation = Activation::kNone);
 
 }  // namespace gwprune::cuda

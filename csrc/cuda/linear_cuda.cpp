@@ -18,7 +18,7 @@ namespace gwprune::cuda {
 
 at::Tensor linear_packed_cuda(const at::Tensor& x2d, const at::Tensor& weight,
                               const at::Tensor& feature_idx, const std::optional<at::Tensor>& bias,
-                              int64_t workspace_bytes) {
+                              int64_t workspace_bytes, Activation activation) {
   const c10::cuda::CUDAGuard device_guard(x2d.device());
   const bool allow_tf32 = matmul_allows_tf32();
   const int64_t rows = x2d.size(0);
@@ -30,6 +30,7 @@ at::Tensor linear_packed_cuda(const at::Tensor& x2d, const at::Tensor& weight,
       plan_gemm_bias(out, weight, bias, /*epilogue_allowed=*/true, allow_tf32, workspace_bytes);
   if (kept == 0) {
     if (plan.beta == 0.0f) out.zero_();
+    apply_activation_(out, activation);
     return out;
   }
   const at::Tensor& gemm_weight = plan.weight;
@@ -47,7 +48,8 @@ at::Tensor linear_packed_cuda(const at::Tensor& x2d, const at::Tensor& weight,
     const RowMajorOperand w_op{gemm_weight.data_ptr(), out_features, reduction, reduction, 0, true};
     const RowMajorOutput out_op{out_base + r0 * out_features * elem, count, out_features,
                                 out_features, 0};
-    gemm_rows(x_op, w_op, out_op, out, r0, plan.epilogue, plan.beta, x2d.scalar_type(), allow_tf32);
+    gemm_rows(x_op, w_op, out_op, out, r0, plan.epilogue, plan.beta, x2d.scalar_type(), allow_tf32,
+              activation);
   }
   return out;
 }

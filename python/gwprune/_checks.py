@@ -138,7 +138,7 @@ def check_conv2d_input(
     if x.shape[1] != in_channels:
         hint = ""
         if in_channels and x.shape[1] % in_channels == 0 and x.shape[1] != in_channels:
-            hint = " (grouped convolution, groups != 1, is not supported by gwprune)"
+            hint = " (a grouped convolution? pass groups=)"
         _fail_value(f"x has {x.shape[1]} channels but weight expects {in_channels}{hint}")
     if min(kernel_size) <= 0:
         _fail_value(f"kernel size must be positive, got {tuple(kernel_size)}")
@@ -229,6 +229,16 @@ def check_linear_weight(weight, x: torch.Tensor) -> None:
     check_same_dtype_device(weight, "weight", x)
 
 
+def check_groups_arg(groups, out_channels: int, what: str) -> None:
+    """``groups`` is a positive int dividing ``out_channels``."""
+    if isinstance(groups, bool) or not isinstance(groups, int):
+        _fail_type(f"groups must be a positive int, got {groups!r}")
+    if groups < 1:
+        _fail_value(f"groups must be positive, got {groups}")
+    if out_channels % groups:
+        _fail_value(f"groups={groups} does not divide the {out_channels} {what}")
+
+
 def check_no_groups(groups) -> None:
     if isinstance(groups, bool) or not isinstance(groups, int):
         _fail_type(f"groups must be the int 1, got {groups!r}")
@@ -280,7 +290,11 @@ def _check_count(value, name: str) -> None:
 def check_packed_conv2d(packed, x: torch.Tensor) -> None:
     """A PackedConv2dWeight is consistent with itself and with x (no values read)."""
     _check_packed_weight(packed.weight, x)
-    _check_packed_index(packed.group_idx, "packed.group_idx", x, packed.weight.shape[1])
+    groups = getattr(packed, "groups", 1)
+    check_groups_arg(groups, packed.weight.shape[0], "rows of packed.weight")
+    _check_packed_index(packed.group_idx, "packed.group_idx", x, groups * packed.weight.shape[1])
+    if groups != 1 and packed.in_channels % groups:
+        _fail_value(f"groups={groups} does not divide packed.in_channels={packed.in_channels}")
     _check_count(packed.in_channels, "packed.in_channels")
     as_pair(packed.kernel_size, "packed.kernel_size", 1)
 

@@ -16,17 +16,31 @@ import torch
 import torch.nn as nn
 import torch.nn.utils.parametrize as parametrize
 
-from .groups import keep_idx_from_zeroed
-from .nn import GroupwiseConv2d, GroupwiseLinear, resolve_conv2d_padding
+from .conv1d import is_conv1d, linear_weight
+from .fold import FoldReport, fold_converted
+from .groups import keep_idx_from_zeroed, mask_weight
+from .nn import GroupwiseConv2d, GroupwiseLinear
 from .prune import Criterion, GroupSelection, layer_group_scores, select_by_ratio, select_global
 
-__all__ = ["convert", "to_dense", "ConversionReport", "ConvertedLayer", "SkippedLayer"]
+__all__ = [
+    "convert",
+    "to_dense",
+    "masked_layer_weight",
+    "ConversionReport",
+    "ConvertedLayer",
+    "SkippedLayer",
+    "GROUPED_POLICIES",
+]
+
+# What convert does with grouped convs (groups > 1): leave them dense, reported
+# ("skip"), or convert them (one gather + GEMM per conv group; time them with autotune).
+GROUPED_POLICIES = ("skip", "convert")
 
 
 @dataclass
 class ConvertedLayer:
     name: str
-    kind: str  # "Conv2d" or "Linear": the dense layer that was replaced
+    kind: str  # "Conv2d", "Linear" or "Conv1D": the dense layer that was replaced
     num_groups: int
     kept_groups: int
     weight_params: int  # weight entries of the dense layer
@@ -52,6 +66,9 @@ class ConversionReport:
     mode: str  # "prune(keep_ratio=..., criterion=...)" or "already pruned"
     converted: list[ConvertedLayer] = field(default_factory=list)
     skipped: list[SkippedLayer] = field(default_factory=list)
+    # BatchNorms and activations folded into converted layers, and how the model was
+    # restructured for it (gwprune.fold); None when convert ran with fold=False.
+    folding: FoldReport | None = None
 
     @property
     def num_groups(self) -> int:
@@ -94,18 +111,42 @@ class ConversionReport:
             width = max(len(layer.name) for layer in self.skipped)
             for layer in self.skipped:
                 lines.append(f"  {layer.name:<{width}}  {layer.kind:<6}  {layer.reason}")
+        if self.folding is not None and str(self.folding):
+            lines.append(str(self.folding))
         return "\n".join(lines)
 
 
 def _kind(module: nn.Module) -> str:
+    if is_conv1d(module):
+        return "Conv1D"
     return "Conv2d" if isinstance(module, nn.Conv2d) else "Linear"
 
 
+def _is_layer(module: nn.Module) -> bool:
+    return isinstance(module, (nn.Conv2d, nn.Linear)) or is_conv1d(module)
+
+
+def _groups(module: nn.Module) -> int:
+    return module.groups if isinstance(module, nn.Conv2d) else 1
+
+
 def _effective_weight(module: nn.Module) -> torch.Tensor:
-    """The weight a forward uses: ``weight_orig * weight_mask`` under a prune mask."""
+    """The weight a forward uses: ``weight_orig * weight_mask`` under a prune mask; a
+    transformers Conv1D's as the ``[out, in]`` weight of the linear layer it computes."""
     if hasattr(module, "weight_orig") and hasattr(module, "weight_mask"):
-        return (module.weight_orig * module.weight_mask).detach()
-    return module.weight.detach()
+        return linear_weight(module, (module.weight_orig * module.weight_mask).detach())
+    return linear_weight(module, module.weight.detach())
+
+
+def masked_layer_weight(module: nn.Module, keep_idx: torch.Tensor) -> torch.Tensor:
+    """``module.weight`` (nn.Conv2d, grouped too; nn.Linear; transformers Conv1D, stored
+    ``[in, out]``) with every group not in ``keep_idx`` zeroed: the weight of the masked
+    dense layer a converted layer equals."""
+    weight = module.weight.detach()
+    keep_idx = keep_idx.to(weight.device)
+    if is_conv1d(module):
+        return mask_weight(weight.t(), keep_idx).t()
+    return mask_weight(weight, keep_idx, _groups(module))
 
 
 def _ineligibility(
@@ -115,6 +156,7 @@ def _ineligibility(
     predicate: Callable[[str, nn.Module], bool] | None,
     attention_out_projs: set[str],
     shared_weights: dict[str, list[str]],
+    grouped: str = "skip",
 ) -> str | None:
     """Why a conv/linear layer must stay dense, or None if it can be converted."""
     matched = [pattern for pattern in skip if fnmatch.fnmatchcase(name, pattern)]
@@ -137,15 +179,21 @@ def _ineligibility(
     if module.weight.dtype not in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
         return f"weight dtype {module.weight.dtype} is not supported"
     if isinstance(module, nn.Conv2d):
-        if module.groups != 1:
-            return f"grouped convolution (groups={module.groups})"
         if module.padding_mode != "zeros":
             return f"padding_mode={module.padding_mode!r} (only 'zeros' is supported)"
-        try:
-            resolve_conv2d_padding(module)
-        except ValueError:
-            return f"padding='same' is asymmetric for kernel_size={module.kernel_size}"
+        if module.groups != 1 and grouped == "skip":
+            return _grouped_reason(module)
     return None
+
+
+def _grouped_reason(conv: nn.Conv2d) -> str:
+    depthwise = conv.groups == conv.in_channels
+    what = "depthwise" if depthwise else f"{conv.in_channels // conv.groups} channels per group"
+    return (
+        f"grouped convolution (groups={conv.groups}): {what}; gwprune runs one gather + GEMM "
+        "per conv group, not expected to beat the dense grouped kernel; "
+        "convert(grouped='convert') and gwprune.autotune time it"
+    )
 
 
 def _find_attention_out_projs(model: nn.Module) -> set[str]:
@@ -234,6 +282,13 @@ def _check_convert_args(model, keep_ratio, skip, predicate, scope) -> list[str]:
     return skip
 
 
+def _check_new_args(grouped, fold) -> None:
+    if grouped not in GROUPED_POLICIES:
+        raise ValueError(f"gwprune: grouped must be one of {GROUPED_POLICIES}, got {grouped!r}")
+    if not isinstance(fold, bool):
+        raise TypeError(f"gwprune: fold must be True or False, got {fold!r}")
+
+
 def convert(
     model: nn.Module,
     keep_ratio: float | None = None,
@@ -245,6 +300,8 @@ def convert(
     predicate: Callable[[str, nn.Module], bool] | None = None,
     inplace: bool = False,
     memory_format: torch.memory_format = torch.contiguous_format,
+    fold: bool = True,
+    grouped: str = "skip",
 ) -> tuple[nn.Module, ConversionReport]:
     """Replaces eligible ``nn.Conv2d`` / ``nn.Linear`` layers by gwprune modules.
 
@@ -263,12 +320,22 @@ def convert(
     asymmetric ``'same'`` padding, ``out_proj`` of ``nn.MultiheadAttention`` (read by
     weight, not called), tied or parametrized weights, and layers that keep every group.
 
+    transformers' ``Conv1D`` (GPT-2) converts like ``nn.Linear``. Grouped convs stay
+    dense unless ``grouped='convert'`` (then ``gwprune.autotune`` can time them).
+
+    With ``fold`` (the default), a BatchNorm that only a converted layer feeds is folded
+    into it, and an activation that only that chain feeds is fused into it (eval-mode
+    semantics; ``gwprune.fold``); ``report.folding`` says what was folded and how the
+    model was restructured (with ``inplace``, the model's own forward is never rewritten:
+    chains that would need it stay unfolded, reported).
+
     Returns ``(model, report)``; the model is a deep copy unless ``inplace``. The
     result is for inference: gwprune modules have no autograd formula. Hooks
     registered on a replaced layer are not carried over; ``torch.nn.utils.prune``
     masks are folded in.
     """
     skip = _check_convert_args(model, keep_ratio, skip, predicate, scope)
+    _check_new_args(grouped, fold)
     attention_out_projs = _find_attention_out_projs(model)
     shared_weights = _find_shared_weights(model)
 
@@ -277,9 +344,11 @@ def convert(
     )
     candidates: dict[str, nn.Module] = {}
     for name, module in model.named_modules():
-        if not isinstance(module, (nn.Conv2d, nn.Linear)):
+        if not _is_layer(module):
             continue
-        reason = _ineligibility(name, module, skip, predicate, attention_out_projs, shared_weights)
+        reason = _ineligibility(
+            name, module, skip, predicate, attention_out_projs, shared_weights, grouped
+        )
         if reason is None:
             candidates[name] = module
         else:
@@ -289,7 +358,8 @@ def convert(
     if keep_ratio is None:
         selections = {
             name: GroupSelection.from_keep_idx(
-                keep_idx_from_zeroed(_effective_weight(module)), module.weight[0].numel()
+                keep_idx_from_zeroed(_effective_weight(module), _groups(module)),
+                _effective_weight(module)[0].numel() * _groups(module),
             )
             for name, module in candidates.items()
         }
@@ -316,20 +386,24 @@ def convert(
             continue
         replacement = _groupwise_from(module, selection.keep_idx, memory_format)
         _replace(model, module, replacement)
-        out_features = module.weight.shape[0]
+        out_features = _effective_weight(module).shape[0]
+        per_output = selection.num_groups // _groups(module)  # weights of one output row
         report.converted.append(
             ConvertedLayer(
                 name=name,
                 kind=_kind(module),
                 num_groups=selection.num_groups,
                 kept_groups=selection.num_kept,
-                weight_params=out_features * selection.num_groups,
-                kept_weight_params=out_features * selection.num_kept,
+                weight_params=out_features * per_output,
+                kept_weight_params=out_features // _groups(module) * selection.num_kept,
                 keep_idx=selection.keep_idx,
             )
         )
     order = {name: position for position, (name, _) in enumerate(model.named_modules())}
     report.skipped.sort(key=lambda layer: order.get(layer.name, len(order)))
+    if fold and report.converted:
+        names = [layer.name for layer in report.converted]
+        model, report.folding = fold_converted(model, names, rewrite_root=not inplace)
     return model, report
 
 
@@ -344,14 +418,16 @@ def _groupwise_from(module: nn.Module, keep_idx: torch.Tensor, memory_format) ->
             module.out_channels,
             module.kernel_size,
             module.stride,
-            resolve_conv2d_padding(module),
+            module.padding,
             module.dilation,
+            groups=module.groups,
             bias=False,
             device="meta",
         )
     else:
-        dense = nn.Linear(module.in_features, module.out_features, bias=False, device="meta")
-    dense.weight = nn.Parameter(_effective_weight(module), requires_grad=False)
+        out_features, in_features = _effective_weight(module).shape
+        dense = nn.Linear(in_features, out_features, bias=False, device="meta")
+    dense.weight = nn.Parameter(_effective_weight(module).contiguous(), requires_grad=False)
     if module.bias is not None:
         dense.bias = nn.Parameter(module.bias.detach(), requires_grad=False)
     if isinstance(module, nn.Conv2d):

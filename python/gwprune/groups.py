@@ -3,6 +3,12 @@
 A *group* is one column of ``weight.reshape(out, -1)``: for a conv weight
 ``[Cout, C, kh, kw]`` the flat index of ``(c, i, j)``; for a linear weight
 ``[out, in]`` one input feature. ``keep_idx`` lists the kept groups.
+
+A grouped conv (``groups`` = g, weight ``[Cout, C/g, kh, kw]``) has one weight-expansion
+matrix per conv group, ``[Cout/g, C/g*kh*kw]``; its groups are numbered by the input
+channel over all ``C`` channels: ``(c, i, j)`` with ``c`` in ``[0, C)`` belongs to conv
+group ``c // (C/g)``, so there are ``C*kh*kw`` of them as for an ungrouped conv, and
+group-wise pruning applies within each conv group.
 """
 
 import math
@@ -12,9 +18,15 @@ import torch
 from ._checks import check_tensor
 
 
-def num_groups(weight: torch.Tensor) -> int:
+def num_groups(weight: torch.Tensor, groups: int = 1) -> int:
     """How many groups a conv or linear weight has (C*kh*kw, or in_features)."""
-    return math.prod(weight.shape[1:])
+    return groups * math.prod(weight.shape[1:])
+
+
+def grouped_columns(weight: torch.Tensor, groups: int = 1) -> torch.Tensor:
+    """``[groups, Cout/groups, C/groups*kh*kw]``: each conv group's expansion matrix;
+    flattening dims 0 and 2 numbers the groups as ``(c, i, j)`` over all C channels."""
+    return weight.reshape(groups, weight.shape[0] // groups, -1)
 
 
 def keep_idx_from_mask(group_mask: torch.Tensor) -> torch.Tensor:
@@ -34,15 +46,17 @@ def keep_idx_from_mask(group_mask: torch.Tensor) -> torch.Tensor:
     return group_mask.reshape(-1).nonzero().reshape(-1)
 
 
-def keep_idx_from_zeroed(weight: torch.Tensor) -> torch.Tensor:
-    """Sorted int64 indices of the groups of ``weight`` that are not entirely zero."""
+def keep_idx_from_zeroed(weight: torch.Tensor, groups: int = 1) -> torch.Tensor:
+    """Sorted int64 indices of the groups of ``weight`` that are not entirely zero
+    (``groups``: of a grouped conv, see the module docstring)."""
     check_tensor(weight, "weight")
     if weight.dim() not in (2, 4):
         raise ValueError(
             "gwprune: weight must be a linear [out, in] or conv [Cout, C, kh, kw] weight, "
             f"got shape {tuple(weight.shape)}"
         )
-    return weight.reshape(weight.shape[0], -1).ne(0).any(dim=0).nonzero().reshape(-1)
+    nonzero = grouped_columns(weight, groups).ne(0).any(dim=1)
+    return nonzero.reshape(-1).nonzero().reshape(-1)
 
 
 def group_mask_from_keep_idx(keep_idx: torch.Tensor, num_groups: int) -> torch.Tensor:
@@ -52,8 +66,10 @@ def group_mask_from_keep_idx(keep_idx: torch.Tensor, num_groups: int) -> torch.T
     return mask
 
 
-def mask_weight(weight: torch.Tensor, keep_idx: torch.Tensor) -> torch.Tensor:
-    """A copy of ``weight`` with every pruned group set to zero (the dense equivalent)."""
-    flat = weight.reshape(weight.shape[0], -1)
-    mask = group_mask_from_keep_idx(keep_idx.to(weight.device), flat.shape[1])
-    return (flat * mask.to(weight.dtype)).reshape(weight.shape)
+def mask_weight(weight: torch.Tensor, keep_idx: torch.Tensor, groups: int = 1) -> torch.Tensor:
+    """A copy of ``weight`` with every pruned group set to zero (the dense equivalent;
+    ``groups``: of a grouped conv, whose ``keep_idx`` numbers ``(c, i, j)`` over all C)."""
+    columns = grouped_columns(weight, groups)
+    mask = group_mask_from_keep_idx(keep_idx.to(weight.device), groups * columns.shape[2])
+    mask = mask.view(groups, 1, columns.shape[2]).to(weight.dtype)
+    return (columns * mask).reshape(weight.shape)

@@ -31,6 +31,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import _checks, ops
+from .activation import activation_module, apply_activation, check_activation
+from .conv_padding import PADDING_STRINGS
 from .groups import keep_idx_from_mask, keep_idx_from_zeroed
 from .packing import (
     PAD_INDEX,
@@ -105,9 +107,11 @@ class _GroupwiseBase(nn.Module):
 
     _index_buffer: str  # name of the int32 index buffer of the subclass
     BACKENDS = BACKENDS  # the backends set_backend takes (convs add their CUDA paths)
-    # Class-level defaults: modules pickled before backends existed load as "gathered".
+    # Class-level defaults: modules pickled before backends existed load as "gathered",
+    # those pickled before activations existed without one.
     _backend = "gathered"
     _dense_memory_format = torch.contiguous_format
+    activation: str | None = None  # applied to the output (gwprune.activation); not saved
 
     def _init_backend(self) -> None:
         self._backend = "gathered"
@@ -203,16 +207,30 @@ class _GroupwiseBase(nn.Module):
 
     def _kept_repr(self) -> str:
         text = f"kept_groups={self.num_kept}/{self.num_groups} ({100 * self.keep_ratio:.1f}%)"
+        if self.activation is not None:
+            text += f", activation={self.activation!r}"
         return text if self._backend == "gathered" else f"{text}, backend={self._backend!r}"
+
+    def _with_activation(self, dense: nn.Module) -> nn.Module:
+        """``dense``, followed by this layer's activation module if it has one."""
+        module = activation_module(self.activation)
+        return dense if module is None else nn.Sequential(dense, module)
 
 
 class GroupwiseConv2d(_GroupwiseBase):
     """Conv2d whose pruned groups (columns ``(c, i, j)`` of ``weight.reshape(Cout, -1)``)
-    are dropped. Equals ``nn.Conv2d`` with those groups zeroed; ``groups`` is always 1.
+    are dropped. Equals ``nn.Conv2d`` with those groups zeroed, then ``activation``.
+
+    ``groups`` > 1 (grouped and depthwise convs): the groups are numbered ``(c, i, j)``
+    over all C input channels and pruned within each conv group (``gwprune.groups``);
+    ``weight`` is ``[Cout, K'p]`` with rows of conv group k using entries
+    ``[k*K'p, (k+1)*K'p)`` of ``group_idx`` (``K'p``: the widest group's padded count).
+    ``padding`` may be ``'same'`` or ``'valid'`` (asymmetric ``'same'`` included).
 
     Build one with ``from_dense``, ``from_mask`` or ``from_zeroed``. The constructor
     makes an empty (zero-weight) module for ``load_state_dict``: ``keep_idx`` is the
-    kept groups or just their count.
+    kept groups or just their count (for ``groups`` > 1: the count of the conv group
+    that keeps the most).
     """
 
     BACKENDS = ("gathered", "implicit", "explicit", "dense")
@@ -231,18 +249,29 @@ class GroupwiseConv2d(_GroupwiseBase):
         bias: bool = True,
         device=None,
         dtype=None,
+        *,
+        groups: int = 1,
+        activation: str | None = None,
     ):
         super().__init__()
         self.in_channels = int(in_channels)
         self.out_channels = int(out_channels)
         self.kernel_size = _pair(kernel_size, "kernel_size")
         self.stride = _pair(stride, "stride")
-        self.padding = _pair(padding, "padding")
+        self.padding = _conv_padding(padding)
         self.dilation = _pair(dilation, "dilation")
-        group_idx = _placeholder_idx(keep_idx, self.num_groups, device)
+        _checks.check_groups_arg(groups, self.out_channels, "out_channels")
+        _checks.check_groups_arg(groups, self.in_channels, "in_channels")
+        self.groups = groups
+        self.activation = check_activation(activation)
+        if groups == 1:
+            group_idx = _placeholder_idx(keep_idx, self.num_groups, device)
+        else:
+            group_idx = self._grouped_placeholder_idx(keep_idx, device)
         self.register_buffer("group_idx", group_idx)
+        width = group_idx.numel() // groups
         self.register_buffer(
-            "weight", torch.zeros(self.out_channels, group_idx.numel(), device=device, dtype=dtype)
+            "weight", torch.zeros(self.out_channels, width, device=device, dtype=dtype)
         )
         if bias:
             self.register_buffer("bias", torch.zeros(self.out_channels, device=device, dtype=dtype))
@@ -255,7 +284,40 @@ class GroupwiseConv2d(_GroupwiseBase):
         return self.in_channels * self.kernel_size[0] * self.kernel_size[1]
 
     def _dense_weight_shape(self) -> tuple[int, ...]:
-        return (self.out_channels, self.in_channels, *self.kernel_size)
+        return (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
+
+    def _grouped_placeholder_idx(self, keep, device) -> torch.Tensor:
+        """Index buffer of a grouped conv: packed from the kept indices, or each conv
+        group's first ``keep`` groups for a bare count."""
+        per_group = self.num_groups // self.groups
+        if isinstance(keep, int) and not isinstance(keep, bool):
+            if not 0 <= keep <= per_group:
+                raise ValueError(
+                    f"gwprune: keep_idx as a count must be in [0, {per_group}] (groups per conv "
+                    f"group) for groups={self.groups}, got {keep}"
+                )
+            starts = torch.arange(self.groups, device=device) * per_group
+            keep = (starts[:, None] + torch.arange(keep, device=device)[None, :]).reshape(-1)
+        keep = _check_keep_idx_arg(keep)
+        shape = (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
+        placeholder = torch.zeros(shape, device=device)
+        return pack_conv2d_weight(placeholder, keep.to(device), groups=self.groups).group_idx
+
+    def _dense_weight_flat(self) -> torch.Tensor:
+        if self.groups == 1:
+            return super()._dense_weight_flat()
+        rows = self.out_channels // self.groups
+        per_group = self.num_groups // self.groups
+        width = self.weight.shape[1]
+        dense = self.weight.new_zeros(self.out_channels, per_group)
+        index = self.group_idx.long()
+        for k in range(self.groups):
+            block = index[k * width : (k + 1) * width]
+            real = block >= 0
+            dense[k * rows : (k + 1) * rows, block[real] - k * per_group] = self.weight[
+                k * rows : (k + 1) * rows, real
+            ]
+        return dense
 
     @classmethod
     def from_dense(
@@ -267,30 +329,28 @@ class GroupwiseConv2d(_GroupwiseBase):
         """Packs ``conv``'s kept groups. ``keep_idx``: 1-D int tensor of kept flat
         ``(c, i, j)`` indices. ``memory_format``: the input layout the layer will mostly
         see (sets the gather order; results are the same for either layout)."""
-        if not isinstance(conv, nn.Conv2d):
-            raise TypeError(f"gwprune: conv must be an nn.Conv2d, got {type(conv).__name__}")
-        if conv.groups != 1:
-            raise ValueError(
-                f"gwprune: conv has groups={conv.groups}; grouped convolution is not supported"
-            )
+        _check_conv_arg(conv)
         if conv.padding_mode != "zeros":
             raise ValueError(
                 f"gwprune: conv has padding_mode={conv.padding_mode!r}; only 'zeros' is supported"
             )
         keep_idx = _check_keep_idx_arg(keep_idx)
         weight = conv.weight.detach()
-        packed = pack_conv2d_weight(weight, keep_idx.to(weight.device), memory_format)
+        packed = pack_conv2d_weight(
+            weight, keep_idx.to(weight.device), memory_format, groups=conv.groups
+        )
         module = cls(
             conv.in_channels,
             conv.out_channels,
             conv.kernel_size,
-            keep_idx.numel(),
+            keep_idx.numel() if conv.groups == 1 else keep_idx,
             stride=conv.stride,
-            padding=resolve_conv2d_padding(conv),
+            padding=_module_padding(conv),
             dilation=conv.dilation,
             bias=conv.bias is not None,
             device=weight.device,
             dtype=weight.dtype,
+            groups=conv.groups,
         )
         module.weight = packed.weight
         module.group_idx = packed.group_idx
@@ -301,22 +361,34 @@ class GroupwiseConv2d(_GroupwiseBase):
     @classmethod
     def from_mask(cls, conv: nn.Conv2d, group_mask: torch.Tensor, **kwargs) -> "GroupwiseConv2d":
         """Keeps the groups where ``group_mask`` (``[C, kh, kw]`` or ``[C*kh*kw]``) is True."""
-        _check_group_mask_size(group_mask, conv.weight)
+        _check_conv_arg(conv)
+        _check_group_mask_size(group_mask, conv.weight, conv.groups)
         return cls.from_dense(conv, keep_idx_from_mask(group_mask), **kwargs)
 
     @classmethod
     def from_zeroed(cls, conv: nn.Conv2d, **kwargs) -> "GroupwiseConv2d":
         """Keeps the groups of ``conv.weight`` that are not entirely zero."""
-        return cls.from_dense(conv, keep_idx_from_zeroed(conv.weight.detach()), **kwargs)
+        _check_conv_arg(conv)
+        keep_idx = keep_idx_from_zeroed(conv.weight.detach(), conv.groups)
+        return cls.from_dense(conv, keep_idx, **kwargs)
 
     def packed(self) -> PackedConv2dWeight:
-        return PackedConv2dWeight(self.weight, self.group_idx, self.in_channels, self.kernel_size)
+        return PackedConv2dWeight(
+            self.weight, self.group_idx, self.in_channels, self.kernel_size, self.groups
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._backend == "dense":
-            return F.conv2d(
-                x, self.dense_weight, self.bias, self.stride, self.padding, self.dilation
+            out = F.conv2d(
+                x,
+                self.dense_weight,
+                self.bias,
+                self.stride,
+                self.padding,
+                self.dilation,
+                self.groups,
             )
+            return apply_activation(out, self.activation)
         return ops.conv2d_packed(
             x,
             self.packed(),
@@ -324,11 +396,13 @@ class GroupwiseConv2d(_GroupwiseBase):
             self.stride,
             self.padding,
             self.dilation,
+            activation=self.activation,
             backend=None if self._backend == "gathered" else self._backend,
         )
 
-    def to_dense(self) -> nn.Conv2d:
-        """The equivalent ``nn.Conv2d`` with the pruned groups zeroed."""
+    def to_dense(self) -> nn.Module:
+        """The equivalent ``nn.Conv2d`` with the pruned groups zeroed; with an activation,
+        ``nn.Sequential(conv, activation module)``."""
         conv = nn.Conv2d(
             self.in_channels,
             self.out_channels,
@@ -336,6 +410,7 @@ class GroupwiseConv2d(_GroupwiseBase):
             stride=self.stride,
             padding=self.padding,
             dilation=self.dilation,
+            groups=self.groups,
             bias=self.bias is not None,
             device=self.weight.device,
             dtype=self.weight.dtype,
@@ -344,7 +419,7 @@ class GroupwiseConv2d(_GroupwiseBase):
             conv.weight.copy_(self._dense_weight_flat().reshape(conv.weight.shape))
             if self.bias is not None:
                 conv.bias.copy_(self.bias)
-        return conv
+        return self._with_activation(conv)
 
     def extra_repr(self) -> str:
         text = (
@@ -352,9 +427,11 @@ class GroupwiseConv2d(_GroupwiseBase):
             f"stride={self.stride}"
         )
         if self.padding != (0, 0):
-            text += f", padding={self.padding}"
+            text += f", padding={self.padding!r}"
         if self.dilation != (1, 1):
             text += f", dilation={self.dilation}"
+        if self.groups != 1:
+            text += f", groups={self.groups}"
         if self.bias is None:
             text += ", bias=False"
         return f"{text}, {self._kept_repr()}"
@@ -378,10 +455,13 @@ class GroupwiseLinear(_GroupwiseBase):
         bias: bool = True,
         device=None,
         dtype=None,
+        *,
+        activation: str | None = None,
     ):
         super().__init__()
         self.in_features = int(in_features)
         self.out_features = int(out_features)
+        self.activation = check_activation(activation)
         feature_idx = _placeholder_idx(keep_idx, self.in_features, device)
         self.register_buffer("feature_idx", feature_idx)
         self.register_buffer(
@@ -439,11 +519,12 @@ class GroupwiseLinear(_GroupwiseBase):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._backend == "dense":
-            return F.linear(x, self.dense_weight, self.bias)
-        return ops.linear_packed(x, self.packed(), self.bias)
+            return apply_activation(F.linear(x, self.dense_weight, self.bias), self.activation)
+        return ops.linear_packed(x, self.packed(), self.bias, activation=self.activation)
 
-    def to_dense(self) -> nn.Linear:
-        """The equivalent ``nn.Linear`` with the pruned input features zeroed."""
+    def to_dense(self) -> nn.Module:
+        """The equivalent ``nn.Linear`` with the pruned input features zeroed; with an
+        activation, ``nn.Sequential(linear, activation module)``."""
         linear = nn.Linear(
             self.in_features,
             self.out_features,
@@ -455,7 +536,7 @@ class GroupwiseLinear(_GroupwiseBase):
             linear.weight.copy_(self._dense_weight_flat())
             if self.bias is not None:
                 linear.bias.copy_(self.bias)
-        return linear
+        return self._with_activation(linear)
 
     def extra_repr(self) -> str:
         text = f"in_features={self.in_features}, out_features={self.out_features}"
@@ -464,12 +545,38 @@ class GroupwiseLinear(_GroupwiseBase):
         return f"{text}, {self._kept_repr()}"
 
 
-def _check_group_mask_size(group_mask, weight: torch.Tensor) -> None:
+def _check_conv_arg(conv) -> None:
+    if not isinstance(conv, nn.Conv2d):
+        raise TypeError(f"gwprune: conv must be an nn.Conv2d, got {type(conv).__name__}")
+
+
+def _module_padding(conv: nn.Conv2d):
+    """``conv``'s padding as numbers where they can express it, else ``'same'`` (asymmetric:
+    resolved per call by gwprune.conv_padding)."""
+    try:
+        return resolve_conv2d_padding(conv)
+    except ValueError:
+        return conv.padding
+
+
+def _conv_padding(padding):
+    """A pair of ints, or ``'same'`` / ``'valid'`` kept as given (resolved per call)."""
+    if isinstance(padding, str):
+        if padding not in PADDING_STRINGS:
+            raise ValueError(
+                f"gwprune: padding must be 'same', 'valid', an int or a pair of ints, "
+                f"got {padding!r}"
+            )
+        return padding
+    return _pair(padding, "padding")
+
+
+def _check_group_mask_size(group_mask, weight: torch.Tensor, groups: int = 1) -> None:
     if not isinstance(group_mask, torch.Tensor):
         raise TypeError(
             f"gwprune: group_mask must be a torch.Tensor, got {type(group_mask).__name__}"
         )
-    expected = math.prod(weight.shape[1:])
+    expected = groups * math.prod(weight.shape[1:])
     if group_mask.numel() != expected:
         raise ValueError(
             f"gwprune: group_mask has {group_mask.numel()} entries (shape "

@@ -19,6 +19,9 @@ from . import _checks, reference
 from ._config import get_workspace_limit, resolve_conv_backend
 from ._extension import _C, cuda_kernels_compiled
 from ._layout import conv_output_memory_format
+from .activation import check_activation, op_argument
+from .conv_padding import apply_string_padding
+from .grouped import run_conv_groups
 from .groups import (  # noqa: F401  (re-exported: the seed's two ways of marking groups)
     group_mask_from_keep_idx,
     keep_idx_from_mask,
@@ -67,7 +70,17 @@ def _use_cuda_kernels(x: torch.Tensor) -> bool:
 
 
 def _run_conv2d_packed(
-    x, weight, group_idx, bias, kernel_size, stride, padding, dilation, workspace_bytes, backend
+    x,
+    weight,
+    group_idx,
+    bias,
+    kernel_size,
+    stride,
+    padding,
+    dilation,
+    workspace_bytes,
+    backend="auto",
+    activation="none",
 ):
     if _use_cuda_kernels(x):
         return _C.conv2d_packed(
@@ -81,16 +94,17 @@ def _run_conv2d_packed(
             dilation,
             workspace_bytes,
             backend,
+            activation,
         )
     return reference.conv2d_packed(
-        x, weight, group_idx, bias, kernel_size, stride, padding, dilation
+        x, weight, group_idx, bias, kernel_size, stride, padding, dilation, activation
     )
 
 
-def _run_linear_packed(x, weight, feature_idx, bias, workspace_bytes):
+def _run_linear_packed(x, weight, feature_idx, bias, workspace_bytes, activation="none"):
     if _use_cuda_kernels(x):
-        return _C.linear_packed(x, weight, feature_idx, bias, workspace_bytes)
-    return reference.linear_packed(x, weight, feature_idx, bias)
+        return _C.linear_packed(x, weight, feature_idx, bias, workspace_bytes, activation)
+    return reference.linear_packed(x, weight, feature_idx, bias, activation)
 
 
 def _conv2d_empty_like_output(x, out_channels, kernel_size, stride, padding, dilation):
@@ -132,10 +146,21 @@ def _conv2d_packed_impl(
     padding: list[int],
     dilation: list[int],
     workspace_bytes: int,
-    backend: str,
+    backend: str = "auto",
+    activation: str = "none",
 ) -> torch.Tensor:
     return _run_conv2d_packed(
-        x, weight, group_idx, bias, kernel_size, stride, padding, dilation, workspace_bytes, backend
+        x,
+        weight,
+        group_idx,
+        bias,
+        kernel_size,
+        stride,
+        padding,
+        dilation,
+        workspace_bytes,
+        backend,
+        activation,
     )
 
 
@@ -145,7 +170,19 @@ _conv2d_packed_op = torch.library.custom_op(
 
 
 @_conv2d_packed_op.register_fake
-def _(x, weight, group_idx, bias, kernel_size, stride, padding, dilation, workspace_bytes, backend):
+def _(
+    x,
+    weight,
+    group_idx,
+    bias,
+    kernel_size,
+    stride,
+    padding,
+    dilation,
+    workspace_bytes,
+    backend="auto",
+    activation="none",
+):
     return _conv2d_empty_like_output(x, weight.shape[0], kernel_size, stride, padding, dilation)
 
 
@@ -195,8 +232,9 @@ def _linear_packed_impl(
     feature_idx: torch.Tensor,
     bias: torch.Tensor | None,
     workspace_bytes: int,
+    activation: str = "none",
 ) -> torch.Tensor:
-    return _run_linear_packed(x, weight, feature_idx, bias, workspace_bytes)
+    return _run_linear_packed(x, weight, feature_idx, bias, workspace_bytes, activation)
 
 
 _linear_packed_op = torch.library.custom_op(
@@ -205,7 +243,7 @@ _linear_packed_op = torch.library.custom_op(
 
 
 @_linear_packed_op.register_fake
-def _(x, weight, feature_idx, bias, workspace_bytes):
+def _(x, weight, feature_idx, bias, workspace_bytes, activation="none"):
     return x.new_empty((*x.shape[:-1], weight.shape[0]))
 
 
@@ -241,15 +279,22 @@ def conv2d(
     layout), ``weight`` the dense-shaped ``[Cout, C, kh, kw]`` (values of pruned
     groups are ignored), ``keep_idx`` a 1-D int32/int64 tensor of kept flat
     ``(c, i, j)`` indices into ``weight.reshape(Cout, -1)``'s columns. Equals
-    ``F.conv2d(x, mask_weight(weight, keep_idx), bias, stride, padding, dilation)``.
-    ``groups`` must be 1 (grouped convolution is out of scope). ``backend`` picks the
-    CUDA path (``"auto"``, ``"implicit"``, ``"explicit"``; None: ``gwprune.get_conv_backend()``).
+    ``F.conv2d(x, mask_weight(weight, keep_idx, groups), bias, stride, padding, dilation,
+    groups)``. ``padding`` may be ``'same'`` or ``'valid'`` as for ``F.conv2d``. With
+    ``groups`` > 1 the weight is ``[Cout, C/groups, kh, kw]`` and ``keep_idx`` numbers
+    ``(c, i, j)`` over all C input channels (``gwprune.groups``); each conv group runs as
+    one gather + GEMM. ``backend`` picks the CUDA path (``"auto"``, ``"implicit"``,
+    ``"explicit"``; None: ``gwprune.get_conv_backend()``).
     """
     backend = resolve_conv_backend(backend)
-    _checks.check_no_groups(groups)
     _checks.check_float_tensor(x, "x")
     _checks.check_conv2d_weight(weight, x)
+    _checks.check_groups_arg(groups, weight.shape[0], "output channels of weight")
+    if groups != 1:
+        packed = pack_conv2d_weight(weight, keep_idx, conv_output_memory_format(x), groups)
+        return conv2d_packed(x, packed, bias, stride, padding, dilation, backend=backend)
     kernel_size = (weight.shape[2], weight.shape[3])
+    x, padding = apply_string_padding(x, padding, kernel_size, stride, dilation)
     stride, padding, dilation, _ = _checks.check_conv2d_input(
         x, weight.shape[1], kernel_size, stride, padding, dilation
     )
@@ -276,10 +321,20 @@ def conv2d(
 
 
 def conv2d_packed(
-    x, packed: PackedConv2dWeight, bias=None, stride=1, padding=0, dilation=1, *, backend=None
+    x,
+    packed: PackedConv2dWeight,
+    bias=None,
+    stride=1,
+    padding=0,
+    dilation=1,
+    *,
+    activation=None,
+    backend=None,
 ):
-    """Group-wise conv2d on a weight packed once by ``pack_conv2d_weight``: no repacking,
-    no host sync. ``backend`` as for ``conv2d``."""
+    """Group-wise conv2d on a weight packed once by ``pack_conv2d_weight``: gather + GEMM only.
+    ``activation`` (None, 'relu', 'relu6', 'silu', 'gelu', 'gelu_tanh': ``gwprune.activation``)
+    is applied to the output, in the GEMM's epilogue where cuBLASLt has one; ``backend`` as
+    for ``conv2d``."""
     backend = resolve_conv_backend(backend)
     if not isinstance(packed, PackedConv2dWeight):
         raise TypeError(
@@ -287,10 +342,28 @@ def conv2d_packed(
         )
     _checks.check_float_tensor(x, "x")
     _checks.check_packed_conv2d(packed, x)
+    activation = check_activation(activation)
+    x, padding = apply_string_padding(x, padding, packed.kernel_size, stride, dilation)
     stride, padding, dilation, _ = _checks.check_conv2d_input(
         x, packed.in_channels, packed.kernel_size, stride, padding, dilation
     )
     _checks.check_bias(bias, x, packed.weight.shape[0], "out_channels")
+    if packed.groups != 1:
+        return run_conv_groups(
+            x,
+            packed,
+            bias,
+            lambda x, part, part_bias: conv2d_packed(
+                x,
+                part,
+                part_bias,
+                stride,
+                padding,
+                dilation,
+                activation=activation,
+                backend=backend,
+            ),
+        )
     return _registered_or_eager(_conv2d_packed_op, _conv2d_packed_impl, x, packed.weight, bias)(
         x,
         packed.weight,
@@ -302,6 +375,7 @@ def conv2d_packed(
         list(dilation),
         get_workspace_limit(),
         backend,
+        op_argument(activation),
     )
 
 
@@ -321,8 +395,9 @@ def linear(x, weight, keep_idx, bias=None):
     )
 
 
-def linear_packed(x, packed: PackedLinearWeight, bias=None):
-    """Group-wise linear on a weight packed once by ``pack_linear_weight``."""
+def linear_packed(x, packed: PackedLinearWeight, bias=None, *, activation=None):
+    """Group-wise linear on a weight packed once by ``pack_linear_weight``; ``activation``
+    as for ``conv2d_packed``."""
     if not isinstance(packed, PackedLinearWeight):
         raise TypeError(
             f"gwprune: packed must be a PackedLinearWeight, got {type(packed).__name__}"
@@ -331,6 +406,7 @@ def linear_packed(x, packed: PackedLinearWeight, bias=None):
     _checks.check_packed_linear(packed, x)
     _checks.check_linear_input(x, packed.in_features)
     _checks.check_bias(bias, x, packed.weight.shape[0], "out_features")
+    activation = op_argument(check_activation(activation))
     return _registered_or_eager(_linear_packed_op, _linear_packed_impl, x, packed.weight, bias)(
-        x, packed.weight, packed.feature_idx, bias, get_workspace_limit()
+        x, packed.weight, packed.feature_idx, bias, get_workspace_limit(), activation
     )

@@ -49,9 +49,13 @@ def kept_count(index: torch.Tensor) -> int:
 @dataclass(frozen=True)
 class PackedConv2dWeight:
     weight: torch.Tensor  # [Cout, K'p] kept columns of weight.reshape(Cout, -1), group_idx order
-    group_idx: torch.Tensor  # int32 [K'p] flat (c, i, j) index of each kept column, -1 = padding
-    in_channels: int
+    group_idx: torch.Tensor  # int32 [groups * K'p] flat (c, i, j) of each kept column, -1 = pad
+    in_channels: int  # C, all input channels (for groups > 1 too)
     kernel_size: tuple[int, int]
+    # Conv groups: rows [k*Cout/g, (k+1)*Cout/g) of weight and entries [k*K'p, (k+1)*K'p) of
+    # group_idx are conv group k (its kept (c, i, j), c over all C channels, -1 padded to the
+    # widest group's count), run as one ungrouped packed conv each (see conv_group_parts).
+    groups: int = 1
 
     @property
     def num_groups(self) -> int:
@@ -69,8 +73,29 @@ class PackedConv2dWeight:
         """Moves/casts the weight like Tensor.to; indices follow the device only."""
         weight = self.weight.to(*args, **kwargs).contiguous()
         return PackedConv2dWeight(
-            weight, self.group_idx.to(weight.device), self.in_channels, self.kernel_size
+            weight,
+            self.group_idx.to(weight.device),
+            self.in_channels,
+            self.kernel_size,
+            self.groups,
         )
+
+    def conv_group_parts(self) -> list["PackedConv2dWeight"]:
+        """One ungrouped packed weight per conv group (views): conv group k is an ungrouped
+        conv over all C input channels that keeps only (c, i, j) of its own channels."""
+        if self.groups == 1:
+            return [self]
+        rows = self.weight.shape[0] // self.groups
+        width = self.weight.shape[1]
+        return [
+            PackedConv2dWeight(
+                self.weight[k * rows : (k + 1) * rows],
+                self.group_idx[k * width : (k + 1) * width],
+                self.in_channels,
+                self.kernel_size,
+            )
+            for k in range(self.groups)
+        ]
 
 
 @dataclass(frozen=True)
@@ -92,8 +117,8 @@ class PackedLinearWeight:
         return PackedLinearWeight(weight, self.feature_idx.to(weight.device), self.in_features)
 
 
-def _validated_keep_idx(keep_idx, weight: torch.Tensor, what: str) -> torch.Tensor:
-    limit = num_groups(weight)
+def _validated_keep_idx(keep_idx, weight: torch.Tensor, what: str, groups: int = 1) -> torch.Tensor:
+    limit = num_groups(weight, groups)
     _checks.check_index_meta(keep_idx, "keep_idx", weight, "weight", limit, what)
     _checks.check_index_values(keep_idx, "keep_idx", limit, what)
     return torch.sort(keep_idx.long()).values
@@ -123,18 +148,53 @@ def pack_conv2d_unchecked(
     return PackedConv2dWeight(columns, pad_index(order), in_channels, (kh, kw))
 
 
+def pack_grouped_conv2d_unchecked(
+    weight: torch.Tensor,
+    sorted_keep_idx: torch.Tensor,
+    memory_format: torch.memory_format,
+    groups: int,
+) -> PackedConv2dWeight:
+    """Packs a grouped conv weight ``[Cout, C/g, kh, kw]``; ``sorted_keep_idx`` numbers
+    ``(c, i, j)`` over all C channels (validated and sorted). Reads the indices (one host
+    sync on a GPU): each conv group's kept count sets the packed width."""
+    out_channels, group_channels, kh, kw = weight.shape
+    in_channels = group_channels * groups
+    rows = out_channels // groups
+    per_group = group_channels * kh * kw
+    keep = sorted_keep_idx.long()
+    owner = keep // per_group
+    counts = torch.bincount(owner, minlength=groups).tolist()
+    width = padded_count(max(counts)) if counts else 0
+    columns = weight.new_zeros(out_channels, width)
+    group_idx = torch.full((groups * width,), PAD_INDEX, dtype=torch.int32, device=weight.device)
+    start = 0
+    for k, count in enumerate(counts):
+        kept = keep[start : start + count]
+        start += count
+        if not count:
+            continue
+        order = conv2d_gather_order(kept, in_channels, (kh, kw), memory_format)
+        block = weight[k * rows : (k + 1) * rows].reshape(rows, -1)
+        columns[k * rows : (k + 1) * rows, :count] = block.index_select(1, order - k * per_group)
+        group_idx[k * width : k * width + count] = order.to(torch.int32)
+    return PackedConv2dWeight(columns.contiguous(), group_idx, in_channels, (kh, kw), groups)
+
+
 def pack_conv2d_weight(
     weight: torch.Tensor,
     keep_idx: torch.Tensor,
     memory_format: torch.memory_format = torch.contiguous_format,
+    groups: int = 1,
 ) -> PackedConv2dWeight:
-    """Compacts a conv weight ``[Cout, C, kh, kw]`` to its kept groups.
+    """Compacts a conv weight ``[Cout, C/groups, kh, kw]`` to its kept groups.
 
     ``keep_idx`` (int32/int64, 1-D, same device as ``weight``) lists kept flat
-    ``(c, i, j)`` indices; it is validated here (range, duplicates), once.
+    ``(c, i, j)`` indices (for ``groups > 1``, ``c`` over all C input channels, see
+    ``gwprune.groups``); it is validated here (range, duplicates), once.
     ``memory_format`` is the input layout the packed weight will mostly see.
     """
     _checks.check_float_tensor(weight, "weight", dim=4)
+    _checks.check_groups_arg(groups, weight.shape[0], "weight's output channels")
     if weight.shape[0] == 0:
         raise ValueError(f"gwprune: weight has 0 output channels (shape {tuple(weight.shape)})")
     if memory_format not in (torch.contiguous_format, torch.channels_last):
@@ -142,7 +202,9 @@ def pack_conv2d_weight(
             f"gwprune: memory_format must be torch.contiguous_format or torch.channels_last, "
             f"got {memory_format}"
         )
-    keep = _validated_keep_idx(keep_idx, weight, "groups (C*kh*kw of weight)")
+    keep = _validated_keep_idx(keep_idx, weight, "groups (C*kh*kw of weight)", groups)
+    if groups != 1:
+        return pack_grouped_conv2d_unchecked(weight, keep, memory_format, groups)
     return pack_conv2d_unchecked(weight, keep, memory_format)
 
 

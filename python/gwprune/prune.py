@@ -23,6 +23,8 @@ import torch
 import torch.nn as nn
 import torch.nn.utils.prune as torch_prune
 
+from .conv1d import linear_weight
+
 __all__ = [
     "CRITERIA",
     "GroupSelection",
@@ -61,7 +63,10 @@ def _expansion_matrix(weight: torch.Tensor, name: str = "weight") -> torch.Tenso
 
 
 def group_scores(
-    weight: torch.Tensor, criterion: Criterion = "l2", grad: torch.Tensor | None = None
+    weight: torch.Tensor,
+    criterion: Criterion = "l2",
+    grad: torch.Tensor | None = None,
+    groups: int = 1,
 ) -> torch.Tensor:
     """Importance of each group (column of ``weight.reshape(out, -1)``), ``[num_groups]``.
 
@@ -69,8 +74,13 @@ def group_scores(
     Euclidean norm), ``'taylor'`` (first-order Taylor, sum of |w * grad|; needs
     ``grad``), or a callable ``(weight, grad) -> scores[num_groups]``. Higher is
     more important. Scores are float32 or wider, on the weight's device.
+    ``groups``: of a grouped conv, whose groups are scored within their conv group
+    and numbered ``(c, i, j)`` over all C input channels (``gwprune.groups``).
     """
     columns = _expansion_matrix(weight)
+    if groups != 1:
+        # [Cout/g, g*C/g*kh*kw]: conv group k's columns at [k*C/g*kh*kw, ...), its rows only.
+        columns = _grouped_expansion(columns, groups)
     # Accumulate in at least float32 so half-precision weights rank the same.
     accumulate_dtype = torch.promote_types(columns.dtype, torch.float32)
     if callable(criterion):
@@ -96,14 +106,22 @@ def group_scores(
             raise ValueError(
                 f"gwprune: grad has shape {tuple(grad.shape)} but weight has {tuple(weight.shape)}"
             )
-        product = columns.to(accumulate_dtype) * _expansion_matrix(grad, "grad").to(
-            accumulate_dtype
-        )
+        grad_columns = _expansion_matrix(grad, "grad")
+        if groups != 1:
+            grad_columns = _grouped_expansion(grad_columns, groups)
+        product = columns.to(accumulate_dtype) * grad_columns.to(accumulate_dtype)
         return product.abs().sum(dim=0)
     raise ValueError(
         f"gwprune: criterion must be one of {CRITERIA} or a callable (weight, grad) -> scores, "
         f"got {criterion!r}"
     )
+
+
+def _grouped_expansion(columns: torch.Tensor, groups: int) -> torch.Tensor:
+    """[Cout, K] of a grouped conv -> [Cout/g, g*K]: each conv group's block side by side,
+    so column sums over rows score each group within its own conv group."""
+    rows = columns.shape[0] // groups
+    return columns.reshape(groups, rows, -1).permute(1, 0, 2).reshape(rows, -1)
 
 
 def _effective_weight_and_grad(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -117,8 +135,11 @@ def _effective_weight_and_grad(module: nn.Module) -> tuple[torch.Tensor, torch.T
     if not isinstance(weight, torch.Tensor):
         raise TypeError(f"gwprune: {type(module).__name__} has no weight tensor to score")
     if hasattr(module, "weight_orig") and hasattr(module, "weight_mask"):
-        return module.weight_orig.detach() * module.weight_mask, module.weight_orig.grad
-    return weight.detach(), weight.grad
+        weight, grad = module.weight_orig.detach() * module.weight_mask, module.weight_orig.grad
+    else:
+        weight, grad = weight.detach(), weight.grad
+    # transformers' Conv1D stores [in, out]: score it as the nn.Linear it computes.
+    return linear_weight(module, weight), None if grad is None else linear_weight(module, grad)
 
 
 def layer_group_scores(module: nn.Module, criterion: Criterion = "l2") -> torch.Tensor:
@@ -129,7 +150,7 @@ def layer_group_scores(module: nn.Module, criterion: Criterion = "l2") -> torch.
             f"gwprune: criterion 'taylor' needs weight.grad but the {type(module).__name__}'s "
             "weight.grad is None: run a forward and backward pass on a loss before pruning"
         )
-    return group_scores(weight, criterion, grad)
+    return group_scores(weight, criterion, grad, getattr(module, "groups", 1))
 
 
 # ---- group selection -----------------------------------------------------------------

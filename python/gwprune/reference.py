@@ -11,6 +11,9 @@ import torch.nn.functional as F
 
 from . import _checks
 from ._layout import conv_output_memory_format
+from .activation import apply_activation
+from .conv_padding import apply_string_padding
+from .grouped import run_conv_groups
 from .packing import pack_conv2d_weight, pack_linear_weight
 
 
@@ -31,9 +34,10 @@ def conv2d_packed(
     stride: tuple[int, int],
     padding: tuple[int, int],
     dilation: tuple[int, int],
+    activation: str | None = None,
 ) -> torch.Tensor:
     """Conv2d on a packed weight [Cout, K'] whose columns follow group_idx (no checks;
-    index -1 marks a padding column)."""
+    index -1 marks a padding column), then ``activation`` (gwprune.activation)."""
     batch, _, height, width = x.shape
     out_h, out_w = (
         _checks.conv_out_size(
@@ -51,30 +55,42 @@ def conv2d_packed(
     if bias is not None:
         out = out + bias.unsqueeze(-1)
     out = out.reshape(batch, out_channels, out_h, out_w)
-    return out.contiguous(memory_format=conv_output_memory_format(x))
+    return apply_activation(out.contiguous(memory_format=conv_output_memory_format(x)), activation)
 
 
 def linear_packed(
-    x: torch.Tensor, weight: torch.Tensor, feature_idx: torch.Tensor, bias: torch.Tensor | None
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    feature_idx: torch.Tensor,
+    bias: torch.Tensor | None,
+    activation: str | None = None,
 ) -> torch.Tensor:
-    """Linear on a packed weight [out, K'] whose columns follow feature_idx (no checks)."""
-    return F.linear(_select_kept(x, feature_idx, dim=-1), weight, bias)
+    """Linear on a packed weight [out, K'] whose columns follow feature_idx (no checks),
+    then ``activation``."""
+    return apply_activation(
+        F.linear(_select_kept(x, feature_idx, dim=-1), weight, bias), activation
+    )
 
 
 def conv2d(x, weight, keep_idx, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """Validated reference group-wise conv2d; same contract as gwprune.ops.conv2d."""
-    _checks.check_no_groups(groups)
     _checks.check_float_tensor(x, "x")
     _checks.check_conv2d_weight(weight, x)
+    _checks.check_groups_arg(groups, weight.shape[0], "output channels of weight")
     kernel_size = (weight.shape[2], weight.shape[3])
+    x, padding = apply_string_padding(x, padding, kernel_size, stride, dilation)
     stride, padding, dilation, _ = _checks.check_conv2d_input(
-        x, weight.shape[1], kernel_size, stride, padding, dilation
+        x, weight.shape[1] * groups, kernel_size, stride, padding, dilation
     )
     _checks.check_bias(bias, x, weight.shape[0], "out_channels")
-    packed = pack_conv2d_weight(weight, keep_idx)
-    return conv2d_packed(
-        x, packed.weight, packed.group_idx, bias, kernel_size, stride, padding, dilation
-    )
+    packed = pack_conv2d_weight(weight, keep_idx, groups=groups)
+
+    def run_one(x, part, part_bias):
+        return conv2d_packed(
+            x, part.weight, part.group_idx, part_bias, kernel_size, stride, padding, dilation
+        )
+
+    return run_conv_groups(x, packed, bias, run_one)
 
 
 def linear(x, weight, keep_idx, bias=None):

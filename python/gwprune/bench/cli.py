@@ -153,6 +153,20 @@ def build_parser() -> argparse.ArgumentParser:
         "a capture that fails falls back to eager, noted in the row)",
     )
     parser.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="--models: also time dense and the autotuned converted model under torch.compile "
+        "(inductor, freezing on) and report speedup_vs_best_dense (default on a GPU, off on "
+        "the CPU)",
+    )
+    parser.add_argument(
+        "--compile-backend",
+        default="inductor",
+        help="--models: torch.compile backend of --compile (default inductor; 'eager' only "
+        "checks the plumbing, as the CPU tests do)",
+    )
+    parser.add_argument(
         "--out",
         type=Path,
         default=None,
@@ -295,6 +309,7 @@ def _mode_conflict(args) -> str | None:
         "--image-size": args.image_size,
         "--seq-len": args.seq_len,
         "--cuda-graphs/--no-cuda-graphs": args.cuda_graphs is not None,
+        "--compile/--no-compile": args.compile is not None,
     }
     used = [flag for flag, value in model_options.items() if value]
     return f"{used[0]} applies to --models only" if used else None

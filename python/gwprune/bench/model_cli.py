@@ -93,6 +93,8 @@ def run_models(args, argv: list[str], precisions: list[Precision]) -> int:
     specs = [MODEL_SPECS[name] for name in names]
     keeps = args.keep or DEFAULT_MODEL_KEEPS
     use_graphs = args.cuda_graphs is not False and args.device.type == "cuda"
+    use_compile = args.compile if args.compile is not None else args.device.type == "cuda"
+    compile_backend = args.compile_backend if use_compile else None
     warmup_ms = args.warmup_ms or MODEL_WARMUP_MS
     rep_ms = args.rep_ms or MODEL_REP_MS
 
@@ -114,6 +116,7 @@ def run_models(args, argv: list[str], precisions: list[Precision]) -> int:
             "criterion": CRITERION,
             "bert_attention": BERT_ATTENTION,
             "cuda_graphs": use_graphs,
+            "compile": f"{compile_backend}, freezing on" if compile_backend else "off",
             "check_samples": min(CHECK_SAMPLES, size.batch),
             "seed": args.seed,
         }
@@ -136,12 +139,15 @@ def run_models(args, argv: list[str], precisions: list[Precision]) -> int:
         f"gwprune bench --models on {env['device']}: {', '.join(names)}; "
         f"{', '.join(p.name for p in precisions)}; keep {', '.join(f'{k:g}' for k in keeps)}; "
         f"{env['model_size']}; CUDA graphs {'on' if use_graphs else 'off'}; "
+        f"torch.compile {compile_backend or 'off'}; "
         f"{len(todo)} measurements" + (f" ({len(existing)} resumed)" if existing else "")
     )
     write_env(out_dir, env)
     deadline = time.perf_counter() + args.max_minutes * 60 if args.max_minutes else None
     sink = ModelRowSink(out_dir / "results.csv", existing)
-    options = ModelRunOptions(size=size, use_graphs=use_graphs, seed=args.seed)
+    options = ModelRunOptions(
+        size=size, use_graphs=use_graphs, seed=args.seed, compile_backend=compile_backend
+    )
     settings = measurement_settings(args.device, not args.no_cudnn_benchmark, args.threads)
     try:
         with settings:

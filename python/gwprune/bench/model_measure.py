@@ -7,6 +7,13 @@ the masked dense model's own error at that precision (both sides run the same
 arithmetic; a deep model in bf16 can exceed a fixed bound through no fault of
 gwprune). Dense timings do not depend on the keep ratio and are measured once per
 model and precision (``measure_dense``).
+
+Dense as deployed is usually compiled: with a compile backend (``inductor`` on a GPU,
+``torch._inductor.config.freezing`` on, so BatchNorms fold into the dense convs), the
+dense model and the autotuned converted model are also timed under ``torch.compile``,
+in the layout that was faster eagerly; ``speedup_vs_best_dense`` compares the best
+converted time with the faster of eager and compiled dense. A compiled converted model
+is checked against the float64 reference like the eager one before it is timed.
 """
 
 import math
@@ -34,9 +41,12 @@ class Timed:
     method: str  # 'do_bench x41'
     graphed: bool
     note: str = ""
+    layout: str = ""  # for compiled timings: the layout it ran in
 
 
-DenseTimes = dict[str, Timed]  # layout -> timing of the unpruned dense model
+# layout -> timing of the unpruned dense model; COMPILED -> its torch.compile timing
+DenseTimes = dict[str, Timed]
+COMPILED = "compiled"
 
 
 def _nothing(_stage: str) -> None:
@@ -55,8 +65,42 @@ def time_forward(
     return Timed(timing.ms, f"{timing.method} x{timing.runs}", call.graphed, call.note)
 
 
+def time_compiled(
+    model: nn.Module,
+    x: torch.Tensor,
+    timer,
+    use_graphs: bool,
+    tolerance: float,
+    samples: int,
+    backend: str,
+    reference: torch.Tensor | None = None,
+) -> Timed:
+    """``time_forward`` of ``torch.compile(model, backend=backend)`` with inductor's
+    freezing on. With ``reference`` (float64, first ``samples``), the compiled output
+    must match it within ``tolerance`` first, else ValueError."""
+    import torch._dynamo
+    import torch._inductor.config
+
+    torch._dynamo.reset()  # a fresh cache: each model would otherwise count as a recompile
+    compiled = torch.compile(model, backend=backend)
+    with torch._inductor.config.patch(freezing=True):
+        if reference is not None:
+            with torch.inference_mode():
+                error = correctness.relative_error(compiled(x)[:samples], reference)
+            if not correctness.passes(error, tolerance):
+                raise ValueError(f"compiled output off by {error:.3g} (> {tolerance:.3g})")
+        timed = time_forward(compiled, x, timer, use_graphs, tolerance, samples)
+    torch._dynamo.reset()
+    return timed
+
+
 def measure_dense(
-    case: ModelCase, precision: Precision, timer, use_graphs: bool, stage=_nothing
+    case: ModelCase,
+    precision: Precision,
+    timer,
+    use_graphs: bool,
+    stage=_nothing,
+    compile_backend: str | None = None,
 ) -> DenseTimes:
     times = {}
     for layout in case.spec.layouts:
@@ -67,7 +111,30 @@ def measure_dense(
             model, x, timer, use_graphs, precision.model_tolerance, case.check_samples
         )
         del model
+    if compile_backend is not None:
+        layout = min(times, key=lambda key: times[key].ms)
+        stage(f"dense compiled {layout}")
+        model = case.cast(case.dense, precision.dtype, layout)
+        x = case.input_for(precision, layout)
+        try:
+            timed = time_compiled(
+                model,
+                x,
+                timer,
+                use_graphs,
+                precision.model_tolerance,
+                case.check_samples,
+                compile_backend,
+            )
+            times[COMPILED] = Timed(timed.ms, timed.method, timed.graphed, timed.note, layout)
+        except Exception as error:  # noqa: BLE001  (recorded in the rows: compiled dense failed)
+            times[COMPILED] = Timed(math.nan, "", False, f"compile failed: {_line(error)}", layout)
+        del model
     return times
+
+
+def _line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
 
 
 def dense_times_from_rows(rows: list[ModelRow]) -> dict[tuple[str, str], DenseTimes]:
@@ -82,6 +149,10 @@ def dense_times_from_rows(rows: list[ModelRow]) -> dict[tuple[str, str], DenseTi
             )
             if ms is not None
         }
+        if row.dense_compiled_ms is not None:
+            times[COMPILED] = Timed(
+                row.dense_compiled_ms, "earlier run", False, layout=row.dense_compiled_layout
+            )
         if times:
             known.setdefault((row.model, row.precision), times)
     return known
@@ -121,6 +192,7 @@ def measure_model(
     timer,
     use_graphs: bool,
     stage: Callable[[str], None] = _nothing,
+    compile_backend: str | None = None,
 ) -> ModelRow:
     """The row of one keep ratio and precision; failures are recorded in it, not raised.
     ``dense``: the dense model's timings, or the status of its failed timing."""
@@ -150,6 +222,22 @@ def measure_model(
                 case.check_samples,
             )
         tuned = _autotune_and_time(case, row, keep, precision, converted, timer, use_graphs, stage)
+        if compile_backend is not None and tuned and not row.status:
+            best = min(tuned, key=lambda layout: tuned[layout][0].ms)
+            stage(f"autotuned compiled {best}")
+            row.compile = f"{compile_backend}, freezing"
+            _time_compiled_converted(
+                case,
+                row,
+                keep,
+                precision,
+                converted[best],
+                best,
+                timer,
+                use_graphs,
+                compile_backend,
+            )
+            _compile_facts(row, dense)
         del converted
         _fill_times(row, "converted", times)
         row.speedup = row.dense_ms / row.converted_ms
@@ -159,6 +247,7 @@ def measure_model(
         row.autotuned_ms, row.autotuned_layout = tuned[best][0].ms, best
         row.autotuned_dense_layers = tuned[best][1]
         row.autotuned_speedup = row.dense_ms / row.autotuned_ms
+        _fill_best(row)
         _fill_timing_facts(row, dense, times, use_graphs and case.device.type == "cuda")
         row.status = "ok"
     except Exception as error:  # noqa: BLE001  (e.g. out of memory: recorded, the run goes on)
@@ -212,6 +301,48 @@ def _autotune_and_time(case, row, keep, precision, converted, timer, use_graphs,
     return tuned
 
 
+def _time_compiled_converted(
+    case, row, keep, precision, model, layout, timer, use_graphs, backend
+) -> None:
+    """The autotuned converted model under torch.compile, checked, then timed."""
+    try:
+        timed = time_compiled(
+            model,
+            case.input_for(precision, layout),
+            timer,
+            use_graphs,
+            row.tolerance,
+            case.check_samples,
+            backend,
+            reference=case.reference(keep, precision),
+        )
+    except Exception as error:  # noqa: BLE001  (the eager numbers stand; the note says why)
+        row.compile_note = f"converted compile failed: {_line(error)}"
+        return
+    row.autotuned_compiled_ms, row.autotuned_compiled_layout = timed.ms, layout
+    if timed.note:
+        row.compile_note = f"converted: {timed.note}"
+
+
+def _compile_facts(row: ModelRow, dense: DenseTimes | str) -> None:
+    """Fills the compiled dense columns from the dense timings."""
+    if isinstance(dense, str) or COMPILED not in dense:
+        return
+    compiled = dense[COMPILED]
+    if math.isfinite(compiled.ms):
+        row.dense_compiled_ms, row.dense_compiled_layout = compiled.ms, compiled.layout
+    if compiled.note:
+        row.compile_note = "; ".join(p for p in (f"dense: {compiled.note}", row.compile_note) if p)
+
+
+def _fill_best(row: ModelRow) -> None:
+    dense = [ms for ms in (row.dense_ms, row.dense_compiled_ms) if ms is not None]
+    converted = [ms for ms in (row.converted_ms, row.autotuned_ms, row.autotuned_compiled_ms) if ms]
+    if dense and converted:
+        row.best_dense_ms = min(dense)
+        row.speedup_vs_best_dense = row.best_dense_ms / min(converted)
+
+
 def _fill_facts(row: ModelRow, facts) -> None:
     row.layers_converted = facts.layers_converted
     row.layers_dense = facts.layers_dense
@@ -222,6 +353,7 @@ def _fill_facts(row: ModelRow, facts) -> None:
 
 
 def _fill_times(row: ModelRow, side: str, times: DenseTimes) -> None:
+    times = {layout: timed for layout, timed in times.items() if layout != COMPILED}
     for layout, timed in times.items():
         setattr(row, f"{side}_ms_{layout}", timed.ms)
     if times:
@@ -231,7 +363,7 @@ def _fill_times(row: ModelRow, side: str, times: DenseTimes) -> None:
 
 
 def _fill_timing_facts(row: ModelRow, dense: DenseTimes, converted: DenseTimes, graphs: bool):
-    timed = {("dense", k): v for k, v in dense.items()}
+    timed = {("dense", k): v for k, v in dense.items() if k != COMPILED}
     timed.update({("converted", k): v for k, v in converted.items()})
     graphed = [t.graphed for t in timed.values()]
     if not graphs:

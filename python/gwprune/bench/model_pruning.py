@@ -4,8 +4,9 @@ Every eligible conv/linear layer keeps ``round(keep * groups)`` of its groups, c
 by L1 norm per layer (``gwprune.convert(model, keep, criterion='l1')``); the model's
 ``dense_by_design`` layers and the layers convert cannot replace stay dense. The
 masked dense model is the same model with the same pruned groups zeroed in its
-ordinary ``nn.Conv2d`` / ``nn.Linear`` layers: the reference the converted model must
-match. Convolutions are packed once per memory layout (the gather order differs).
+ordinary ``nn.Conv2d`` / ``nn.Linear`` layers (and BatchNorms, which the converted model
+folds in: ``gwprune.fold``): the reference the converted model must match. Convolutions
+are packed once per memory layout (the gather order differs).
 """
 
 import copy
@@ -16,8 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-import gwprune
-from gwprune.convert import ConversionReport, convert
+from gwprune.convert import ConversionReport, convert, masked_layer_weight
 
 from .model_specs import MEMORY_FORMATS, ModelSpec
 
@@ -69,8 +69,8 @@ def masked_copy(dense: nn.Module, report: ConversionReport) -> nn.Module:
     masked = copy.deepcopy(dense)
     with torch.no_grad():
         for layer in report.converted:
-            weight = masked.get_submodule(layer.name).weight
-            weight.copy_(gwprune.mask_weight(weight, layer.keep_idx.to(weight.device)))
+            module = masked.get_submodule(layer.name)  # Conv2d, Linear or transformers Conv1D
+            module.weight.copy_(masked_layer_weight(module, layer.keep_idx))
     return masked.eval()
 
 

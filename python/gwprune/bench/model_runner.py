@@ -48,6 +48,7 @@ class ModelRunOptions:
     size: ModelSize
     use_graphs: bool
     seed: int = 0
+    compile_backend: str | None = None  # torch.compile backend of the compiled timings, or off
 
 
 def run_model_tasks(
@@ -117,7 +118,7 @@ def _measure(case: ModelCase, task: ModelTask, timer, options, dense_times, prog
         if dense_key not in dense_times:
             try:
                 dense_times[dense_key] = measure_dense(
-                    case, task.precision, timer, options.use_graphs, stage
+                    case, task.precision, timer, options.use_graphs, stage, options.compile_backend
                 )
             except Exception as error:  # noqa: BLE001  (recorded in every row of this precision)
                 dense_times[dense_key] = correctness.exception_status(error)
@@ -130,6 +131,7 @@ def _measure(case: ModelCase, task: ModelTask, timer, options, dense_times, prog
             timer,
             options.use_graphs,
             stage,
+            options.compile_backend,
         )
 
 

@@ -2,14 +2,18 @@
 
 Every model is built from its config with random initialization (nothing is
 downloaded, so this works on a machine without network): torchvision VGG-16,
-ResNet-18 and ViT-B/16, and transformers' ``BertModel(BertConfig())`` (BERT-base).
-Each model names the layers that stay dense by design: the first conv and the
-classifier (for BERT, whose ``BertModel`` has neither, the pooler head).
+ResNet-18, ResNet-50, ConvNeXt-Tiny and ViT-B/16, transformers' ``BertModel(BertConfig())``
+(BERT-base), an 8-layer Llama-style decoder (``LlamaModel``, hidden 1024) and GPT-2
+(``GPT2Model(GPT2Config())``). Each model names the layers that stay dense by design: the
+first conv and the classifier (for BERT, whose ``BertModel`` has neither, the pooler head;
+the decoders have neither).
 
 ``ModelSize.tiny`` (the CPU preset) builds small variants so the command runs in
 seconds on a CPU: VGG-16's layer structure at 1/8 width with a 512-wide classifier,
-the real ResNet-18, and ViT-B/16 and BERT-base with 2 encoder layers (BERT with a
-512-token vocabulary). Their times say nothing about GPU speed.
+the real ResNet-18, ResNet-50 with one bottleneck per stage at a quarter of the 3x3
+width, ConvNeXt with one block per stage at 1/4 width, ViT-B/16 and BERT-base with 2
+encoder layers (BERT with a 512-token vocabulary), and 2-layer decoders of width 64.
+Their times say nothing about GPU speed.
 """
 
 from collections.abc import Callable
@@ -25,6 +29,15 @@ TINY_VOCAB = 512
 TINY_ENCODER_LAYERS = 2
 TINY_VGG_WIDTH_DIVISOR = 8
 TINY_VGG_CLASSIFIER = 512
+# The Llama-style decoder of the model benchmark (issue 14): hidden 1024, 8 layers, 16 heads
+# of 64, the MLP 2.75x wide (Llama's 8/3 rounded up to a multiple of 256: 2816).
+LLAMA_HIDDEN = 1024
+LLAMA_LAYERS = 8
+LLAMA_HEADS = 16
+LLAMA_INTERMEDIATE = 2816
+LLAMA_VOCAB = 32000
+TINY_DECODER_WIDTH = 64
+TINY_DECODER_HEADS = 4
 
 MEMORY_FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
 
@@ -64,7 +77,7 @@ class ModelSpec:
         """The benchmark input on the CPU: images (float32) or token ids, seeded."""
         generator = torch.Generator().manual_seed(seed)
         if self.takes_tokens:
-            vocab = model.bert.config.vocab_size
+            vocab = model.vocab_size
             return torch.randint(0, vocab, (size.batch, size.seq_len), generator=generator)
         shape = (size.batch, 3, size.image_size, size.image_size)
         return torch.randn(shape, generator=generator)
@@ -89,9 +102,29 @@ class BertLastHiddenState(nn.Module):
         super().__init__()
         self.bert = bert
 
+    @property
+    def vocab_size(self) -> int:
+        return self.bert.config.vocab_size
+
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         mask = torch.ones_like(input_ids)
         return self.bert(input_ids=input_ids, attention_mask=mask).last_hidden_state
+
+
+class DecoderLastHiddenState(nn.Module):
+    """A transformers decoder (``LlamaModel``, ``GPT2Model``) on token ids, causal, no cache;
+    returns last_hidden_state."""
+
+    def __init__(self, decoder: nn.Module):
+        super().__init__()
+        self.decoder = decoder
+
+    @property
+    def vocab_size(self) -> int:
+        return self.decoder.config.vocab_size
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.decoder(input_ids=input_ids, use_cache=False).last_hidden_state
 
 
 def _vgg16(size: ModelSize) -> nn.Module:
@@ -125,6 +158,73 @@ def _resnet18(size: ModelSize) -> nn.Module:
     import torchvision
 
     return torchvision.models.resnet18(weights=None)
+
+
+def _resnet50(size: ModelSize) -> nn.Module:
+    import torchvision
+
+    if not size.tiny:
+        return torchvision.models.resnet50(weights=None)
+    from torchvision.models.resnet import Bottleneck, ResNet
+
+    return ResNet(Bottleneck, [1, 1, 1, 1], num_classes=10, width_per_group=16)
+
+
+def _convnext_tiny(size: ModelSize) -> nn.Module:
+    import torchvision
+
+    if not size.tiny:
+        return torchvision.models.convnext_tiny(weights=None)
+    from torchvision.models.convnext import CNBlockConfig, ConvNeXt
+
+    widths = (24, 48, 96, 192)  # ConvNeXt-Tiny's 96..768 at 1/4, one block per stage
+    setting = [
+        CNBlockConfig(width, widths[i + 1] if i + 1 < len(widths) else None, 1)
+        for i, width in enumerate(widths)
+    ]
+    return ConvNeXt(setting, num_classes=10)
+
+
+def _llama(size: ModelSize) -> nn.Module:
+    import transformers
+
+    if size.tiny:
+        shape = dict(
+            hidden_size=TINY_DECODER_WIDTH,
+            intermediate_size=176,
+            num_hidden_layers=TINY_ENCODER_LAYERS,
+            num_attention_heads=TINY_DECODER_HEADS,
+            num_key_value_heads=TINY_DECODER_HEADS,
+            vocab_size=TINY_VOCAB,
+        )
+    else:
+        shape = dict(
+            hidden_size=LLAMA_HIDDEN,
+            intermediate_size=LLAMA_INTERMEDIATE,
+            num_hidden_layers=LLAMA_LAYERS,
+            num_attention_heads=LLAMA_HEADS,
+            num_key_value_heads=LLAMA_HEADS,
+            vocab_size=LLAMA_VOCAB,
+        )
+    config = transformers.LlamaConfig(attn_implementation=BERT_ATTENTION, **shape)
+    return DecoderLastHiddenState(transformers.LlamaModel(config))
+
+
+def _gpt2(size: ModelSize) -> nn.Module:
+    import transformers
+
+    options = {"attn_implementation": BERT_ATTENTION}
+    if size.tiny:
+        options.update(
+            n_layer=TINY_ENCODER_LAYERS,
+            n_embd=TINY_DECODER_WIDTH,
+            n_head=TINY_DECODER_HEADS,
+            vocab_size=TINY_VOCAB,
+        )
+    config = transformers.GPT2Config(**options)
+    if size.seq_len > config.n_positions:
+        raise ValueError(f"--seq-len {size.seq_len} exceeds GPT-2's {config.n_positions} positions")
+    return DecoderLastHiddenState(transformers.GPT2Model(config))
 
 
 def _vit_b_16(size: ModelSize) -> nn.Module:
@@ -168,6 +268,13 @@ MODEL_SPECS: dict[str, ModelSpec] = {
             "vgg16", "cnn", _vgg16, (("features.0", "first conv"), ("classifier.6", "classifier"))
         ),
         ModelSpec("resnet18", "cnn", _resnet18, (("conv1", "first conv"), ("fc", "classifier"))),
+        ModelSpec("resnet50", "cnn", _resnet50, (("conv1", "first conv"), ("fc", "classifier"))),
+        ModelSpec(
+            "convnext_tiny",
+            "cnn",
+            _convnext_tiny,
+            (("features.0.0", "first conv (patchify stem)"), ("classifier.2", "classifier")),
+        ),
         ModelSpec(
             "vit_b_16",
             "transformer",
@@ -181,6 +288,8 @@ MODEL_SPECS: dict[str, ModelSpec] = {
             (("bert.pooler.dense", "pooler head (BertModel has no classifier)"),),
             takes_tokens=True,
         ),
+        ModelSpec("llama", "transformer", _llama, (), takes_tokens=True),
+        ModelSpec("gpt2", "transformer", _gpt2, (), takes_tokens=True),
     )
 }
 
@@ -190,6 +299,24 @@ _LABELS = {
         True: "VGG-16 layers at 1/8 width, 512-wide classifier (CPU tiny)",
     },
     "resnet18": {False: "torchvision resnet18, random init", True: "torchvision resnet18 (CPU)"},
+    "resnet50": {
+        False: "torchvision resnet50, random init",
+        True: "ResNet-50 bottlenecks, one per stage, 3x3 width / 4 (CPU tiny)",
+    },
+    "convnext_tiny": {
+        False: "torchvision convnext_tiny, random init",
+        True: "ConvNeXt, one block per stage, widths 24-192 (CPU tiny)",
+    },
+    "llama": {
+        False: f"transformers LlamaModel, hidden {LLAMA_HIDDEN}, {LLAMA_LAYERS} layers, "
+        f"MLP {LLAMA_INTERMEDIATE}, {BERT_ATTENTION} attention, random init",
+        True: f"Llama-style decoder, {TINY_ENCODER_LAYERS} layers of width "
+        f"{TINY_DECODER_WIDTH} (CPU tiny)",
+    },
+    "gpt2": {
+        False: f"transformers GPT2Model(GPT2Config()), {BERT_ATTENTION} attention, random init",
+        True: f"GPT-2, {TINY_ENCODER_LAYERS} layers of width {TINY_DECODER_WIDTH} (CPU tiny)",
+    },
     "vit_b_16": {
         False: "torchvision vit_b_16, random init",
         True: f"ViT-B/16 with {TINY_ENCODER_LAYERS} encoder layers (CPU tiny)",
