@@ -5,17 +5,18 @@ Each op is a ``torch.library.custom_op`` (so ``torch.compile`` and
 the pybind11 functions of ``gwprune._C`` for CUDA tensors and over
 ``gwprune.reference`` for CPU tensors. No autograd: these are inference ops.
 
-Raw ops take a dense-shaped weight plus ``keep_idx`` and compact it per call
-(validating ``keep_idx`` costs one host sync when it lives on a GPU). Packed
-ops take a weight compacted once by ``pack_conv2d_weight`` /
-``pack_linear_weight``: their forward is gather + GEMM only, with no sync.
+Raw ops take a dense-shaped weight plus ``keep_idx``; the first call with them validates
+``keep_idx`` (one host sync when it lives on a GPU) and packs, later calls reuse the packed
+weight from ``gwprune.pack_cache``. Packed ops take a weight compacted once by
+``pack_conv2d_weight`` / ``pack_linear_weight``: their forward is gather + GEMM only, with
+no sync.
 """
 
 import logging
 
 import torch
 
-from . import _checks, reference
+from . import _checks, pack_cache, reference
 from ._config import get_workspace_limit
 from ._extension import _C, cuda_kernels_compiled
 from ._layout import conv_output_memory_format
@@ -29,9 +30,7 @@ from .groups import (  # noqa: F401  (re-exported: the seed's two ways of markin
 from .packing import (
     PackedConv2dWeight,
     PackedLinearWeight,
-    pack_conv2d_unchecked,
     pack_conv2d_weight,
-    pack_linear_unchecked,
     pack_linear_weight,
 )
 
@@ -149,12 +148,9 @@ def _conv2d_impl(
     dilation: list[int],
     workspace_bytes: int,
 ) -> torch.Tensor:
-    _checks.check_index_values(
-        keep_idx, "keep_idx", num_groups(weight), "groups (C*kh*kw of weight)"
-    )
-    packed = pack_conv2d_unchecked(
-        weight, torch.sort(keep_idx.long()).values, conv_output_memory_format(x)
-    )
+    entry = pack_cache.conv2d_entry(weight, keep_idx, pack_cache.conv2d_layout(x))
+    pack_cache.record_use(entry)
+    packed = entry.packed
     return _run_conv2d_packed(
         x,
         packed.weight,
@@ -204,8 +200,9 @@ def _linear_impl(
     bias: torch.Tensor | None,
     workspace_bytes: int,
 ) -> torch.Tensor:
-    _checks.check_index_values(keep_idx, "keep_idx", weight.shape[1], "input features of weight")
-    packed = pack_linear_unchecked(weight, torch.sort(keep_idx.long()).values)
+    entry = pack_cache.linear_entry(weight, keep_idx)
+    pack_cache.record_use(entry)
+    packed = entry.packed
     return _run_linear_packed(x, packed.weight, packed.feature_idx, bias, workspace_bytes)
 
 
