@@ -51,6 +51,7 @@ __all__ = [
 
 logger = logging.getLogger("gwprune")
 _warned_fallback = False
+_CUDA_KERNELS = cuda_kernels_compiled()
 
 
 def _use_cuda_kernels(x: torch.Tensor) -> bool:
@@ -100,6 +101,24 @@ def _conv2d_empty_like_output(x, out_channels, kernel_size, stride, padding, dil
 # Eager calls go straight to the *_impl functions (the custom-op dispatcher costs tens of
 # microseconds a call, as much as a small layer's GPU time); under torch.compile the
 # registered ops are used, so the compiled graph holds one opaque op with its fake.
+
+
+def _requires_grad(value) -> bool:
+    return isinstance(value, torch.Tensor) and value.requires_grad
+
+
+def _eager_cuda_call(x, weight, bias) -> bool:
+    """Whether this call goes straight to gwprune._C's eager entry, which checks the
+    arguments as this module does and runs the op: x is a CUDA tensor and the CUDA kernels
+    are compiled, torch.compile is not tracing, and autograd has nothing to record (else
+    the registered op runs, so that a backward fails loudly)."""
+    if not (_CUDA_KERNELS and isinstance(x, torch.Tensor) and x.is_cuda):
+        return False
+    if torch.compiler.is_compiling():
+        return False
+    if torch.is_grad_enabled():
+        return not (x.requires_grad or _requires_grad(weight) or _requires_grad(bias))
+    return True
 
 
 def _registered_or_eager(op, impl, *tensors):
@@ -227,7 +246,25 @@ def conv2d(x, weight, keep_idx, bias=None, stride=1, padding=0, dilation=1, grou
     ``F.conv2d(x, mask_weight(weight, keep_idx), bias, stride, padding, dilation)``.
     ``groups`` must be 1 (grouped convolution is out of scope).
     """
-    _checks.check_no_groups(groups)
+    if type(groups) is not int or groups != 1:
+        _checks.check_no_groups(groups)
+    if _eager_cuda_call(x, weight, bias):
+        entry = pack_cache.lookup(pack_cache.conv2d_layout(x), weight, keep_idx)
+        if entry is not None:  # checked and packed by an earlier call: C++ from here
+            packed = entry.packed
+            return _C.conv2d_cached_eager(
+                x,
+                packed.weight,
+                packed.group_idx,
+                bias,
+                packed.in_channels,
+                *packed.kernel_size,
+                stride,
+                padding,
+                dilation,
+                get_workspace_limit(),
+                entry.stream_id,
+            )
     _checks.check_float_tensor(x, "x")
     _checks.check_conv2d_weight(weight, x)
     kernel_size = (weight.shape[2], weight.shape[3])
@@ -261,6 +298,19 @@ def conv2d_packed(x, packed: PackedConv2dWeight, bias=None, stride=1, padding=0,
         raise TypeError(
             f"gwprune: packed must be a PackedConv2dWeight, got {type(packed).__name__}"
         )
+    if _eager_cuda_call(x, packed.weight, bias):
+        return _C.conv2d_packed_eager(
+            x,
+            packed.weight,
+            packed.group_idx,
+            bias,
+            packed.in_channels,
+            packed.kernel_size,
+            stride,
+            padding,
+            dilation,
+            get_workspace_limit(),
+        )
     _checks.check_float_tensor(x, "x")
     _checks.check_packed_conv2d(packed, x)
     stride, padding, dilation, _ = _checks.check_conv2d_input(
@@ -284,6 +334,19 @@ def linear(x, weight, keep_idx, bias=None):
     """Group-wise pruned ``F.linear``: ``x [..., in]``, ``weight [out, in]``,
     ``keep_idx`` the kept input features. Equals
     ``F.linear(x, mask_weight(weight, keep_idx), bias)``."""
+    if _eager_cuda_call(x, weight, bias):
+        entry = pack_cache.lookup(pack_cache.LINEAR, weight, keep_idx)
+        if entry is not None:  # checked and packed by an earlier call: C++ from here
+            packed = entry.packed
+            return _C.linear_cached_eager(
+                x,
+                packed.weight,
+                packed.feature_idx,
+                bias,
+                packed.in_features,
+                get_workspace_limit(),
+                entry.stream_id,
+            )
     _checks.check_float_tensor(x, "x")
     _checks.check_linear_weight(weight, x)
     _checks.check_linear_input(x, weight.shape[1])
@@ -301,6 +364,15 @@ def linear_packed(x, packed: PackedLinearWeight, bias=None):
     if not isinstance(packed, PackedLinearWeight):
         raise TypeError(
             f"gwprune: packed must be a PackedLinearWeight, got {type(packed).__name__}"
+        )
+    if _eager_cuda_call(x, packed.weight, bias):
+        return _C.linear_packed_eager(
+            x,
+            packed.weight,
+            packed.feature_idx,
+            bias,
+            packed.in_features,
+            get_workspace_limit(),
         )
     _checks.check_float_tensor(x, "x")
     _checks.check_packed_linear(packed, x)

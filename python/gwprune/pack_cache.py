@@ -49,6 +49,12 @@ from .packing import (
 _DEFAULT_LIMIT_BYTES = 2**30
 _MAX_LIMIT_BYTES = 2**63 - 1
 
+CAPTURE_MESSAGE = (
+    "gwprune: a raw op (gwprune.ops.conv2d / linear) cannot be captured in a CUDA graph: its "
+    "packed weight lives in the pack cache, which may free it; capture "
+    "gwprune.ops.conv2d_packed / linear_packed or a gwprune module instead"
+)
+
 CONV_NCHW = 0
 CONV_CHANNELS_LAST = 1
 LINEAR = 2
@@ -81,7 +87,7 @@ class _Entry:
         "weight_dtype",
         "packed",
         "nbytes",
-        "stream_id",
+        "stream_id",  # the stream a CUDA entry was packed on; -1 on the CPU
     )
 
     def matches(self, weight: torch.Tensor, keep_idx: torch.Tensor) -> bool:
@@ -147,7 +153,7 @@ class _PackCache:
         entry.stream_id = (
             torch.cuda.current_stream(packed_weight.device).stream_id
             if packed_weight.is_cuda
-            else None
+            else -1
         )
         try:
             entry.weight_version = weight._version
@@ -237,11 +243,15 @@ def lookup(layout: int, weight: torch.Tensor, keep_idx: torch.Tensor) -> _Entry 
 
 
 def record_use(entry: _Entry) -> None:
-    """Marks the packed tensors as used by the current stream when it is not the one they
-    were packed on, so freeing them later waits for that stream (the C++ eager path does
-    the same for its calls)."""
-    if entry.stream_id is None:
+    """Before a kernel on the current stream reads a CUDA entry: refuses CUDA graph capture
+    (an evicted entry would leave the graph reading freed memory) and marks the packed
+    tensors as used by the current stream when it is not the one they were packed on, so
+    freeing them later waits for that stream. The C++ eager path does the same
+    (csrc/cuda/cached_operands.cpp)."""
+    if entry.stream_id < 0:
         return
+    if torch.cuda.is_current_stream_capturing():
+        raise RuntimeError(CAPTURE_MESSAGE)
     packed_weight, packed_index = packed_tensors(entry.packed)
     stream = torch.cuda.current_stream(packed_weight.device)
     if stream.stream_id != entry.stream_id:
