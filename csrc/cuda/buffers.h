@@ -15,15 +15,20 @@ namespace gwprune::cuda {
 
 constexpr int64_t kMaxCublasDim = std::numeric_limits<int>::max();
 
+// Writes bias[(i / inner) % bias.numel()] to element i of `out`'s memory (dense, any
+// dtype gwprune runs): inner = H*W for an NCHW output, 1 for a channels_last one or for
+// rows of a 2-D [rows, channels] output. One kernel launch (bias_columns.cu); a
+// view + expand + copy_ chain cost several dispatcher calls of host time per call.
+void fill_with_bias(at::Tensor& out, const at::Tensor& bias, int64_t inner);
+
 // Bias is added by letting the GEMM accumulate (beta = 1) onto an output that
-// already holds it; without bias the GEMM overwrites (beta = 0).
-inline float prepare_output(at::Tensor& out, const std::optional<at::Tensor>& bias,
-                            int64_t channel_dim) {
+// already holds it; without bias the GEMM overwrites (beta = 0). `out` is an NCHW or
+// channels_last conv output, or a 2-D linear one, its channels along dim 1.
+inline float prepare_output(at::Tensor& out, const std::optional<at::Tensor>& bias) {
   if (poison_outputs()) out.fill_(std::numeric_limits<double>::quiet_NaN());
   if (!bias.has_value()) return 0.0f;
-  std::vector<int64_t> shape(out.dim(), 1);
-  shape[channel_dim] = bias->size(0);
-  out.copy_(bias->view(shape).expand_as(out));
+  const bool nchw = out.dim() == 4 && out.is_contiguous();
+  fill_with_bias(out, *bias, nchw ? out.size(2) * out.size(3) : 1);
   return 1.0f;
 }
 

@@ -14,6 +14,7 @@
 #include <unordered_map>
 
 #include "../error_message.h"
+#include "buffers.h"
 #include "gemm.h"
 
 namespace gwprune::cuda {
@@ -336,8 +337,8 @@ void gemm_rows(const RowMajorOperand& a, const RowMajorOperand& b, const RowMajo
     return;
   }
   if (gemm_bias_epilogue(a, b, out, epilogue_bias.data_ptr(), dtype, allow_tf32)) return;
-  at::Tensor rows = out_rows.narrow(0, row0, out.rows);
-  rows.copy_(epilogue_bias.view({1, -1}).expand_as(rows));
+  at::Tensor rows = out_rows.narrow(0, row0, out.rows);  // contiguous: whole rows
+  fill_with_bias(rows, epilogue_bias, 1);
   gemm(a, b, out, 1, dtype, allow_tf32, 1.0f);
 }
 
