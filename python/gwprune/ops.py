@@ -5,6 +5,10 @@ Each op is a ``torch.library.custom_op`` (so ``torch.compile`` and
 the pybind11 functions of ``gwprune._C`` for CUDA tensors and over
 ``gwprune.reference`` for CPU tensors. No autograd: these are inference ops.
 
+An eager call with a CUDA ``x`` skips all of that: the public function tests that it may
+(``_eager_cuda_call``) and makes one call into ``gwprune._C``'s eager entry, which runs the
+checks of ``_checks.py`` in C++ (same order, types and messages) and then the op.
+
 Raw ops take a dense-shaped weight plus ``keep_idx``; the first call with them validates
 ``keep_idx`` (one host sync when it lives on a GPU) and packs, later calls reuse the packed
 weight from ``gwprune.pack_cache``. Packed ops take a weight compacted once by
