@@ -10,16 +10,11 @@
 #include <vector>
 
 #include "../ops.h"
+#include "bias_columns.h"
 
 namespace gwprune::cuda {
 
 constexpr int64_t kMaxCublasDim = std::numeric_limits<int>::max();
-
-// Writes bias[(i / inner) % bias.numel()] to element i of `out`'s memory (dense, any
-// dtype gwprune runs): inner = H*W for an NCHW output, 1 for a channels_last one or for
-// rows of a 2-D [rows, channels] output. One kernel launch (bias_columns.cu); a
-// view + expand + copy_ chain cost several dispatcher calls of host time per call.
-void fill_with_bias(at::Tensor& out, const at::Tensor& bias, int64_t inner);
 
 // Bias is added by letting the GEMM accumulate (beta = 1) onto an output that
 // already holds it; without bias the GEMM overwrites (beta = 0). `out` is an NCHW or

@@ -14,7 +14,7 @@
 #include <unordered_map>
 
 #include "../error_message.h"
-#include "buffers.h"
+#include "bias_columns.h"
 #include "gemm.h"
 
 namespace gwprune::cuda {
