@@ -238,3 +238,63 @@ def test_valid_calls_pass_every_check(device):
         else:
             assert result[0] == "ok", f"{name}: {result}"
             torch.testing.assert_close(result[1], expected[with_bias], rtol=1e-5, atol=1e-5)
+
+
+# ---- the public functions' calls into the entries ---------------------------------------
+# On a GPU machine every CUDA test goes through them; here the lean path is forced open for
+# CPU tensors, so the real entries receive what the public functions pass: the arguments
+# arrive in the right order (every check passes, then the CPU refusal) and bad ones raise
+# what the Python path raises.
+
+
+@pytest.fixture
+def forced_eager(monkeypatch):
+    from gwprune import ops
+
+    monkeypatch.setattr(ops, "_eager_cuda_call", lambda x, w, b: isinstance(x, torch.Tensor))
+    gwprune.clear_pack_cache()
+    yield
+    gwprune.clear_pack_cache()
+
+
+def assert_refused_after_checks(call, case):
+    with pytest.raises(ValueError, match=CPU_REFUSAL) as info:
+        call()
+    assert "runs CUDA tensors only" in str(info.value), case
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_public_conv_calls_reach_the_entries(forced_eager, channels_last):
+    args = conv_args("cpu")
+    if channels_last:
+        args["x"] = args["x"].contiguous(memory_format=torch.channels_last)
+    packed = gwprune.pack_conv2d_weight(args["weight"], args["keep_idx"])
+    x, bias = args["x"], args["bias"]
+    assert_refused_after_checks(lambda: gwprune.ops.conv2d_packed(x, packed, bias, 1, 1), "packed")
+    module = gwprune.GroupwiseConv2d.from_dense(
+        torch.nn.Conv2d(4, 6, 3, padding=(1, 1), stride=(1, 1)), args["keep_idx"]
+    ).eval()
+    assert_refused_after_checks(lambda: module(x), "module")
+    gwprune.ops.conv2d(**args)  # a miss: the Python path packs and caches
+    assert_refused_after_checks(lambda: gwprune.ops.conv2d(**args), "raw, from the cache")
+    with pytest.raises(ValueError, match="stride must be positive"):
+        gwprune.ops.conv2d(**{**args, "stride": (1, 0)})
+    with pytest.raises(TypeError, match="bias must be a torch.Tensor, got list"):
+        gwprune.ops.conv2d(**{**args, "bias": [0.0] * 6})
+    with pytest.raises(ValueError, match="x has 5 channels but weight expects 4"):
+        gwprune.ops.conv2d(**{**args, "x": torch.randn(2, 5, 8, 8)})
+
+
+def test_public_linear_calls_reach_the_entries(forced_eager):
+    args = linear_args("cpu")
+    packed = gwprune.pack_linear_weight(args["weight"], args["keep_idx"])
+    x, bias = args["x"], args["bias"]
+    assert_refused_after_checks(lambda: gwprune.ops.linear_packed(x, packed, bias), "packed")
+    module = gwprune.GroupwiseLinear.from_dense(torch.nn.Linear(10, 5), args["keep_idx"])
+    assert_refused_after_checks(lambda: module(x), "module")
+    gwprune.ops.linear(**args)
+    assert_refused_after_checks(lambda: gwprune.ops.linear(**args), "raw, from the cache")
+    with pytest.raises(ValueError, match="x has 9 features in its last dimension"):
+        gwprune.ops.linear(**{**args, "x": torch.randn(3, 9)})
+    with pytest.raises(TypeError, match="weight has dtype torch.float32 but x has dtype"):
+        gwprune.ops.linear(**{**args, "x": args["x"].double()})
