@@ -90,19 +90,19 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
 
 }  // namespace
 
-void fill_with_bias(at::Tensor& out, const at::Tensor& bias, int64_t inner) {
-  const int64_t total = out.numel();
+void fill_with_bias(void* data, at::ScalarType dtype, int64_t total, const at::Tensor& bias,
+                    int64_t inner) {
   const int64_t channels = bias.numel();
   if (total == 0 || channels == 0) return;
+  TORCH_CHECK(bias.scalar_type() == dtype, "gwprune: bias and output dtypes differ");
   const at::Tensor bias_values = bias.contiguous();
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, out.scalar_type(), "fill_with_bias", [&] {
-        fill_with_bias_kernel<scalar_t><<<elementwise_blocks(total), kThreadsPerBlock, 0, stream>>>(
-            out.mutable_data_ptr<scalar_t>(), bias_values.const_data_ptr<scalar_t>(), total,
-            std::max<int64_t>(inner, 1), channels);
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
-      });
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "fill_with_bias", [&] {
+    fill_with_bias_kernel<scalar_t><<<elementwise_blocks(total), kThreadsPerBlock, 0, stream>>>(
+        static_cast<scalar_t*>(data), bias_values.const_data_ptr<scalar_t>(), total,
+        std::max<int64_t>(inner, 1), channels);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
 }
 
 int64_t bias_rows_for(int64_t kept) {

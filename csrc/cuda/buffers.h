@@ -23,7 +23,8 @@ inline float prepare_output(at::Tensor& out, const std::optional<at::Tensor>& bi
   if (poison_outputs()) out.fill_(std::numeric_limits<double>::quiet_NaN());
   if (!bias.has_value()) return 0.0f;
   const bool nchw = out.dim() == 4 && out.is_contiguous();
-  fill_with_bias(out, *bias, nchw ? out.size(2) * out.size(3) : 1);
+  fill_with_bias(out.data_ptr(), out.scalar_type(), out.numel(), *bias,
+                 nchw ? out.size(2) * out.size(3) : 1);
   return 1.0f;
 }
 

@@ -330,15 +330,14 @@ void gemm(const RowMajorOperand& a, const RowMajorOperand& b, const RowMajorOutp
 }
 
 void gemm_rows(const RowMajorOperand& a, const RowMajorOperand& b, const RowMajorOutput& out,
-               const at::Tensor& out_rows, int64_t row0, const at::Tensor& epilogue_bias,
-               float beta, at::ScalarType dtype, bool allow_tf32) {
+               const at::Tensor& epilogue_bias, float beta, at::ScalarType dtype, bool allow_tf32) {
   if (!epilogue_bias.defined()) {
     gemm(a, b, out, 1, dtype, allow_tf32, beta);
     return;
   }
   if (gemm_bias_epilogue(a, b, out, epilogue_bias.data_ptr(), dtype, allow_tf32)) return;
-  at::Tensor rows = out_rows.narrow(0, row0, out.rows);  // contiguous: whole rows
-  fill_with_bias(rows, epilogue_bias, 1);
+  TORCH_CHECK(out.ld == out.cols, "gwprune: the bias prefill needs contiguous output rows");
+  fill_with_bias(out.data, dtype, out.rows * out.cols, epilogue_bias, 1);
   gemm(a, b, out, 1, dtype, allow_tf32, 1.0f);
 }
 

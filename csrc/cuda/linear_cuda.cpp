@@ -47,7 +47,7 @@ at::Tensor linear_packed_cuda(const at::Tensor& x2d, const at::Tensor& weight,
     const RowMajorOperand w_op{gemm_weight.data_ptr(), out_features, reduction, reduction, 0, true};
     const RowMajorOutput out_op{out_base + r0 * out_features * elem, count, out_features,
                                 out_features, 0};
-    gemm_rows(x_op, w_op, out_op, out, r0, plan.epilogue, plan.beta, x2d.scalar_type(), allow_tf32);
+    gemm_rows(x_op, w_op, out_op, plan.epilogue, plan.beta, x2d.scalar_type(), allow_tf32);
   }
   return out;
 }
