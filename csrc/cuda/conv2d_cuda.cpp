@@ -121,8 +121,8 @@ at::Tensor conv2d_packed_cuda(const at::Tensor& x_in, const at::Tensor& weight,
   const auto format = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   const at::Tensor x = x_in.contiguous(format);
 
-  at::Tensor out = at::empty({x.size(0), weight.size(0), geometry.out_h, geometry.out_w},
-                             x.options().memory_format(format));
+  at::Tensor out =
+      empty_device({x.size(0), weight.size(0), geometry.out_h, geometry.out_w}, x, format);
   if (out.numel() == 0) return out;
   const int64_t kept = group_idx.numel();
   // channels_last outputs can take the bias in cuBLASLt's epilogue; NCHW ones,
