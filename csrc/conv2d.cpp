@@ -1,7 +1,11 @@
 // conv2d_packed: checks the packed operands, owns the output-shape logic and
-// hands CUDA tensors to the CUDA implementation.
+// hands CUDA tensors to the CUDA implementation. conv2d_packed_eager and
+// conv2d_cached_eager are the eager CUDA calls of gwprune.ops.conv2d_packed and of
+// gwprune.ops.conv2d served from the pack cache: Python's checks, in Python's order and
+// words (checks.h), then the op, in one call.
 #include "checks.h"
 #include "ops.h"
+#include "python_args.h"
 
 namespace gwprune {
 namespace {
@@ -9,6 +13,11 @@ namespace {
 std::pair<int64_t, int64_t> pair_arg(const std::vector<int64_t>& values, const char* name) {
   GWPRUNE_CHECK_VALUE(values.size() == 2, name, " must have 2 values, got ", values.size());
   return {values[0], values[1]};
+}
+
+void check_backend(const std::string& backend) {
+  GWPRUNE_CHECK_VALUE(backend == "auto" || backend == "implicit" || backend == "explicit",
+                      "backend must be 'auto', 'implicit' or 'explicit', got '", backend, "'");
 }
 
 }  // namespace
@@ -39,8 +48,7 @@ at::Tensor conv2d_packed(const at::Tensor& x, const at::Tensor& weight, const at
     GWPRUNE_CHECK_VALUE(b.size(0) == weight.size(0), "bias must have ", weight.size(0),
                         " elements (out_channels), got ", b.size(0));
   }
-  GWPRUNE_CHECK_VALUE(backend == "auto" || backend == "implicit" || backend == "explicit",
-                      "backend must be 'auto', 'implicit' or 'explicit', got '", backend, "'");
+  check_backend(backend);
   GWPRUNE_CHECK_VALUE(workspace_bytes > 0, "workspace_bytes must be positive, got ",
                       workspace_bytes);
   const Activation parsed_activation = parse_activation(activation);
@@ -64,14 +72,95 @@ at::Tensor conv2d_packed(const at::Tensor& x, const at::Tensor& weight, const at
                       geometry.out_h, ", ", geometry.out_w, ") for input (", geometry.height, ", ",
                       geometry.width, "): the input is too small for the kernel");
 
+  return run_conv2d(x, weight, group_idx, bias, geometry, workspace_bytes, backend,
+                    parsed_activation);
+}
+
+namespace {
+
+// The checks of gwprune.ops.conv2d* that follow the weight's: x against the layer, the
+// conv arguments, the bias (_checks.check_conv2d_input, check_bias).
+ConvGeometry check_conv_arguments(const at::Tensor& x, int64_t in_channels, checks::Pair kernel,
+                                  py::handle stride, py::handle padding, py::handle dilation) {
+  checks::check_conv2d_x(x, in_channels, kernel);
+  const checks::Pair stride_pair = python_args::pair(stride, "stride", 1);
+  const checks::Pair padding_pair = python_args::pair(padding, "padding", 0);
+  const checks::Pair dilation_pair = python_args::pair(dilation, "dilation", 1);
+  return checks::check_conv2d_output(x, kernel, stride_pair, padding_pair, dilation_pair);
+}
+
+}  // namespace
+
+at::Tensor conv2d_packed_eager(py::handle x_arg, py::handle weight_arg, py::handle group_idx_arg,
+                               py::handle bias_arg, py::handle in_channels_arg,
+                               py::handle kernel_size_arg, py::handle stride, py::handle padding,
+                               py::handle dilation, int64_t workspace_bytes,
+                               const std::string& backend, const std::string& activation) {
+  const at::Tensor& x = python_args::tensor(x_arg, "x");
+  checks::check_float_tensor(x, "x");
+  const at::Tensor& weight = python_args::tensor(weight_arg, "packed.weight");
+  checks::check_packed_weight(weight, x);
+  const at::Tensor& group_idx = python_args::tensor(group_idx_arg, "packed.group_idx");
+  checks::check_packed_index(group_idx, "packed.group_idx", x, weight.size(1));
+  const int64_t in_channels = python_args::count(in_channels_arg, "packed.in_channels");
+  const checks::Pair kernel = python_args::pair(kernel_size_arg, "packed.kernel_size", 1);
+  const ConvGeometry geometry =
+      check_conv_arguments(x, in_channels, kernel, stride, padding, dilation);
+  const std::optional<at::Tensor> bias = python_args::optional_tensor(bias_arg, "bias");
+  checks::check_bias(bias, x, weight.size(0), "out_channels");
+  GWPRUNE_CHECK_VALUE(workspace_bytes > 0, "workspace_bytes must be positive, got ",
+                      workspace_bytes);
+  check_backend(backend);
+  return run_conv2d(x, weight, group_idx, bias, geometry, workspace_bytes, backend,
+                    parse_activation(activation));
+}
+
+at::Tensor conv2d_cached_eager(py::handle x_arg, const at::Tensor& weight,
+                               const at::Tensor& group_idx, py::handle bias_arg,
+                               int64_t in_channels, int64_t kernel_h, int64_t kernel_w,
+                               py::handle stride, py::handle padding, py::handle dilation,
+                               int64_t workspace_bytes, int64_t packed_stream,
+                               const std::string& backend, const std::string& activation) {
+  const at::Tensor& x = python_args::tensor(x_arg, "x");
+  checks::check_float_tensor(x, "x");
+  // The packed weight has the dtype and device of the weight it was packed from, and
+  // keep_idx was on that device too (checked when it was packed).
+  checks::check_same_dtype_device(weight, "weight", x);
+  const ConvGeometry geometry =
+      check_conv_arguments(x, in_channels, {kernel_h, kernel_w}, stride, padding, dilation);
+  const std::optional<at::Tensor> bias = python_args::optional_tensor(bias_arg, "bias");
+  checks::check_bias(bias, x, weight.size(0), "out_channels");
+  GWPRUNE_CHECK_VALUE(workspace_bytes > 0, "workspace_bytes must be positive, got ",
+                      workspace_bytes);
+  check_backend(backend);
+  const Activation parsed_activation = parse_activation(activation);
+  use_cached_operands(weight, group_idx, packed_stream);
+  return run_conv2d(x, weight, group_idx, bias, geometry, workspace_bytes, backend,
+                    parsed_activation);
+}
+
+at::Tensor run_conv2d(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& group_idx,
+                      const std::optional<at::Tensor>& bias, const ConvGeometry& geometry,
+                      int64_t workspace_bytes, const std::string& backend, Activation activation) {
   GWPRUNE_CHECK_VALUE(x.is_cuda(), "gwprune._C.conv2d_packed runs CUDA tensors only; ",
                       "CPU tensors go through gwprune.reference");
 #ifdef GWPRUNE_WITH_CUDA
   return cuda::conv2d_packed_cuda(x, weight, group_idx, bias, geometry, workspace_bytes, backend,
-                                  parsed_activation);
+                                  activation);
 #else
-  (void)parsed_activation;
+  (void)backend;
+  (void)activation;
   TORCH_CHECK(false, "gwprune was built without CUDA kernels");
+#endif
+}
+
+void use_cached_operands(const at::Tensor& weight, const at::Tensor& index, int64_t packed_stream) {
+  if (!weight.is_cuda()) return;
+#ifdef GWPRUNE_WITH_CUDA
+  cuda::use_cached_operands(weight, index, packed_stream);
+#else
+  (void)index;
+  (void)packed_stream;
 #endif
 }
 

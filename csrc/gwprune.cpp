@@ -58,6 +58,26 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("linear_packed", &gwprune::linear_packed, "Group-wise linear on a packed weight",
         py::arg("x"), py::arg("weight"), py::arg("feature_idx"), py::arg("bias"),
         py::arg("workspace_bytes"), py::arg("activation") = "none");
+  // The eager calls of gwprune.ops (ops.h): arguments as the user passed them.
+  m.def("conv2d_packed_eager", &gwprune::conv2d_packed_eager,
+        "gwprune.ops.conv2d_packed's checks and the op, for a CUDA x", py::arg("x"),
+        py::arg("weight"), py::arg("group_idx"), py::arg("bias"), py::arg("in_channels"),
+        py::arg("kernel_size"), py::arg("stride"), py::arg("padding"), py::arg("dilation"),
+        py::arg("workspace_bytes"), py::arg("backend") = "auto", py::arg("activation") = "none");
+  m.def("conv2d_cached_eager", &gwprune::conv2d_cached_eager,
+        "gwprune.ops.conv2d's checks and the op on a pack-cache entry, for a CUDA x", py::arg("x"),
+        py::arg("weight"), py::arg("group_idx"), py::arg("bias"), py::arg("in_channels"),
+        py::arg("kernel_h"), py::arg("kernel_w"), py::arg("stride"), py::arg("padding"),
+        py::arg("dilation"), py::arg("workspace_bytes"), py::arg("packed_stream"),
+        py::arg("backend") = "auto", py::arg("activation") = "none");
+  m.def("linear_packed_eager", &gwprune::linear_packed_eager,
+        "gwprune.ops.linear_packed's checks and the op, for a CUDA x", py::arg("x"),
+        py::arg("weight"), py::arg("feature_idx"), py::arg("bias"), py::arg("in_features"),
+        py::arg("workspace_bytes"), py::arg("activation") = "none");
+  m.def("linear_cached_eager", &gwprune::linear_cached_eager,
+        "gwprune.ops.linear's checks and the op on a pack-cache entry, for a CUDA x", py::arg("x"),
+        py::arg("weight"), py::arg("feature_idx"), py::arg("bias"), py::arg("in_features"),
+        py::arg("workspace_bytes"), py::arg("packed_stream"), py::arg("activation") = "none");
   m.def("set_poison_outputs", &gwprune::set_poison_outputs,
         "Fill outputs and workspaces with NaN before kernels write them (tests)");
   m.def("poison_outputs", &gwprune::poison_outputs);

@@ -1,7 +1,10 @@
 // linear_packed: checks the packed operands and hands CUDA tensors to the
-// CUDA implementation; flattening x to 2-D is decided here.
+// CUDA implementation; flattening x to 2-D is decided here. linear_packed_eager and
+// linear_cached_eager are the eager CUDA calls of gwprune.ops.linear_packed and of
+// gwprune.ops.linear served from the pack cache (see conv2d.cpp).
 #include "checks.h"
 #include "ops.h"
+#include "python_args.h"
 
 namespace gwprune {
 
@@ -31,23 +34,65 @@ at::Tensor linear_packed(const at::Tensor& x, const at::Tensor& weight,
   }
   GWPRUNE_CHECK_VALUE(workspace_bytes > 0, "workspace_bytes must be positive, got ",
                       workspace_bytes);
+  return run_linear(x, weight, feature_idx, bias, workspace_bytes, parse_activation(activation));
+}
+
+at::Tensor linear_packed_eager(py::handle x_arg, py::handle weight_arg, py::handle feature_idx_arg,
+                               py::handle bias_arg, py::handle in_features_arg,
+                               int64_t workspace_bytes, const std::string& activation) {
+  const at::Tensor& x = python_args::tensor(x_arg, "x");
+  checks::check_float_tensor(x, "x");
+  const at::Tensor& weight = python_args::tensor(weight_arg, "packed.weight");
+  checks::check_packed_weight(weight, x);
+  const at::Tensor& feature_idx = python_args::tensor(feature_idx_arg, "packed.feature_idx");
+  checks::check_packed_index(feature_idx, "packed.feature_idx", x, weight.size(1));
+  const int64_t in_features = python_args::count(in_features_arg, "packed.in_features");
+  checks::check_linear_input(x, in_features);
+  const std::optional<at::Tensor> bias = python_args::optional_tensor(bias_arg, "bias");
+  checks::check_bias(bias, x, weight.size(0), "out_features");
+  GWPRUNE_CHECK_VALUE(workspace_bytes > 0, "workspace_bytes must be positive, got ",
+                      workspace_bytes);
+  return run_linear(x, weight, feature_idx, bias, workspace_bytes, parse_activation(activation));
+}
+
+at::Tensor linear_cached_eager(py::handle x_arg, const at::Tensor& weight,
+                               const at::Tensor& feature_idx, py::handle bias_arg,
+                               int64_t in_features, int64_t workspace_bytes, int64_t packed_stream,
+                               const std::string& activation) {
+  const at::Tensor& x = python_args::tensor(x_arg, "x");
+  checks::check_float_tensor(x, "x");
+  checks::check_same_dtype_device(weight, "weight", x);  // as in conv2d_cached_eager
+  checks::check_linear_input(x, in_features);
+  const std::optional<at::Tensor> bias = python_args::optional_tensor(bias_arg, "bias");
+  checks::check_bias(bias, x, weight.size(0), "out_features");
+  GWPRUNE_CHECK_VALUE(workspace_bytes > 0, "workspace_bytes must be positive, got ",
+                      workspace_bytes);
   const Activation parsed_activation = parse_activation(activation);
+  use_cached_operands(weight, feature_idx, packed_stream);
+  return run_linear(x, weight, feature_idx, bias, workspace_bytes, parsed_activation);
+}
+
+at::Tensor run_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& feature_idx,
+                      const std::optional<at::Tensor>& bias, int64_t workspace_bytes,
+                      Activation activation) {
   GWPRUNE_CHECK_VALUE(x.is_cuda(), "gwprune._C.linear_packed runs CUDA tensors only; ",
                       "CPU tensors go through gwprune.reference");
-
   const int64_t in_features = x.size(-1);
   const int64_t rows = c10::multiply_integers(x.sizes().begin(), x.sizes().end() - 1);
-  at::Tensor x2d = x.reshape({rows, in_features});
+  // A 2-D x is used as it is (a reshape and a view are two dispatcher calls).
+  const bool flat = x.dim() == 2;
+  at::Tensor x2d = flat ? x : x.reshape({rows, in_features});
   // The gather needs unit stride along features; rows may have any stride.
   if (x2d.stride(1) != 1 && in_features > 1) x2d = x2d.contiguous();
+#ifdef GWPRUNE_WITH_CUDA
+  at::Tensor out =
+      cuda::linear_packed_cuda(x2d, weight, feature_idx, bias, workspace_bytes, activation);
+  if (flat) return out;
   std::vector<int64_t> out_shape(x.sizes().begin(), x.sizes().end() - 1);
   out_shape.push_back(weight.size(0));
-#ifdef GWPRUNE_WITH_CUDA
-  return cuda::linear_packed_cuda(x2d, weight, feature_idx, bias, workspace_bytes,
-                                  parsed_activation)
-      .view(out_shape);
+  return out.view(out_shape);
 #else
-  (void)parsed_activation;
+  (void)activation;
   TORCH_CHECK(false, "gwprune was built without CUDA kernels");
 #endif
 }

@@ -29,6 +29,48 @@ at::Tensor linear_packed(const at::Tensor& x, const at::Tensor& weight,
                          const at::Tensor& feature_idx, const std::optional<at::Tensor>& bias,
                          int64_t workspace_bytes, const std::string& activation = "none");
 
+// The eager entry points of the public ops for CUDA tensors, called from
+// python/gwprune/ops.py with the user's arguments as they are: every check of the Python
+// path, in its order and words (checks.h, python_args.h), then the op, in one call.
+// *_packed_eager take a PackedConv2dWeight / PackedLinearWeight's fields; *_cached_eager
+// take a packed weight from the pack cache (python/gwprune/pack_cache.py) standing for
+// the raw call's weight, and the id of the stream it was packed on.
+at::Tensor conv2d_packed_eager(pybind11::handle x, pybind11::handle weight,
+                               pybind11::handle group_idx, pybind11::handle bias,
+                               pybind11::handle in_channels, pybind11::handle kernel_size,
+                               pybind11::handle stride, pybind11::handle padding,
+                               pybind11::handle dilation, int64_t workspace_bytes,
+                               const std::string& backend, const std::string& activation);
+at::Tensor conv2d_cached_eager(pybind11::handle x, const at::Tensor& weight,
+                               const at::Tensor& group_idx, pybind11::handle bias,
+                               int64_t in_channels, int64_t kernel_h, int64_t kernel_w,
+                               pybind11::handle stride, pybind11::handle padding,
+                               pybind11::handle dilation, int64_t workspace_bytes,
+                               int64_t packed_stream, const std::string& backend,
+                               const std::string& activation);
+at::Tensor linear_packed_eager(pybind11::handle x, pybind11::handle weight,
+                               pybind11::handle feature_idx, pybind11::handle bias,
+                               pybind11::handle in_features, int64_t workspace_bytes,
+                               const std::string& activation);
+at::Tensor linear_cached_eager(pybind11::handle x, const at::Tensor& weight,
+                               const at::Tensor& feature_idx, pybind11::handle bias,
+                               int64_t in_features, int64_t workspace_bytes, int64_t packed_stream,
+                               const std::string& activation);
+
+// The op on checked operands: the CUDA implementation (CPU tensors are refused here).
+at::Tensor run_conv2d(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& group_idx,
+                      const std::optional<at::Tensor>& bias, const ConvGeometry& geometry,
+                      int64_t workspace_bytes, const std::string& backend, Activation activation);
+at::Tensor run_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& feature_idx,
+                      const std::optional<at::Tensor>& bias, int64_t workspace_bytes,
+                      Activation activation);
+
+// Before a cached packed weight is read on the current stream: refuses CUDA graph capture
+// (an evicted entry would leave the graph reading freed memory) and, on a stream other
+// than `packed_stream`, records that stream on both tensors, so that freeing them waits
+// for its kernels. Nothing for CPU tensors.
+void use_cached_operands(const at::Tensor& weight, const at::Tensor& index, int64_t packed_stream);
+
 // Debugging aid for tests: when on, every output and workspace buffer is
 // filled with NaN before the kernels write it, so an element they miss shows.
 void set_poison_outputs(bool enabled);
@@ -45,6 +87,7 @@ at::Tensor conv2d_packed_cuda(const at::Tensor& x, const at::Tensor& weight,
 at::Tensor linear_packed_cuda(const at::Tensor& x2d, const at::Tensor& weight,
                               const at::Tensor& feature_idx, const std::optional<at::Tensor>& bias,
                               int64_t workspace_bytes, Activation activation);
+void use_cached_operands(const at::Tensor& weight, const at::Tensor& index, int64_t packed_stream);
 }  // namespace cuda
 
 }  // namespace gwprune

@@ -78,7 +78,32 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
   }
 }
 
+template <typename scalar_t>
+__global__ void __launch_bounds__(kThreadsPerBlock)
+    fill_with_bias_kernel(scalar_t* __restrict__ out, const scalar_t* __restrict__ bias,
+                          int64_t total, int64_t inner, int64_t channels) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    out[i] = bias[(i / inner) % channels];
+  }
+}
+
 }  // namespace
+
+void fill_with_bias(void* data, at::ScalarType dtype, int64_t total, const at::Tensor& bias,
+                    int64_t inner) {
+  const int64_t channels = bias.numel();
+  if (total == 0 || channels == 0) return;
+  TORCH_CHECK(bias.scalar_type() == dtype, "gwprune: bias and output dtypes differ");
+  const at::Tensor bias_values = bias.contiguous();
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "fill_with_bias", [&] {
+    fill_with_bias_kernel<scalar_t><<<elementwise_blocks(total), kThreadsPerBlock, 0, stream>>>(
+        static_cast<scalar_t*>(data), bias_values.const_data_ptr<scalar_t>(), total,
+        std::max<int64_t>(inner, 1), channels);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+}
 
 int64_t bias_rows_for(int64_t kept) {
   const int64_t padded = (kept + kOnesRows + kBiasAlignment - 1) / kBiasAlignment * kBiasAlignment;
@@ -125,7 +150,7 @@ GemmBias plan_gemm_bias(at::Tensor& out, const at::Tensor& weight,
   }
   plan.budget_elements = std::max<int64_t>(plan.budget_elements, kept);
   const bool bias_in_gemm = plan.epilogue.defined() || plan.bias_rows > 0;
-  plan.beta = prepare_output(out, bias_in_gemm ? std::nullopt : bias, 1);
+  plan.beta = prepare_output(out, bias_in_gemm ? std::nullopt : bias);
   return plan;
 }
 

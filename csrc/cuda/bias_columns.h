@@ -56,4 +56,12 @@ at::Tensor widen_weight_with_bias(const at::Tensor& weight, const at::Tensor& bi
 // a block per operand row, width = 1 (the extra entries are columns).
 void fill_bias_rows(at::Tensor& cols, int64_t blocks, int64_t kept, int64_t width);
 
+// Writes bias[(i / inner) % bias.numel()] to element i, i < total, of the dense memory
+// at `data` (of `dtype`, which the bias has too): inner = H*W for an NCHW output, 1 for
+// a channels_last one or for rows of a [rows, channels] output; the output prefill of
+// buffers.h's prepare_output and of gemm_rows. One kernel launch: a view + expand +
+// copy_ chain cost several dispatcher calls of host time per call.
+void fill_with_bias(void* data, at::ScalarType dtype, int64_t total, const at::Tensor& bias,
+                    int64_t inner);
+
 }  // namespace gwprune::cuda

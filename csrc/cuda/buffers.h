@@ -3,6 +3,7 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <ATen/cuda/EmptyTensor.h>
 
 #include <algorithm>
 #include <limits>
@@ -10,20 +11,21 @@
 #include <vector>
 
 #include "../ops.h"
+#include "bias_columns.h"
 
 namespace gwprune::cuda {
 
 constexpr int64_t kMaxCublasDim = std::numeric_limits<int>::max();
 
 // Bias is added by letting the GEMM accumulate (beta = 1) onto an output that
-// already holds it; without bias the GEMM overwrites (beta = 0).
-inline float prepare_output(at::Tensor& out, const std::optional<at::Tensor>& bias,
-                            int64_t channel_dim) {
+// already holds it; without bias the GEMM overwrites (beta = 0). `out` is an NCHW or
+// channels_last conv output, or a 2-D linear one, its channels along dim 1.
+inline float prepare_output(at::Tensor& out, const std::optional<at::Tensor>& bias) {
   if (poison_outputs()) out.fill_(std::numeric_limits<double>::quiet_NaN());
   if (!bias.has_value()) return 0.0f;
-  std::vector<int64_t> shape(out.dim(), 1);
-  shape[channel_dim] = bias->size(0);
-  out.copy_(bias->view(shape).expand_as(out));
+  const bool nchw = out.dim() == 4 && out.is_contiguous();
+  fill_with_bias(out.data_ptr(), out.scalar_type(), out.numel(), *bias,
+                 nchw ? out.size(2) * out.size(3) : 1);
   return 1.0f;
 }
 
@@ -45,8 +47,16 @@ inline int64_t rows_per_chunk(int64_t total_rows, int64_t row_elements, int64_t 
   return std::min(cap, (even + granule - 1) / granule * granule);
 }
 
+// An uninitialized tensor from PyTorch's CUDA caching allocator on like's device, with
+// like's dtype: what at::empty's CUDA kernel does, without the dispatcher's round trip
+// (host time on every call; the allocator is the same, CUDA graph pools included).
+inline at::Tensor empty_device(at::IntArrayRef sizes, const at::Tensor& like,
+                               at::MemoryFormat format = at::MemoryFormat::Contiguous) {
+  return at::Tensor(at::detail::empty_cuda(sizes, like.scalar_type(), like.device(), format));
+}
+
 inline at::Tensor make_workspace(int64_t elements, const at::Tensor& like) {
-  at::Tensor ws = at::empty({elements}, like.options());
+  at::Tensor ws = empty_device({elements}, like);
   if (poison_outputs()) ws.fill_(std::numeric_limits<double>::quiet_NaN());
   return ws;
 }

@@ -97,8 +97,6 @@ void conv_nhwc(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& 
   at::Tensor cols = make_workspace(pixels_per_chunk * reduction, x);
   const int64_t elem = x.element_size();
   char* out_base = static_cast<char*>(out.data_ptr());
-  // channels_last [N, C, H, W] is [N*H*W, C] in memory.
-  const at::Tensor out_rows = out.permute({0, 2, 3, 1}).view({-1, out_channels});
 
   for (int64_t p0 = 0; p0 < total_pixels; p0 += pixels_per_chunk) {
     const int64_t count = std::min(pixels_per_chunk, total_pixels - p0);
@@ -108,8 +106,7 @@ void conv_nhwc(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& 
     const RowMajorOperand w_op{weight.data_ptr(), out_channels, reduction, reduction, 0, true};
     const RowMajorOutput out_op{out_base + p0 * out_channels * elem, count, out_channels,
                                 out_channels, 0};
-    gemm_rows(cols_op, w_op, out_op, out_rows, p0, epilogue_bias, beta, x.scalar_type(), allow_tf32,
-              activation);
+    gemm_rows(cols_op, w_op, out_op, epilogue_bias, beta, x.scalar_type(), allow_tf32, activation);
   }
 }
 
@@ -128,8 +125,8 @@ at::Tensor conv2d_packed_cuda(const at::Tensor& x_in, const at::Tensor& weight,
   const auto format = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   const at::Tensor x = x_in.contiguous(format);
 
-  at::Tensor out = at::empty({x.size(0), weight.size(0), geometry.out_h, geometry.out_w},
-                             x.options().memory_format(format));
+  at::Tensor out =
+      empty_device({x.size(0), weight.size(0), geometry.out_h, geometry.out_w}, x, format);
   if (out.numel() == 0) return out;
   const int64_t kept = group_idx.numel();
   if (kept > 0 &&

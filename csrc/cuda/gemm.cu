@@ -1,6 +1,7 @@
 // cuBLAS calls for gwprune: layouts, precision and the math-mode guard.
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/cuda/Exceptions.h>
+#include <c10/cuda/CUDAFunctions.h>
 #include <c10/util/Exception.h>
 #include <cublasLt.h>
 #include <cublas_v2.h>
@@ -14,6 +15,7 @@
 #include <unordered_map>
 
 #include "../error_message.h"
+#include "bias_columns.h"
 #include "gemm.h"
 
 namespace gwprune::cuda {
@@ -347,8 +349,8 @@ void gemm(const RowMajorOperand& a, const RowMajorOperand& b, const RowMajorOutp
 }
 
 void gemm_rows(const RowMajorOperand& a, const RowMajorOperand& b, const RowMajorOutput& out,
-               const at::Tensor& out_rows, int64_t row0, const at::Tensor& epilogue_bias,
-               float beta, at::ScalarType dtype, bool allow_tf32, Activation activation) {
+               const at::Tensor& epilogue_bias, float beta, at::ScalarType dtype, bool allow_tf32,
+               Activation activation) {
   const bool fused = epilogue_fuses(activation);
   if (!epilogue_bias.defined()) {
     // No bias for the epilogue (none, in extra reduction columns, or prefilled:
@@ -361,12 +363,17 @@ void gemm_rows(const RowMajorOperand& a, const RowMajorOperand& b, const RowMajo
                                 activation)) {
     if (fused) return;
   } else {
-    at::Tensor rows = out_rows.narrow(0, row0, out.rows);
-    rows.copy_(epilogue_bias.view({1, -1}).expand_as(rows));
+    TORCH_CHECK(out.ld == out.cols, "gwprune: the bias prefill needs contiguous output rows");
+    fill_with_bias(out.data, dtype, out.rows * out.cols, epilogue_bias, 1);
     gemm(a, b, out, 1, dtype, allow_tf32, 1.0f);
   }
   if (activation == Activation::kNone || out.rows == 0) return;
-  at::Tensor rows = out_rows.narrow(0, row0, out.rows);
+  // The chunk's rows as a tensor only when a pass over them is needed.
+  at::Tensor rows = at::from_blob(
+      out.data, {out.rows, out.cols}, {out.ld, 1},
+      epilogue_bias.defined()
+          ? epilogue_bias.options()
+          : at::TensorOptions().dtype(dtype).device(at::kCUDA, c10::cuda::current_device()));
   apply_activation_(rows, activation);
 }
 

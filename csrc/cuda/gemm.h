@@ -60,16 +60,13 @@ bool gemm_bias_epilogue(const RowMajorOperand& a, const RowMajorOperand& b,
                         const RowMajorOutput& out, const void* bias, at::ScalarType dtype,
                         bool allow_tf32, Activation activation = Activation::kNone);
 
-// One chunk of rows [row0, row0 + out.rows) of `out_rows` (the whole output
-// as a 2-D rows x cols tensor, which `out` points into) = a @ b, plus
-// `epilogue_bias` through cuBLASLt when it is defined (copied into those rows
-// first, then accumulated, where cuBLASLt declines). When it is undefined,
-// beta says whether `out` already holds a bias (1) or not (0). Then
-// `activation` over those rows: in the epilogue where it can, else one
-// in-place pass over the chunk's rows.
+// out = a @ b for one chunk of output rows, plus `epilogue_bias` through cuBLASLt when
+// it is defined (where cuBLASLt declines, the bias is written into those rows first and
+// accumulated: `out`'s rows must then be contiguous, ld == cols). When it is undefined,
+// beta says whether `out` already holds a bias (1) or not (0). Then `activation` over
+// those rows: in the epilogue where it can, else one in-place pass over the chunk's rows.
 void gemm_rows(const RowMajorOperand& a, const RowMajorOperand& b, const RowMajorOutput& out,
-               const at::Tensor& out_rows, int64_t row0, const at::Tensor& epilogue_bias,
-               float beta, at::ScalarType dtype, bool allow_tf32,
+               const at::Tensor& epilogue_bias, float beta, at::ScalarType dtype, bool allow_tf32,
                Activation activation = Activation::kNone);
 
 }  // namespace gwprune::cuda

@@ -24,7 +24,7 @@ at::Tensor linear_packed_cuda(const at::Tensor& x2d, const at::Tensor& weight,
   const int64_t rows = x2d.size(0);
   const int64_t out_features = weight.size(0);
   const int64_t kept = feature_idx.numel();
-  at::Tensor out = at::empty({rows, out_features}, x2d.options());
+  at::Tensor out = empty_device({rows, out_features}, x2d);
   if (out.numel() == 0) return out;
   const GemmBias plan =
       plan_gemm_bias(out, weight, bias, /*epilogue_allowed=*/true, allow_tf32, workspace_bytes);
@@ -48,7 +48,7 @@ at::Tensor linear_packed_cuda(const at::Tensor& x2d, const at::Tensor& weight,
     const RowMajorOperand w_op{gemm_weight.data_ptr(), out_features, reduction, reduction, 0, true};
     const RowMajorOutput out_op{out_base + r0 * out_features * elem, count, out_features,
                                 out_features, 0};
-    gemm_rows(x_op, w_op, out_op, out, r0, plan.epilogue, plan.beta, x2d.scalar_type(), allow_tf32,
+    gemm_rows(x_op, w_op, out_op, plan.epilogue, plan.beta, x2d.scalar_type(), allow_tf32,
               activation);
   }
   return out;

@@ -8,12 +8,19 @@ smaller dense operand to cuBLAS.
 
 import torch
 
-from . import nn, ops, prune, reference
+from . import nn, ops, pack_cache, prune, reference
 from ._config import get_conv_backend, get_workspace_limit, set_conv_backend, set_workspace_limit
 from ._extension import compiled_cuda_archs, cuda_kernels_compiled, extension_loaded
 from .convert import ConversionReport, convert, to_dense
 from .groups import group_mask_from_keep_idx, keep_idx_from_mask, keep_idx_from_zeroed, mask_weight
 from .nn import GroupwiseConv2d, GroupwiseLinear
+from .pack_cache import (
+    PackCacheInfo,
+    clear_pack_cache,
+    get_pack_cache_limit,
+    pack_cache_info,
+    set_pack_cache_limit,
+)
 from .packing import PackedConv2dWeight, PackedLinearWeight, pack_conv2d_weight, pack_linear_weight
 from .tune import AutotuneReport, autotune
 
@@ -21,6 +28,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ops",
+    "pack_cache",
     "reference",
     "nn",
     "prune",
@@ -36,6 +44,11 @@ __all__ = [
     "get_workspace_limit",
     "set_conv_backend",
     "get_conv_backend",
+    "set_pack_cache_limit",
+    "get_pack_cache_limit",
+    "clear_pack_cache",
+    "pack_cache_info",
+    "PackCacheInfo",
     "keep_idx_from_mask",
     "keep_idx_from_zeroed",
     "group_mask_from_keep_idx",
@@ -59,6 +72,7 @@ def info() -> dict:
         "compiled for": ", ".join(compiled_cuda_archs()) or "-",
         "workspace limit (MiB)": get_workspace_limit() / 2**20,
         "conv backend": get_conv_backend(),
+        "pack cache limit (MiB)": get_pack_cache_limit() / 2**20,
     }
     if torch.cuda.is_available():
         index = torch.cuda.current_device()

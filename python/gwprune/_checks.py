@@ -96,15 +96,16 @@ def check_index_meta(
         _fail_value(f"{name} has {index.numel()} entries but there are only {limit} {what}")
 
 
-def check_index_values(index: torch.Tensor, name: str, limit: int, what: str) -> None:
-    """Range and uniqueness of kept indices: costs one host sync for GPU indices."""
-    if index.numel() == 0:
-        return
-    ordered = torch.sort(index.reshape(-1)).values
+def index_value_stats(ordered: torch.Tensor) -> torch.Tensor:
+    """[lowest, highest, duplicate count] of sorted, non-empty indices, on their device
+    (reading it is the host sync of the value check)."""
     duplicates = (ordered[1:] == ordered[:-1]).sum()
-    low, high, repeated = torch.stack(
-        [ordered[0], ordered[-1], duplicates.to(ordered.dtype)]
-    ).tolist()
+    return torch.stack([ordered[0], ordered[-1], duplicates.to(ordered.dtype)])
+
+
+def check_index_stats(stats: list[int], name: str, limit: int, what: str) -> None:
+    """Raises for out-of-range or repeated indices, given index_value_stats read back."""
+    low, high, repeated = stats
     if low < 0:
         _fail_value(f"{name} contains {low}; indices must be >= 0")
     if high >= limit:
@@ -113,6 +114,14 @@ def check_index_values(index: torch.Tensor, name: str, limit: int, what: str) ->
         _fail_value(
             f"{name} contains {repeated} duplicated indices; each kept index must be unique"
         )
+
+
+def check_index_values(index: torch.Tensor, name: str, limit: int, what: str) -> None:
+    """Range and uniqueness of kept indices: costs one host sync for GPU indices."""
+    if index.numel() == 0:
+        return
+    ordered = torch.sort(index.reshape(-1)).values
+    check_index_stats(index_value_stats(ordered).tolist(), name, limit, what)
 
 
 def check_bias(bias, x: torch.Tensor, out_features: int, what: str) -> None:

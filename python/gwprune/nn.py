@@ -373,9 +373,17 @@ class GroupwiseConv2d(_GroupwiseBase):
         return cls.from_dense(conv, keep_idx, **kwargs)
 
     def packed(self) -> PackedConv2dWeight:
-        return PackedConv2dWeight(
-            self.weight, self.group_idx, self.in_channels, self.kernel_size, self.groups
-        )
+        weight, group_idx = self.weight, self.group_idx
+        view = self.__dict__.get("_packed_view")
+        # Reused while the buffers are the same tensors (.to() and load_state_dict
+        # replace or refill them; a new object is made then): building the frozen
+        # dataclass costs more host time per call than checking.
+        if view is None or view.weight is not weight or view.group_idx is not group_idx:
+            view = PackedConv2dWeight(
+                weight, group_idx, self.in_channels, self.kernel_size, self.groups
+            )
+            self.__dict__["_packed_view"] = view
+        return view
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._backend == "dense":
@@ -515,7 +523,12 @@ class GroupwiseLinear(_GroupwiseBase):
         return cls.from_dense(linear, keep_idx_from_zeroed(linear.weight.detach()))
 
     def packed(self) -> PackedLinearWeight:
-        return PackedLinearWeight(self.weight, self.feature_idx, self.in_features)
+        weight, feature_idx = self.weight, self.feature_idx
+        view = self.__dict__.get("_packed_view")  # as GroupwiseConv2d.packed
+        if view is None or view.weight is not weight or view.feature_idx is not feature_idx:
+            view = PackedLinearWeight(weight, feature_idx, self.in_features)
+            self.__dict__["_packed_view"] = view
+        return view
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._backend == "dense":

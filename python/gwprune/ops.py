@@ -5,17 +5,22 @@ Each op is a ``torch.library.custom_op`` (so ``torch.compile`` and
 the pybind11 functions of ``gwprune._C`` for CUDA tensors and over
 ``gwprune.reference`` for CPU tensors. No autograd: these are inference ops.
 
-Raw ops take a dense-shaped weight plus ``keep_idx`` and compact it per call
-(validating ``keep_idx`` costs one host sync when it lives on a GPU). Packed
-ops take a weight compacted once by ``pack_conv2d_weight`` /
-``pack_linear_weight``: their forward is gather + GEMM only, with no sync.
+An eager call with a CUDA ``x`` skips all of that: the public function tests that it may
+(``_eager_cuda_call``) and makes one call into ``gwprune._C``'s eager entry, which runs the
+checks of ``_checks.py`` in C++ (same order, types and messages) and then the op.
+
+Raw ops take a dense-shaped weight plus ``keep_idx``; the first call with them validates
+``keep_idx`` (one host sync when it lives on a GPU) and packs, later calls reuse the packed
+weight from ``gwprune.pack_cache``. Packed ops take a weight compacted once by
+``pack_conv2d_weight`` / ``pack_linear_weight``: their forward is gather + GEMM only, with
+no sync.
 """
 
 import logging
 
 import torch
 
-from . import _checks, reference
+from . import _checks, pack_cache, reference
 from ._config import get_workspace_limit, resolve_conv_backend
 from ._extension import _C, cuda_kernels_compiled
 from ._layout import conv_output_memory_format
@@ -32,9 +37,7 @@ from .groups import (  # noqa: F401  (re-exported: the seed's two ways of markin
 from .packing import (
     PackedConv2dWeight,
     PackedLinearWeight,
-    pack_conv2d_unchecked,
     pack_conv2d_weight,
-    pack_linear_unchecked,
     pack_linear_weight,
 )
 
@@ -55,6 +58,7 @@ __all__ = [
 
 logger = logging.getLogger("gwprune")
 _warned_fallback = False
+_CUDA_KERNELS = cuda_kernels_compiled()
 
 
 def _use_cuda_kernels(x: torch.Tensor) -> bool:
@@ -124,6 +128,24 @@ def _conv2d_empty_like_output(x, out_channels, kernel_size, stride, padding, dil
 # Eager calls go straight to the *_impl functions (the custom-op dispatcher costs tens of
 # microseconds a call, as much as a small layer's GPU time); under torch.compile the
 # registered ops are used, so the compiled graph holds one opaque op with its fake.
+
+
+def _requires_grad(value) -> bool:
+    return isinstance(value, torch.Tensor) and value.requires_grad
+
+
+def _eager_cuda_call(x, weight, bias) -> bool:
+    """Whether this call goes straight to gwprune._C's eager entry, which checks the
+    arguments as this module does and runs the op: x is a CUDA tensor and the CUDA kernels
+    are compiled, torch.compile is not tracing, and autograd has nothing to record (else
+    the registered op runs, so that a backward fails loudly)."""
+    if not (_CUDA_KERNELS and isinstance(x, torch.Tensor) and x.is_cuda):
+        return False
+    if torch.compiler.is_compiling():
+        return False
+    if torch.is_grad_enabled():
+        return not (x.requires_grad or _requires_grad(weight) or _requires_grad(bias))
+    return True
 
 
 def _registered_or_eager(op, impl, *tensors):
@@ -197,12 +219,9 @@ def _conv2d_impl(
     workspace_bytes: int,
     backend: str,
 ) -> torch.Tensor:
-    _checks.check_index_values(
-        keep_idx, "keep_idx", num_groups(weight), "groups (C*kh*kw of weight)"
-    )
-    packed = pack_conv2d_unchecked(
-        weight, torch.sort(keep_idx.long()).values, conv_output_memory_format(x)
-    )
+    entry = pack_cache.conv2d_entry(weight, keep_idx, pack_cache.conv2d_layout(x))
+    pack_cache.record_use(entry)
+    packed = entry.packed
     return _run_conv2d_packed(
         x,
         packed.weight,
@@ -254,8 +273,9 @@ def _linear_impl(
     bias: torch.Tensor | None,
     workspace_bytes: int,
 ) -> torch.Tensor:
-    _checks.check_index_values(keep_idx, "keep_idx", weight.shape[1], "input features of weight")
-    packed = pack_linear_unchecked(weight, torch.sort(keep_idx.long()).values)
+    entry = pack_cache.linear_entry(weight, keep_idx)
+    pack_cache.record_use(entry)
+    packed = entry.packed
     return _run_linear_packed(x, packed.weight, packed.feature_idx, bias, workspace_bytes)
 
 
@@ -287,6 +307,26 @@ def conv2d(
     ``"explicit"``; None: ``gwprune.get_conv_backend()``).
     """
     backend = resolve_conv_backend(backend)
+    # The lean path serves ungrouped convs with numeric padding (the cache packs those).
+    lean = type(groups) is int and groups == 1 and not isinstance(padding, str)
+    if lean and _eager_cuda_call(x, weight, bias):
+        entry = pack_cache.lookup(pack_cache.conv2d_layout(x), weight, keep_idx)
+        if entry is not None:  # checked and packed by an earlier call: C++ from here
+            packed = entry.packed
+            return _C.conv2d_cached_eager(
+                x,
+                packed.weight,
+                packed.group_idx,
+                bias,
+                packed.in_channels,
+                *packed.kernel_size,
+                stride,
+                padding,
+                dilation,
+                get_workspace_limit(),
+                entry.stream_id,
+                backend,
+            )
     _checks.check_float_tensor(x, "x")
     _checks.check_conv2d_weight(weight, x)
     _checks.check_groups_arg(groups, weight.shape[0], "output channels of weight")
@@ -340,6 +380,22 @@ def conv2d_packed(
         raise TypeError(
             f"gwprune: packed must be a PackedConv2dWeight, got {type(packed).__name__}"
         )
+    lean = packed.groups == 1 and not isinstance(padding, str)
+    if lean and _eager_cuda_call(x, packed.weight, bias):
+        return _C.conv2d_packed_eager(
+            x,
+            packed.weight,
+            packed.group_idx,
+            bias,
+            packed.in_channels,
+            packed.kernel_size,
+            stride,
+            padding,
+            dilation,
+            get_workspace_limit(),
+            backend,
+            op_argument(check_activation(activation)),
+        )
     _checks.check_float_tensor(x, "x")
     _checks.check_packed_conv2d(packed, x)
     activation = check_activation(activation)
@@ -383,6 +439,19 @@ def linear(x, weight, keep_idx, bias=None):
     """Group-wise pruned ``F.linear``: ``x [..., in]``, ``weight [out, in]``,
     ``keep_idx`` the kept input features. Equals
     ``F.linear(x, mask_weight(weight, keep_idx), bias)``."""
+    if _eager_cuda_call(x, weight, bias):
+        entry = pack_cache.lookup(pack_cache.LINEAR, weight, keep_idx)
+        if entry is not None:  # checked and packed by an earlier call: C++ from here
+            packed = entry.packed
+            return _C.linear_cached_eager(
+                x,
+                packed.weight,
+                packed.feature_idx,
+                bias,
+                packed.in_features,
+                get_workspace_limit(),
+                entry.stream_id,
+            )
     _checks.check_float_tensor(x, "x")
     _checks.check_linear_weight(weight, x)
     _checks.check_linear_input(x, weight.shape[1])
@@ -401,6 +470,16 @@ def linear_packed(x, packed: PackedLinearWeight, bias=None, *, activation=None):
     if not isinstance(packed, PackedLinearWeight):
         raise TypeError(
             f"gwprune: packed must be a PackedLinearWeight, got {type(packed).__name__}"
+        )
+    if _eager_cuda_call(x, packed.weight, bias):
+        return _C.linear_packed_eager(
+            x,
+            packed.weight,
+            packed.feature_idx,
+            bias,
+            packed.in_features,
+            get_workspace_limit(),
+            op_argument(check_activation(activation)),
         )
     _checks.check_float_tensor(x, "x")
     _checks.check_packed_linear(packed, x)

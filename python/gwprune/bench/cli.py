@@ -2,7 +2,9 @@
 
 Without arguments it runs the quick preset on a CUDA GPU, or a tiny CPU preset
 when no GPU is visible. ``--models`` times whole models instead (VGG-16, ResNet-18,
-ViT-B/16, BERT-base): dense against pruned and converted. Exit status: 0 done,
+ViT-B/16, BERT-base): dense against pruned and converted. ``--host-overhead`` times
+the host side of one eager call (raw, packed and module calls against F.conv2d /
+F.linear, the GPU kept busy) and batch-1 eager latency. Exit status: 0 done,
 2 bad arguments, 3 stopped by --max-minutes before the end (rerun with --resume).
 """
 
@@ -16,7 +18,7 @@ import torch
 
 import gwprune
 
-from . import environment, model_cli, workloads
+from . import environment, host_cli, model_cli, workloads
 from .model_cli import DEFAULT_MODEL_KEEPS, MODEL_REP_MS, MODEL_WARMUP_MS
 from .outputs import check_same_device, read_env, write_all, write_env
 from .precision import PRECISIONS, Precision, parse_precisions, runnable_on
@@ -106,6 +108,27 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAMES",
         help="whole models instead of layers: all, or a comma list from "
         "vgg16, resnet18, vit_b_16, bert-base (default all)",
+    )
+    parser.add_argument(
+        "--host-overhead",
+        action="store_true",
+        help="host time per eager call (GPU time excluded) of gwprune's raw, packed and module "
+        "calls against F.conv2d / F.linear, and batch-1 eager latency; results in "
+        "bench/results/host-overhead-<device>-<date>",
+    )
+    parser.add_argument(
+        "--host-calls",
+        type=_positive_int,
+        default=None,
+        help=f"--host-overhead: calls per timed batch (default {host_cli.GPU_CALLS}; "
+        f"CPU {host_cli.CPU_CALLS})",
+    )
+    parser.add_argument(
+        "--host-batches",
+        type=_positive_int,
+        default=None,
+        help=f"--host-overhead: timed batches per call (default {host_cli.GPU_BATCHES}; "
+        f"CPU {host_cli.CPU_BATCHES})",
     )
     parser.add_argument(
         "--keep",
@@ -272,6 +295,8 @@ def _report_only(out_dir: Path | None) -> int:
         return _fail(f"--report-only: {out_dir} has no results.csv and env.json of a run")
     if env.get("benchmark") == "models":
         return model_cli.report_only(out_dir, env)
+    if env.get("benchmark") == "host-overhead":
+        return host_cli.report_only(out_dir, env)
     rows = read_csv(out_dir / "results.csv")
     try:
         _, models = workloads.select(env.get("layers", []), env.get("batch_override"))
@@ -295,7 +320,25 @@ def _print_catalog() -> None:
 
 
 def _mode_conflict(args) -> str | None:
-    """Why the options mix the layer benchmark and --models, or None."""
+    """Why the options mix the layer benchmark, --models and --host-overhead, or None."""
+    if args.host_overhead:
+        other_options = {
+            "--models": args.models is not None,
+            "--quick": args.quick,
+            "--paper": args.paper,
+            "--layers": args.layers,
+            "--providers": args.providers,
+            "--keep": args.keep,
+            "--batch": args.batch,
+            "--resume": args.resume,
+            "--max-minutes": args.max_minutes,
+        }
+        used = [flag for flag, value in other_options.items() if value]
+        return f"{used[0]} does not apply to --host-overhead" if used else None
+    host_options = {"--host-calls": args.host_calls, "--host-batches": args.host_batches}
+    used = [flag for flag, value in host_options.items() if value]
+    if used:
+        return f"{used[0]} applies to --host-overhead only"
     if args.models is not None:
         layer_options = {
             "--quick": args.quick,
@@ -333,6 +376,8 @@ def main(argv=None) -> int:
     conflict = _mode_conflict(args)
     if conflict:
         return _fail(conflict)
+    if args.host_overhead:
+        return host_cli.run_host_overhead(args, argv)
     if args.models is not None:
         return model_cli.run_models(args, argv, _precisions_for(args))
     if (args.quick or args.paper) and not has_gpu and not args.cpu:
