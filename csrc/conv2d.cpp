@@ -1,5 +1,5 @@
 // conv2d_packed: checks the packed operands, owns the output-shape logic and
-// hands CUDA tensors to the CUDA implementation.
+// hands the tensors to the implementation of their device (csrc/cpu, csrc/cuda).
 #include "checks.h"
 #include "ops.h"
 
@@ -60,8 +60,12 @@ at::Tensor conv2d_packed(const at::Tensor& x, const at::Tensor& weight, const at
                       geometry.out_h, ", ", geometry.out_w, ") for input (", geometry.height, ", ",
                       geometry.width, "): the input is too small for the kernel");
 
-  GWPRUNE_CHECK_VALUE(x.is_cuda(), "gwprune._C.conv2d_packed runs CUDA tensors only; ",
-                      "CPU tensors go through gwprune.reference");
+  GWPRUNE_CHECK_VALUE(x.is_cpu() || x.is_cuda(),
+                      "gwprune._C.conv2d_packed runs CPU and CUDA tensors only, got x on ",
+                      x.device());
+  if (x.is_cpu()) {
+    return cpu::conv2d_packed_cpu(x, weight, group_idx, bias, geometry, workspace_bytes);
+  }
 #ifdef GWPRUNE_WITH_CUDA
   return cuda::conv2d_packed_cuda(x, weight, group_idx, bias, geometry, workspace_bytes);
 #else

@@ -1,5 +1,6 @@
-// linear_packed: checks the packed operands and hands CUDA tensors to the
-// CUDA implementation; flattening x to 2-D is decided here.
+// linear_packed: checks the packed operands and hands the tensors to the
+// implementation of their device (csrc/cpu, csrc/cuda); flattening x to 2-D is
+// decided here.
 #include "checks.h"
 #include "ops.h"
 
@@ -31,8 +32,9 @@ at::Tensor linear_packed(const at::Tensor& x, const at::Tensor& weight,
   }
   GWPRUNE_CHECK_VALUE(workspace_bytes > 0, "workspace_bytes must be positive, got ",
                       workspace_bytes);
-  GWPRUNE_CHECK_VALUE(x.is_cuda(), "gwprune._C.linear_packed runs CUDA tensors only; ",
-                      "CPU tensors go through gwprune.reference");
+  GWPRUNE_CHECK_VALUE(x.is_cpu() || x.is_cuda(),
+                      "gwprune._C.linear_packed runs CPU and CUDA tensors only, got x on ",
+                      x.device());
 
   const int64_t in_features = x.size(-1);
   const int64_t rows = c10::multiply_integers(x.sizes().begin(), x.sizes().end() - 1);
@@ -41,6 +43,9 @@ at::Tensor linear_packed(const at::Tensor& x, const at::Tensor& weight,
   if (x2d.stride(1) != 1 && in_features > 1) x2d = x2d.contiguous();
   std::vector<int64_t> out_shape(x.sizes().begin(), x.sizes().end() - 1);
   out_shape.push_back(weight.size(0));
+  if (x.is_cpu()) {
+    return cpu::linear_packed_cpu(x2d, weight, feature_idx, bias, workspace_bytes).view(out_shape);
+  }
 #ifdef GWPRUNE_WITH_CUDA
   return cuda::linear_packed_cuda(x2d, weight, feature_idx, bias, workspace_bytes).view(out_shape);
 #else

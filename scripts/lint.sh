@@ -5,4 +5,4 @@ cd "$(dirname "$0")/.."
 BIN=${VENV:-.venv}/bin
 "$BIN/ruff" check python tests examples bench
 "$BIN/ruff" format --check python tests examples bench
-"$BIN/clang-format" --dry-run -Werror csrc/*.h csrc/*.cpp csrc/cuda/*
+"$BIN/clang-format" --dry-run -Werror csrc/*.h csrc/*.cpp csrc/cpu/* csrc/cuda/*

@@ -62,10 +62,11 @@ def precision_flags(precision: str):
 
 @contextlib.contextmanager
 def poisoned_outputs(device: str):
-    """On CUDA, makes every gwprune output/workspace start as NaN so unwritten elements fail."""
-    from gwprune._extension import _C
+    """Makes every output/workspace of gwprune's compiled kernels (CUDA, and CPU where _C has
+    CPU kernels) start as NaN, so unwritten elements fail."""
+    from gwprune._extension import _C, cpu_kernels_compiled
 
-    if device != "cuda" or _C is None:
+    if _C is None or (torch.device(device).type == "cpu" and not cpu_kernels_compiled()):
         yield
         return
     _C.set_poison_outputs(True)

@@ -17,7 +17,7 @@ import torch
 
 from . import _checks, reference
 from ._config import get_workspace_limit
-from ._extension import _C, cuda_kernels_compiled
+from ._extension import _C, cpu_kernels_compiled, cuda_kernels_compiled
 from ._layout import conv_output_memory_format
 from .groups import (  # noqa: F401  (re-exported: the seed's two ways of marking groups)
     group_mask_from_keep_idx,
@@ -69,7 +69,8 @@ def _use_cuda_kernels(x: torch.Tensor) -> bool:
 def _run_conv2d_packed(
     x, weight, group_idx, bias, kernel_size, stride, padding, dilation, workspace_bytes
 ):
-    if _use_cuda_kernels(x):
+    # CPU tensors: csrc/cpu's kernels; the reference path only with no (or an old) _C.
+    if _use_cuda_kernels(x) or (x.device.type == "cpu" and cpu_kernels_compiled()):
         return _C.conv2d_packed(
             x, weight, group_idx, bias, kernel_size, stride, padding, dilation, workspace_bytes
         )
@@ -79,7 +80,7 @@ def _run_conv2d_packed(
 
 
 def _run_linear_packed(x, weight, feature_idx, bias, workspace_bytes):
-    if _use_cuda_kernels(x):
+    if _use_cuda_kernels(x) or (x.device.type == "cpu" and cpu_kernels_compiled()):
         return _C.linear_packed(x, weight, feature_idx, bias, workspace_bytes)
     return reference.linear_packed(x, weight, feature_idx, bias)
 
