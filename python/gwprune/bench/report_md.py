@@ -2,12 +2,16 @@
 
 from collections import defaultdict
 
+from . import cpu_targets
 from .results import ModelTotal, ResultRow
 
 PROVIDER_LEGEND = [
     ("dense / dense-cl", "F.conv2d (NCHW / channels_last) or F.linear on the unpruned weight"),
     ("group-packed(-cl)", "gwprune.ops.conv2d_packed / linear_packed, weight packed beforehand"),
-    ("group-naive", "the seed's path: F.unfold + index_select + matmul, all timed"),
+    (
+        "group-naive(-cl)",
+        "the seed's path: F.unfold + index_select + matmul, all timed (NCHW / channels_last x)",
+    ),
     (
         "floor / floor-flat",
         "only the GEMM on an operand compacted beforehand (batched / one flat GEMM)",
@@ -77,9 +81,12 @@ def render(
     title = f"# gwprune bench: {env.get('device', '?')}"
     lines = [title, ""]
     if is_cpu:
+        if env.get("gwprune_cpu_kernels_compiled"):
+            path = f"gwprune's CPU kernels (csrc/cpu/), {env.get('torch_threads', '?')} threads"
+        else:
+            path = "gwprune's reference path (no CPU kernels compiled)"
         lines += [
-            "**CPU run.** gwprune runs its reference path on the CPU; these times only show "
-            "that the benchmark works end to end and say nothing about GPU performance.",
+            f"**CPU run** of {path}; these times say nothing about GPU performance.",
             "",
         ]
     if not complete:
@@ -112,6 +119,8 @@ def render(
         notes = _status_notes(section)
         if notes:
             lines += [*notes, ""]
+    if is_cpu:
+        lines += cpu_targets.render(rows, env.get("torch_threads", "?"))
     if totals:
         lines += _totals_section(totals)
     return "\n".join(lines) + "\n"

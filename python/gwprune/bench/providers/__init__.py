@@ -16,6 +16,7 @@ def default_providers() -> list[Provider]:
         GroupPacked(channels_last=False),
         GroupPacked(channels_last=True),
         GroupNaive(),
+        GroupNaive(channels_last=True),
         GroupFloor(),
         GroupFloorFlat(),
         CsrSpMM("element"),
