@@ -61,33 +61,30 @@ inline TaskPlan plan_tasks(int64_t total_rows, int64_t row_bytes, int64_t budget
   return {rows, chunks, per_block, (out_channels + per_block - 1) / per_block};
 }
 
-// Runs every task: for chunk c (of `chunks`), `gather(c, workspace, row_begin,
-// row_end)` over its `rows_of(c)` gather rows, then `gemm(c, workspace, block)`
-// for each channel block. With one block per chunk, threads take whole chunks
-// (gather and GEMM on one core, the operand in its cache). With several, chunks
-// run in turn, the gather split across threads, then the blocks. GEMMs always
-// run inside a parallel region or with one thread, so the BLAS never threads them.
-template <typename RowsOf, typename Gather, typename Gemm>
+// Runs every task in one parallel region: task t is chunk t / channel_blocks,
+// block t % channel_blocks, and each thread takes a contiguous range of tasks.
+// A thread gathers a chunk into its own workspace (`gather(chunk, workspace)`)
+// when its range reaches it, then runs that chunk's blocks of its range
+// (`gemm(chunk, workspace, block)`), so the operand is still in the core's
+// cache. Where two threads share a chunk both gather it: duplicated copying,
+// but no second parallel region, whose wake-up costs a scheduler tick when the
+// cores are busy (bench/NOTES.md, change 17). The BLAS, called inside a
+// parallel region (or with one thread), never threads a GEMM.
+template <typename Gather, typename Gemm>
 void run_tasks(int64_t chunks, int64_t channel_blocks, int64_t workspace_elements,
-               const at::TensorOptions& options, RowsOf&& rows_of, Gather&& gather, Gemm&& gemm) {
-  if (channel_blocks == 1) {
-    at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
-      at::Tensor workspace = at::empty({workspace_elements}, options);
-      for (int64_t chunk = begin; chunk < end; ++chunk) {
-        gather(chunk, workspace, 0, rows_of(chunk));
-        gemm(chunk, workspace, 0);
+               const at::TensorOptions& options, Gather&& gather, Gemm&& gemm) {
+  at::parallel_for(0, chunks * channel_blocks, 1, [&](int64_t begin, int64_t end) {
+    at::Tensor workspace = at::empty({workspace_elements}, options);
+    int64_t gathered = -1;
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t chunk = task / channel_blocks;
+      if (chunk != gathered) {
+        gather(chunk, workspace);
+        gathered = chunk;
       }
-    });
-    return;
-  }
-  at::Tensor workspace = at::empty({workspace_elements}, options);
-  for (int64_t chunk = 0; chunk < chunks; ++chunk) {
-    at::parallel_for(0, rows_of(chunk), 1,
-                     [&](int64_t begin, int64_t end) { gather(chunk, workspace, begin, end); });
-    at::parallel_for(0, channel_blocks, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t block = begin; block < end; ++block) gemm(chunk, workspace, block);
-    });
-  }
+      gemm(chunk, workspace, task % channel_blocks);
+    }
+  });
 }
 
 }  // namespace gwprune::cpu

@@ -50,10 +50,9 @@ void conv_nchw(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& 
   };
   run_tasks(
       x.size(0) * plan.chunks, plan.channel_blocks, kept * plan.rows_per_chunk, x.options(),
-      [&](int64_t) { return kept; },
-      [&](int64_t chunk, at::Tensor& cols, int64_t k_begin, int64_t k_end) {
+      [&](int64_t chunk, at::Tensor& cols) {
         const auto [n, p0, count] = origin(chunk);
-        im2col_gather_nchw(x, group_idx, cols.data_ptr(), g, n, p0, count, k_begin, k_end);
+        im2col_gather_nchw(x, group_idx, cols.data_ptr(), g, n, p0, count, 0, kept);
       },
       [&](int64_t chunk, at::Tensor& cols, int64_t block) {
         const auto [n, p0, count] = origin(chunk);
@@ -80,10 +79,10 @@ void conv_nhwc(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& 
     return std::min(plan.rows_per_chunk, total - chunk * plan.rows_per_chunk);
   };
   run_tasks(
-      plan.chunks, plan.channel_blocks, kept * plan.rows_per_chunk, x.options(), count_of,
-      [&](int64_t chunk, at::Tensor& cols, int64_t q_begin, int64_t q_end) {
-        im2col_gather_nhwc(x, taps, kept, cols.data_ptr(), g, chunk * plan.rows_per_chunk, q_begin,
-                           q_end);
+      plan.chunks, plan.channel_blocks, kept * plan.rows_per_chunk, x.options(),
+      [&](int64_t chunk, at::Tensor& cols) {
+        im2col_gather_nhwc(x, taps, kept, cols.data_ptr(), g, chunk * plan.rows_per_chunk, 0,
+                           count_of(chunk));
       },
       [&](int64_t chunk, at::Tensor& cols, int64_t block) {
         const int64_t count = count_of(chunk);

@@ -38,6 +38,17 @@ GWPRUNE_NO_LIBCALLS void gather_nchw(const T* x, const int32_t* group_idx, T* co
     const T* src_plane = x + c * plane;
     const int64_t row_offset = i * g.dilation_h - g.pad_h;
     const int64_t col_offset = j * g.dilation_w - g.pad_w;
+    if (g.stride_h == 1 && g.stride_w == 1 && col_offset == 0 && g.width == g.out_w) {
+      // Output pixel p reads input pixel p + row_offset * W (a 1x1 conv, or the centre
+      // column of a same-size one): one copy of the rows inside the image.
+      const int64_t first = std::clamp<int64_t>(-row_offset * g.width, p0, p0 + count);
+      const int64_t last =
+          std::clamp<int64_t>((g.height - row_offset) * g.width, first, p0 + count);
+      zero_run(dst, first - p0);
+      copy_run(dst + (first - p0), src_plane + first + row_offset * g.width, last - first);
+      zero_run(dst + (last - p0), p0 + count - last);
+      continue;
+    }
     const auto [lo, hi] = valid_columns(col_offset, g.stride_w, g.width, g.out_w);
     // Walk the chunk output row by output row: [p, p_end) lies in row ho.
     for (int64_t p = p0, p_end; p < p0 + count; p = p_end) {

@@ -34,9 +34,10 @@ at::Tensor linear_packed_cpu(const at::Tensor& x2d, const at::Tensor& weight,
     return std::min(plan.rows_per_chunk, rows - chunk * plan.rows_per_chunk);
   };
   run_tasks(
-      plan.chunks, plan.channel_blocks, kept * plan.rows_per_chunk, x2d.options(), count_of,
-      [&](int64_t chunk, at::Tensor& xg, int64_t q_begin, int64_t q_end) {
-        gather_features(x2d, features, xg.data_ptr(), chunk * plan.rows_per_chunk, q_begin, q_end);
+      plan.chunks, plan.channel_blocks, kept * plan.rows_per_chunk, x2d.options(),
+      [&](int64_t chunk, at::Tensor& xg) {
+        gather_features(x2d, features, xg.data_ptr(), chunk * plan.rows_per_chunk, 0,
+                        count_of(chunk));
       },
       [&](int64_t chunk, at::Tensor& xg, int64_t block) {
         const int64_t count = count_of(chunk);
