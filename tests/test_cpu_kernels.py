@@ -3,10 +3,10 @@ their ATen GEMMs, against float64 F.conv2d / F.linear on masked weights.
 
 These call the ops the public API routes CPU tensors to, and check that the routing really
 reaches the kernels. Outputs are poisoned with NaN first (an element the kernels miss stays
-NaN and fails). The thread-count tests ask for bitwise-equal outputs: the task plan
-(csrc/cpu/chunks_cpu.h) does not depend on the thread count, the gathers are copies, and every
-GEMM runs single-threaded with the same shape whatever the thread count. The one exception,
-GEMMs of fewer than 16 rows, is bounded by float32 rounding (see the linear test).
+NaN and fails). The thread-count tests ask for bitwise-equal outputs: the chunk plan
+(csrc/cpu/chunks_cpu.h) does not depend on the thread count, the gathers are copies, and MKL
+gives a GEMM of a given shape the same bits with one thread or two. The exception, GEMMs of
+fewer than 16 rows, is bounded by float32 rounding (see the linear test).
 """
 
 import contextlib
@@ -179,8 +179,7 @@ def test_cpu_conv_padding_entries_contribute_nothing(layout):
     ids=shape_id,
 )
 def test_cpu_conv_identical_for_one_and_two_threads(layout, shape):
-    # The shapes cover both ways of running chunks: many chunks (one per thread at a time) and
-    # a single chunk (gather split across threads, the BLAS threaded).
+    # One chunk (K' large), several chunks of one image, and several images.
     x, weight, bias, keep = conv_case(shape, 0.5, torch.float32, layout, True, 3)
     packed = gwprune.pack_conv2d_weight(weight, keep, torch.channels_last)
     with threads(1):
@@ -264,8 +263,8 @@ def test_cpu_linear_padding_entries_and_tiny_workspace():
 @pytest.mark.parametrize("rows", [7, 16, 128, 1000])
 def test_cpu_linear_one_and_two_threads(rows):
     # Identical from 16 rows up. Below, MKL's small-matrix GEMMs round differently with one
-    # thread and two even when called single-threaded (plain torch.mm does too: one row,
-    # 300 outputs differs); the documented bound is float32 rounding, 1e-6 relative.
+    # thread and two (plain torch.mm does too: one row, 300 outputs); the documented bound
+    # is float32 rounding, 1e-6 relative.
     x, weight, bias, keep = linear_case((rows, 768), 768, 300, 0.5, torch.float32, True, 4)
     packed = gwprune.pack_linear_weight(weight, keep)
     with threads(1):

@@ -1,11 +1,10 @@
-// Group-wise conv2d on the CPU: the output is cut into chunks of pixels and
-// blocks of output channels (chunks_cpu.h); each chunk is gathered
-// (gather_cpu.h) and each (chunk, block) is one ATen GEMM with the packed
-// weight that writes its slice of the output in the final layout:
+// Group-wise conv2d on the CPU: the output is cut into chunks of pixels
+// (chunks_cpu.h); each chunk is gathered (gather_cpu.h) and multiplied by the
+// packed weight with one ATen GEMM that writes its slice of the output in the
+// final layout:
 //
-//   NCHW input:  out[n][c0:c1, p0:p0+count] (row stride Ho*Wo) = W[c0:c1] @ cols [K', count]
-//   NHWC input:  out rows p0 .. p0+count, columns c0:c1 of [N*Ho*Wo, Cout]
-//                = cols [count, K'] @ W[c0:c1]^T
+//   NCHW input:  out[n][:, p0:p0+count] (row stride Ho*Wo) = W @ cols [K', count]
+//   NHWC input:  out rows p0 .. p0+count of [N*Ho*Wo, Cout] = cols [count, K'] @ W^T
 //
 // The bias is the GEMM's C operand (addmm, beta = 1), so each output slice is
 // written by one call.
@@ -29,39 +28,29 @@ void gemm_into(at::Tensor out, const at::Tensor& a, const at::Tensor& b,
   at::addmm_out(out, along.expand(out.sizes()), a, b);
 }
 
-std::optional<at::Tensor> bias_slice(const std::optional<at::Tensor>& bias, int64_t c0,
-                                     int64_t count) {
-  if (!bias.has_value()) return std::nullopt;
-  return bias->narrow(0, c0, count);
-}
-
 void conv_nchw(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& group_idx,
                const std::optional<at::Tensor>& bias, at::Tensor& out, const ConvGeometry& g,
                int64_t budget_bytes) {
   const int64_t kept = group_idx.numel();
   const int64_t pixels = g.out_pixels();
-  const int64_t out_channels = weight.size(0);
-  const TaskPlan plan =
-      plan_tasks(pixels, kept * x.element_size(), budget_bytes, out_channels, x.size(0));
-  const at::Tensor out_images = out.view({x.size(0), out_channels, pixels});
+  // Chunks never span two images: chunk c is part c % chunks of image c / chunks.
+  const ChunkPlan plan = plan_chunks(pixels, kept * x.element_size(), budget_bytes);
+  const at::Tensor out_images = out.view({x.size(0), weight.size(0), pixels});
   auto origin = [&](int64_t chunk) {  // image, first pixel, pixel count
     const int64_t n = chunk / plan.chunks, p0 = chunk % plan.chunks * plan.rows_per_chunk;
     return std::tuple{n, p0, std::min(plan.rows_per_chunk, pixels - p0)};
   };
-  run_tasks(
-      x.size(0) * plan.chunks, plan.channel_blocks, kept * plan.rows_per_chunk, x.options(),
+  run_chunks(
+      x.size(0) * plan.chunks, kept * plan.rows_per_chunk, x.options(),
+      [&](int64_t) { return kept; },
+      [&](int64_t chunk, at::Tensor& cols, int64_t k_begin, int64_t k_end) {
+        const auto [n, p0, count] = origin(chunk);
+        im2col_gather_nchw(x, group_idx, cols.data_ptr(), g, n, p0, count, k_begin, k_end);
+      },
       [&](int64_t chunk, at::Tensor& cols) {
         const auto [n, p0, count] = origin(chunk);
-        im2col_gather_nchw(x, group_idx, cols.data_ptr(), g, n, p0, count, 0, kept);
-      },
-      [&](int64_t chunk, at::Tensor& cols, int64_t block) {
-        const auto [n, p0, count] = origin(chunk);
-        const int64_t c0 = block * plan.channels_per_block;
-        const int64_t channels = std::min(plan.channels_per_block, out_channels - c0);
-        gemm_into(out_images[n].narrow(0, c0, channels).narrow(1, p0, count),
-                  weight.narrow(0, c0, channels),
-                  cols.narrow(0, 0, kept * count).view({kept, count}),
-                  bias_slice(bias, c0, channels), 0);
+        gemm_into(out_images[n].narrow(1, p0, count), weight,
+                  cols.narrow(0, 0, kept * count).view({kept, count}), bias, 0);
       });
 }
 
@@ -70,27 +59,23 @@ void conv_nhwc(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& 
                int64_t budget_bytes) {
   const int64_t kept = group_idx.numel();
   const int64_t total = x.size(0) * g.out_pixels();
-  const int64_t out_channels = weight.size(0);
-  const TaskPlan plan = plan_tasks(total, kept * x.element_size(), budget_bytes, out_channels);
+  const ChunkPlan plan = plan_chunks(total, kept * x.element_size(), budget_bytes);
   const TapRuns taps = plan_tap_runs(group_idx, g, x.element_size());
   // channels_last [N, Cout, Ho, Wo] is [N*Ho*Wo, Cout] in memory.
-  const at::Tensor out_rows = out.permute({0, 2, 3, 1}).view({total, out_channels});
+  const at::Tensor out_rows = out.permute({0, 2, 3, 1}).view({total, weight.size(0)});
   auto count_of = [&](int64_t chunk) {
     return std::min(plan.rows_per_chunk, total - chunk * plan.rows_per_chunk);
   };
-  run_tasks(
-      plan.chunks, plan.channel_blocks, kept * plan.rows_per_chunk, x.options(),
-      [&](int64_t chunk, at::Tensor& cols) {
-        im2col_gather_nhwc(x, taps, kept, cols.data_ptr(), g, chunk * plan.rows_per_chunk, 0,
-                           count_of(chunk));
+  run_chunks(
+      plan.chunks, kept * plan.rows_per_chunk, x.options(), count_of,
+      [&](int64_t chunk, at::Tensor& cols, int64_t q_begin, int64_t q_end) {
+        im2col_gather_nhwc(x, taps, kept, cols.data_ptr(), g, chunk * plan.rows_per_chunk, q_begin,
+                           q_end);
       },
-      [&](int64_t chunk, at::Tensor& cols, int64_t block) {
+      [&](int64_t chunk, at::Tensor& cols) {
         const int64_t count = count_of(chunk);
-        const int64_t c0 = block * plan.channels_per_block;
-        const int64_t channels = std::min(plan.channels_per_block, out_channels - c0);
-        gemm_into(out_rows.narrow(0, chunk * plan.rows_per_chunk, count).narrow(1, c0, channels),
-                  cols.narrow(0, 0, kept * count).view({count, kept}),
-                  weight.narrow(0, c0, channels).t(), bias_slice(bias, c0, channels), 1);
+        gemm_into(out_rows.narrow(0, chunk * plan.rows_per_chunk, count),
+                  cols.narrow(0, 0, kept * count).view({count, kept}), weight.t(), bias, 1);
       });
 }
 
@@ -118,8 +103,7 @@ at::Tensor conv2d_packed_cpu(const at::Tensor& x_in, const at::Tensor& weight,
     }
     return out;
   }
-  // One chunk's operand per thread at a time: peak extra memory is the thread
-  // count times this.
+  // Peak extra memory: one chunk's operand.
   const int64_t budget = std::min(kChunkOperandBytes, workspace_bytes);
   if (channels_last) {
     conv_nhwc(x, weight, group_idx, bias, out, geometry, budget);

@@ -1,6 +1,6 @@
 // Group-wise linear on the CPU: rows of x are gathered chunk by chunk
-// (gather_cpu.h, chunks_cpu.h); out[rows of the chunk, c0:c1] = xg @ W[c0:c1]^T
-// (+ bias as the GEMM's C operand) is one ATen GEMM per block of outputs.
+// (gather_cpu.h, chunks_cpu.h) and each chunk's out rows = xg @ W^T (+ bias as
+// the GEMM's C operand) come from one ATen GEMM.
 #include <limits>
 
 #include "../ops.h"
@@ -27,29 +27,23 @@ at::Tensor linear_packed_cpu(const at::Tensor& x2d, const at::Tensor& weight,
   }
   const int32_t* index = feature_idx.const_data_ptr<int32_t>();
   const std::vector<int64_t> features(index, index + kept);
-  const int64_t out_features = weight.size(0);
-  const TaskPlan plan = plan_tasks(rows, kept * x2d.element_size(),
-                                   std::min(kChunkOperandBytes, workspace_bytes), out_features);
+  const ChunkPlan plan =
+      plan_chunks(rows, kept * x2d.element_size(), std::min(kChunkOperandBytes, workspace_bytes));
+  const at::Tensor weight_t = weight.t();
   auto count_of = [&](int64_t chunk) {
     return std::min(plan.rows_per_chunk, rows - chunk * plan.rows_per_chunk);
   };
-  run_tasks(
-      plan.chunks, plan.channel_blocks, kept * plan.rows_per_chunk, x2d.options(),
-      [&](int64_t chunk, at::Tensor& xg) {
-        gather_features(x2d, features, xg.data_ptr(), chunk * plan.rows_per_chunk, 0,
-                        count_of(chunk));
+  run_chunks(
+      plan.chunks, kept * plan.rows_per_chunk, x2d.options(), count_of,
+      [&](int64_t chunk, at::Tensor& xg, int64_t q_begin, int64_t q_end) {
+        gather_features(x2d, features, xg.data_ptr(), chunk * plan.rows_per_chunk, q_begin, q_end);
       },
-      [&](int64_t chunk, at::Tensor& xg, int64_t block) {
+      [&](int64_t chunk, at::Tensor& xg) {
         const int64_t count = count_of(chunk);
-        const int64_t c0 = block * plan.channels_per_block;
-        const int64_t channels = std::min(plan.channels_per_block, out_features - c0);
-        at::Tensor slice =
-            out.narrow(0, chunk * plan.rows_per_chunk, count).narrow(1, c0, channels);
+        at::Tensor slice = out.narrow(0, chunk * plan.rows_per_chunk, count);
         const at::Tensor gathered = xg.narrow(0, 0, kept * count).view({count, kept});
-        const at::Tensor weight_t = weight.narrow(0, c0, channels).t();
         if (bias.has_value()) {
-          const at::Tensor along = bias->narrow(0, c0, channels).view({1, -1});
-          at::addmm_out(slice, along.expand(slice.sizes()), gathered, weight_t);
+          at::addmm_out(slice, bias->view({1, -1}).expand(slice.sizes()), gathered, weight_t);
         } else {
           at::mm_out(slice, gathered, weight_t);
         }
