@@ -189,6 +189,21 @@ def test_cpu_conv_identical_for_one_and_two_threads(layout, shape):
     assert torch.equal(one, two), f"{shape_id(shape)} {layout}: max diff {(one - two).abs().max()}"
 
 
+def test_cpu_kernels_reject_index_values_out_of_range():
+    # Hand-built packed weights are not read in Python; the CPU kernels check the values.
+    x = torch.randn(1, 2, 5, 5)
+    for bad in (18, -2):
+        group_idx = torch.tensor([0, bad, 3, -1], dtype=torch.int32)
+        packed = gwprune.PackedConv2dWeight(torch.randn(3, 4), group_idx, 2, (3, 3))
+        with pytest.raises(ValueError, match=f"group_idx entry 1 is {bad}, outside \\[0, 18\\)"):
+            ops.conv2d_packed(x, packed, padding=1)
+    packed = gwprune.PackedLinearWeight(
+        torch.randn(3, 2), torch.tensor([4, 5], dtype=torch.int32), 5
+    )
+    with pytest.raises(ValueError, match="feature_idx entry 1 is 5, outside \\[0, 5\\)"):
+        ops.linear_packed(torch.randn(2, 5), packed)
+
+
 def test_cpu_conv_empty_batch_and_empty_keep():
     shape = (2, 4, 3, (6, 5), 3, 1, 1, 1)
     x, weight, bias, keep = conv_case(shape, 0.5, torch.float32, "nchw", True, 5)

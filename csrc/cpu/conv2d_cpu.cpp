@@ -89,6 +89,7 @@ at::Tensor conv2d_packed_cpu(const at::Tensor& x_in, const at::Tensor& weight,
   const bool channels_last =
       !x_in.is_contiguous() && x_in.is_contiguous(at::MemoryFormat::ChannelsLast);
   const auto format = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  check_index_range(group_idx, geometry.num_groups(), "group_idx");
   const at::Tensor x = x_in.contiguous(format);
   at::Tensor out = at::empty({x.size(0), weight.size(0), geometry.out_h, geometry.out_w},
                              x.options().memory_format(format));

@@ -61,6 +61,12 @@ struct TapRuns {
   bool use_blocks;  // the CPU has the compress instructions for this element size
 };
 
+// Index values of a packed weight built by hand are trusted by the Python checks
+// (reading them would sync a GPU); on the CPU reading them is free, so an entry
+// outside [0, limit) other than -1 raises a ValueError instead of a read out of
+// bounds. `what` names the index in the message.
+void check_index_range(const at::Tensor& index, int64_t limit, const char* what);
+
 TapRuns plan_tap_runs(const at::Tensor& group_idx, const ConvGeometry& g, int64_t element_size);
 
 void im2col_gather_nchw(const at::Tensor& x, const at::Tensor& group_idx, void* cols,

@@ -1,6 +1,7 @@
 // The linear's kept-feature gather on the CPU (contract: gather_cpu.h).
 #include <cstring>
 
+#include "../error_message.h"
 #include "element_bits.h"
 #include "gather_cpu.h"
 
@@ -19,6 +20,14 @@ void gather_rows(const T* x, int64_t row_stride, const int64_t* features, int64_
 }
 
 }  // namespace
+
+void check_index_range(const at::Tensor& index, int64_t limit, const char* what) {
+  const int32_t* entries = index.const_data_ptr<int32_t>();
+  for (int64_t k = 0; k < index.numel(); ++k) {
+    GWPRUNE_CHECK_VALUE(entries[k] >= -1 && entries[k] < limit, what, " entry ", k, " is ",
+                        entries[k], ", outside [0, ", limit, ") (and not the padding index -1)");
+  }
+}
 
 void gather_features(const at::Tensor& x2d, const std::vector<int64_t>& features, void* xg,
                      int64_t r0, int64_t row_begin, int64_t row_end) {

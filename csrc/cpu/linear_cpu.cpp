@@ -12,6 +12,7 @@ namespace gwprune::cpu {
 at::Tensor linear_packed_cpu(const at::Tensor& x2d, const at::Tensor& weight,
                              const at::Tensor& feature_idx, const std::optional<at::Tensor>& bias,
                              int64_t workspace_bytes) {
+  check_index_range(feature_idx, x2d.size(1), "feature_idx");
   const int64_t rows = x2d.size(0);
   const int64_t kept = feature_idx.numel();
   at::Tensor out = at::empty({rows, weight.size(0)}, x2d.options());
