@@ -25,7 +25,7 @@ cuda_only = pytest.mark.cuda
 
 DEVICES = ["cpu", pytest.param("cuda", marks=cuda_only)]
 # CPU computes fp32 exactly as asked and has no TF32; half precisions are checked on CUDA,
-# where they matter, and on CPU through the reference path in test_properties.py and
+# where they matter, and on CPU through the CPU kernels in test_properties.py and
 # test_numerics.py.
 CPU_PRECISIONS = ["fp64", "fp32"]
 CUDA_PRECISIONS = ["fp64", "fp32", "tf32", "fp16", "bf16"]
