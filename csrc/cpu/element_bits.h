@@ -9,7 +9,7 @@
 
 // GCC turns plain copy loops back into calls to memcpy/memset; for the short
 // runs of a gather (an output row of a few dozen elements) the call costs more
-// than the copy (measured: bench/NOTES.md, change 17).
+// than the copy (bench/NOTES.md, change 17).
 #if defined(__GNUC__) && !defined(__clang__)
 #define GWPRUNE_NO_LIBCALLS __attribute__((optimize("no-tree-loop-distribute-patterns")))
 #else
