@@ -15,7 +15,7 @@
 namespace gwprune::cpu {
 
 // The compacted operand of one chunk. Measured on a 2-core Xeon (bench/NOTES.md,
-// change 17): chunks sized for L2 (256-512 KiB) ran up to 1.8x slower than
+// change 17): chunks sized for L2 (256-512 KiB) ran up to 1.6x slower than
 // 4 MiB ones, because each GEMM call re-packs the whole weight and small chunks
 // (a few dozen pixels when K' is in the thousands) cannot amortise that; 4 MiB
 // still sits in L3 between the gather and the GEMM.
