@@ -40,7 +40,7 @@ inline ChunkPlan plan_chunks(int64_t total_rows, int64_t row_bytes, int64_t budg
 // Runs the chunks in turn: `gather(chunk, workspace, row_begin, row_end)` split
 // across threads over the chunk's `rows_of(chunk)` rows, then `gemm(chunk,
 // workspace)`, one whole GEMM that the BLAS threads itself. Cutting a GEMM
-// into per-thread pieces instead ran 20-50% slower per piece pair on one core
+// into per-thread pieces instead ran 18-60% slower per pair on one core
 // (each call re-packs its operands) and lost to MKL's own threading on two
 // (bench/NOTES.md, change 17).
 template <typename RowsOf, typename Gather, typename Gemm>
