@@ -107,7 +107,9 @@ def extensions():
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_CUDA_ARCHS)
     from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
 
+    # The CPU kernels are in every build, CPU-only or CUDA.
     sources = ["csrc/gwprune.cpp", "csrc/conv2d.cpp", "csrc/linear.cpp"]
+    sources += sorted(glob.glob("csrc/cpu/*.cpp"))
     cxx_flags = ["-O3"]
     if cuda_home is None:
         log(f"building the CPU-only extension: {why_not}; CUDA tensors will use the reference path")

@@ -1,8 +1,8 @@
 // conv2d_packed: checks the packed operands, owns the output-shape logic and
-// hands CUDA tensors to the CUDA implementation. conv2d_packed_eager and
-// conv2d_cached_eager are the eager CUDA calls of gwprune.ops.conv2d_packed and of
-// gwprune.ops.conv2d served from the pack cache: Python's checks, in Python's order and
-// words (checks.h), then the op, in one call.
+// hands the tensors to the implementation of their device (csrc/cpu, csrc/cuda).
+// conv2d_packed_eager and conv2d_cached_eager are the eager CUDA calls of
+// gwprune.ops.conv2d_packed and of gwprune.ops.conv2d served from the pack cache:
+// Python's checks, in Python's order and words (checks.h), then the op, in one call.
 #include "checks.h"
 #include "ops.h"
 #include "python_args.h"
@@ -142,8 +142,14 @@ at::Tensor conv2d_cached_eager(py::handle x_arg, const at::Tensor& weight,
 at::Tensor run_conv2d(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& group_idx,
                       const std::optional<at::Tensor>& bias, const ConvGeometry& geometry,
                       int64_t workspace_bytes, const std::string& backend, Activation activation) {
-  GWPRUNE_CHECK_VALUE(x.is_cuda(), "gwprune._C.conv2d_packed runs CUDA tensors only; ",
-                      "CPU tensors go through gwprune.reference");
+  GWPRUNE_CHECK_VALUE(x.is_cpu() || x.is_cuda(),
+                      "gwprune._C.conv2d_packed runs CPU and CUDA tensors only, got x on ",
+                      x.device());
+  if (x.is_cpu()) {  // the backend names CUDA paths; a CPU conv has one
+    at::Tensor out = cpu::conv2d_packed_cpu(x, weight, group_idx, bias, geometry, workspace_bytes);
+    apply_activation_(out, activation);
+    return out;
+  }
 #ifdef GWPRUNE_WITH_CUDA
   return cuda::conv2d_packed_cuda(x, weight, group_idx, bias, geometry, workspace_bytes, backend,
                                   activation);

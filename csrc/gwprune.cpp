@@ -24,6 +24,10 @@ bool compiled_with_cuda() {
 #endif
 }
 
+// Every build has them; the binding lets Python tell this _C from one built
+// before the CPU kernels existed (which rejected CPU tensors).
+bool compiled_with_cpu_kernels() { return true; }
+
 // setup.py passes the architectures as digits joined by '_' (e.g. 80_90) so
 // the value survives every shell and build tool unquoted.
 std::string cuda_arch_list() {
@@ -82,5 +86,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "Fill outputs and workspaces with NaN before kernels write them (tests)");
   m.def("poison_outputs", &gwprune::poison_outputs);
   m.def("compiled_with_cuda", &gwprune::compiled_with_cuda);
+  m.def("compiled_with_cpu_kernels", &gwprune::compiled_with_cpu_kernels);
   m.def("cuda_arch_list", &gwprune::cuda_arch_list);
 }

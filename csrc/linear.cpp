@@ -1,7 +1,8 @@
-// linear_packed: checks the packed operands and hands CUDA tensors to the
-// CUDA implementation; flattening x to 2-D is decided here. linear_packed_eager and
-// linear_cached_eager are the eager CUDA calls of gwprune.ops.linear_packed and of
-// gwprune.ops.linear served from the pack cache (see conv2d.cpp).
+// linear_packed: checks the packed operands and hands the tensors to the
+// implementation of their device (csrc/cpu, csrc/cuda); flattening x to 2-D is decided
+// here. linear_packed_eager and linear_cached_eager are the eager CUDA calls of
+// gwprune.ops.linear_packed and of gwprune.ops.linear served from the pack cache (see
+// conv2d.cpp).
 #include "checks.h"
 #include "ops.h"
 #include "python_args.h"
@@ -75,8 +76,9 @@ at::Tensor linear_cached_eager(py::handle x_arg, const at::Tensor& weight,
 at::Tensor run_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& feature_idx,
                       const std::optional<at::Tensor>& bias, int64_t workspace_bytes,
                       Activation activation) {
-  GWPRUNE_CHECK_VALUE(x.is_cuda(), "gwprune._C.linear_packed runs CUDA tensors only; ",
-                      "CPU tensors go through gwprune.reference");
+  GWPRUNE_CHECK_VALUE(x.is_cpu() || x.is_cuda(),
+                      "gwprune._C.linear_packed runs CPU and CUDA tensors only, got x on ",
+                      x.device());
   const int64_t in_features = x.size(-1);
   const int64_t rows = c10::multiply_integers(x.sizes().begin(), x.sizes().end() - 1);
   // A 2-D x is used as it is (a reshape and a view are two dispatcher calls).
@@ -84,17 +86,21 @@ at::Tensor run_linear(const at::Tensor& x, const at::Tensor& weight, const at::T
   at::Tensor x2d = flat ? x : x.reshape({rows, in_features});
   // The gather needs unit stride along features; rows may have any stride.
   if (x2d.stride(1) != 1 && in_features > 1) x2d = x2d.contiguous();
+  at::Tensor out;
+  if (x.is_cpu()) {
+    out = cpu::linear_packed_cpu(x2d, weight, feature_idx, bias, workspace_bytes);
+    apply_activation_(out, activation);
+  } else {
 #ifdef GWPRUNE_WITH_CUDA
-  at::Tensor out =
-      cuda::linear_packed_cuda(x2d, weight, feature_idx, bias, workspace_bytes, activation);
+    out = cuda::linear_packed_cuda(x2d, weight, feature_idx, bias, workspace_bytes, activation);
+#else
+    TORCH_CHECK(false, "gwprune was built without CUDA kernels");
+#endif
+  }
   if (flat) return out;
   std::vector<int64_t> out_shape(x.sizes().begin(), x.sizes().end() - 1);
   out_shape.push_back(weight.size(0));
   return out.view(out_shape);
-#else
-  (void)activation;
-  TORCH_CHECK(false, "gwprune was built without CUDA kernels");
-#endif
 }
 
 }  // namespace gwprune

@@ -1,5 +1,5 @@
-// Entry points bound by gwprune.cpp. The CUDA implementations live in
-// csrc/cuda/*_cuda.cpp; CPU tensors are served by gwprune.reference in Python.
+// Entry points bound by gwprune.cpp. The implementations live in
+// csrc/cpu/*_cpu.cpp (CPU tensors) and csrc/cuda/*_cuda.cpp (CUDA tensors).
 #pragma once
 
 #include <torch/extension.h>
@@ -77,7 +77,17 @@ void set_poison_outputs(bool enabled);
 bool poison_outputs();
 
 bool compiled_with_cuda();
+bool compiled_with_cpu_kernels();
 std::string cuda_arch_list();
+
+namespace cpu {
+at::Tensor conv2d_packed_cpu(const at::Tensor& x, const at::Tensor& weight,
+                             const at::Tensor& group_idx, const std::optional<at::Tensor>& bias,
+                             const ConvGeometry& geometry, int64_t workspace_bytes);
+at::Tensor linear_packed_cpu(const at::Tensor& x2d, const at::Tensor& weight,
+                             const at::Tensor& feature_idx, const std::optional<at::Tensor>& bias,
+                             int64_t workspace_bytes);
+}  // namespace cpu
 
 namespace cuda {
 at::Tensor conv2d_packed_cuda(const at::Tensor& x, const at::Tensor& weight,

@@ -205,11 +205,18 @@ def main():
         print(
             f"  {batch:>5} {dense_ms:9.3f} {masked_ms:15.3f} {converted_ms:13.3f} {speedup:16.2f}x"
         )
-    print(
-        "On CPU gwprune runs its pure-PyTorch reference path (unfold + index_select + "
-        "matmul), which\nis not expected to beat PyTorch's native conv; the speedups "
-        "come from the CUDA kernels."
-    )
+    if gwprune.cpu_kernels_compiled():
+        print(
+            "On CPU gwprune runs its CPU kernels (gather + one ATen GEMM per chunk); on "
+            "small,\nmemory-bound convs the masked dense twin can be faster "
+            "(gwprune.autotune picks per layer)."
+        )
+    else:
+        print(
+            "On CPU gwprune runs its pure-PyTorch reference path (unfold + index_select + "
+            "matmul), which\nis not expected to beat PyTorch's native conv; the speedups "
+            "come from the CUDA kernels."
+        )
     print(f"gwprune {gwprune.__version__}, torch {torch.__version__}")
 
 

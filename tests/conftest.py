@@ -25,7 +25,7 @@ cuda_only = pytest.mark.cuda
 
 DEVICES = ["cpu", pytest.param("cuda", marks=cuda_only)]
 # CPU computes fp32 exactly as asked and has no TF32; half precisions are checked on CUDA,
-# where they matter, and on CPU through the reference path in test_properties.py and
+# where they matter, and on CPU through the CPU kernels in test_properties.py and
 # test_numerics.py.
 CPU_PRECISIONS = ["fp64", "fp32"]
 CUDA_PRECISIONS = ["fp64", "fp32", "tf32", "fp16", "bf16"]
@@ -62,10 +62,11 @@ def precision_flags(precision: str):
 
 @contextlib.contextmanager
 def poisoned_outputs(device: str):
-    """On CUDA, makes every gwprune output/workspace start as NaN so unwritten elements fail."""
-    from gwprune._extension import _C
+    """Makes every output/workspace of gwprune's compiled kernels (CUDA, and CPU where _C has
+    CPU kernels) start as NaN, so unwritten elements fail."""
+    from gwprune._extension import _C, cpu_kernels_compiled
 
-    if device != "cuda" or _C is None:
+    if _C is None or (torch.device(device).type == "cpu" and not cpu_kernels_compiled()):
         yield
         return
     _C.set_poison_outputs(True)

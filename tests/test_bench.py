@@ -25,11 +25,42 @@ CPU = torch.device("cpu")
 @pytest.fixture(scope="module")
 def cpu_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    code = main(["--cpu", "--out", str(out), "--keep", "0.75,0.5"])
+    # The tiny layers with every provider: the CPU preset's own layers take ~40 s on 2 cores
+    # (its plan is checked without running it, below).
+    code = main(["--cpu", "--out", str(out), "--keep", "0.75,0.5", *TINY_LAYERS])
     return code, out
 
 
-def test_cpu_preset_writes_csv_markdown_plots_and_env(cpu_run):
+TINY_LAYERS = ["--layers", "cpu-tiny-conv,cpu-tiny-linear"]
+
+
+def test_cpu_preset_plans_meaningful_layers_in_both_layouts(tmp_path, monkeypatch):
+    import gwprune.bench.cli as cli
+    from gwprune.bench.runner import RunOutcome
+
+    planned = []
+
+    def record(tasks, *args, **kwargs):
+        planned.extend(tasks)
+        return RunOutcome(complete=False)
+
+    monkeypatch.setattr(cli, "run_tasks", record)
+    assert main(["--cpu", "--out", str(tmp_path), "--no-plots"]) == 3  # nothing measured
+    slugs = {task.workload.slug for task in planned}
+    assert slugs == {
+        "conv512-512_k3s1p1_28x28_n1",
+        "conv256-256_k3s1p1_14x14_n2",
+        "conv1024-256_k1s1p0_14x14_n2",
+        "linear768-3072_m128",
+    }
+    providers = {task.provider.name for task in planned}
+    assert providers == set(cli.CPU_PRESET_PROVIDERS)
+    assert {task.keep for task in planned} == {1.0, 0.75, 0.5, 0.25}
+    env = json.loads((tmp_path / "env.json").read_text())
+    assert env["preset"] == "cpu" and env["torch_threads"] == torch.get_num_threads()
+
+
+def test_cpu_run_writes_csv_markdown_plots_and_env(cpu_run):
     code, out = cpu_run
     assert code == 0
     with (out / "results.csv").open() as handle:
@@ -66,7 +97,8 @@ def test_ratios_are_relative_to_fastest_dense_and_floor(cpu_run):
 def test_resume_measures_nothing_twice(cpu_run, capsys):
     _, out = cpu_run
     before = (out / "results.csv").read_text().count("\n")
-    assert main(["--cpu", "--out", str(out), "--keep", "0.75,0.5", "--resume", "--no-plots"]) == 0
+    argv = ["--cpu", "--out", str(out), "--keep", "0.75,0.5", *TINY_LAYERS]
+    assert main([*argv, "--resume", "--no-plots"]) == 0
     assert "0 measurements (" in capsys.readouterr().out
     assert (out / "results.csv").read_text().count("\n") == before
 

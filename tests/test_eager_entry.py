@@ -268,9 +268,21 @@ def forced_eager(monkeypatch):
 
 
 def assert_refused_after_checks(call, case):
-    with pytest.raises(ValueError, match=CPU_REFUSAL) as info:
-        call()
-    assert "runs CUDA tensors only" in str(info.value), case
+    """The call went through the eager entry's checks to the op: a _C without CPU kernels
+    refuses the CPU tensors there; one with them (csrc/cpu) returns the op's result, which
+    must equal the Python path's (the entry's argument order is what is checked)."""
+    from gwprune import ops
+
+    if not gwprune.cpu_kernels_compiled():
+        with pytest.raises(ValueError, match=CPU_REFUSAL) as info:
+            call()
+        assert "runs CUDA tensors only" in str(info.value), case
+        return
+    through_entry = call()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ops, "_eager_cuda_call", lambda x, w, b: False)
+        through_python = call()
+    torch.testing.assert_close(through_entry, through_python, msg=case)
 
 
 @pytest.mark.parametrize("channels_last", [False, True])

@@ -24,7 +24,7 @@ from conftest import DTYPES, TOLERANCES, cuda_only, poisoned_outputs, precision_
 import gwprune
 from gwprune.nn import GroupwiseConv2d, GroupwiseLinear
 
-# CPU runs the reference path, which computes the half types too.
+# CPU runs gwprune's CPU kernels, which compute the half types too.
 NUMERIC_PRECISIONS = [
     pytest.param("cpu", p, id=f"cpu-{p}") for p in ("fp64", "fp32", "fp16", "bf16")
 ] + [

@@ -34,7 +34,7 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-# CPU runs the reference path: fp32 and fp64, and the half types (CPU half matmul); TF32 is a
+# CPU runs gwprune's CPU kernels: fp32 and fp64, and the half types (CPU half GEMM); TF32 is a
 # CUDA-only mode. CUDA runs every precision, TF32 through PyTorch's flags (precision_flags).
 CPU_PROPERTY_PRECISIONS = ["fp64", "fp32", "fp16", "bf16"]
 KEEP_MODES = ["none", "one", "all", "some"]

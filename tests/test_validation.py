@@ -494,8 +494,18 @@ def test_compiled_entry_points_validate_too():
         _C.conv2d_packed(
             torch.randn(1, 4, 8, 8), weight, index, None, [1, 1], [0, 1], [0, 0], [1, 1], 1
         )
-    with pytest.raises(ValueError, match="CUDA tensors only"):
-        _C.conv2d_packed(torch.randn(1, 4, 8, 8), weight, index, None, *args)
+    if gwprune.cpu_kernels_compiled():  # valid CPU operands now run (csrc/cpu)
+        assert _C.conv2d_packed(torch.randn(1, 4, 8, 8), weight, index, None, *args).shape == (
+            1,
+            6,
+            8,
+            8,
+        )
+    meta = [t.to("meta") for t in (torch.randn(1, 4, 8, 8), weight, index)]
+    with pytest.raises(ValueError, match="CPU and CUDA tensors only, got x on meta"):
+        _C.conv2d_packed(*meta, None, *args)
+    with pytest.raises(ValueError, match="CPU and CUDA tensors only, got x on meta"):
+        _C.linear_packed(torch.randn(2, 8, device="meta"), meta[1], meta[2], None, 1 << 20)
     with pytest.raises(TypeError, match="feature_idx must be int32"):
         _C.linear_packed(torch.randn(2, 8), weight, index.long(), None, 1 << 20)
 

@@ -10,7 +10,12 @@ import torch
 
 from . import nn, ops, pack_cache, prune, reference
 from ._config import get_conv_backend, get_workspace_limit, set_conv_backend, set_workspace_limit
-from ._extension import compiled_cuda_archs, cuda_kernels_compiled, extension_loaded
+from ._extension import (
+    compiled_cuda_archs,
+    cpu_kernels_compiled,
+    cuda_kernels_compiled,
+    extension_loaded,
+)
 from .convert import ConversionReport, convert, to_dense
 from .groups import group_mask_from_keep_idx, keep_idx_from_mask, keep_idx_from_zeroed, mask_weight
 from .nn import GroupwiseConv2d, GroupwiseLinear
@@ -40,6 +45,7 @@ __all__ = [
     "GroupwiseConv2d",
     "GroupwiseLinear",
     "info",
+    "cpu_kernels_compiled",
     "set_workspace_limit",
     "get_workspace_limit",
     "set_conv_backend",
@@ -68,6 +74,7 @@ def info() -> dict:
         "torch": torch.__version__,
         "torch CUDA": torch.version.cuda or "none (CPU-only torch)",
         "extension loaded": extension_loaded(),
+        "CPU kernels compiled": cpu_kernels_compiled(),
         "CUDA kernels compiled": cuda_kernels_compiled(),
         "compiled for": ", ".join(compiled_cuda_archs()) or "-",
         "workspace limit (MiB)": get_workspace_limit() / 2**20,

@@ -1,8 +1,9 @@
 """Guarded load of the compiled extension gwprune._C.
 
-gwprune works without it: CPU tensors always use gwprune.reference, and CUDA
-tensors fall back to it too (with a warning logged once) when the CUDA kernels
-were not built.
+gwprune works without it: tensors then use gwprune.reference. Every _C has the
+CPU kernels (csrc/cpu/) except one built before they existed, whose CPU tensors
+also take the reference path; CUDA tensors fall back to it (with a warning
+logged once) when the CUDA kernels were not built.
 """
 
 import importlib
@@ -27,6 +28,9 @@ else:
 # Read once: a plain bool is something torch.compile can trace through, a call into a
 # pybind11 function is not (the input checks ask this on every call).
 _CUDA_KERNELS_COMPILED = _C is not None and bool(_C.compiled_with_cuda())
+_CPU_KERNELS_COMPILED = _C is not None and bool(
+    getattr(_C, "compiled_with_cpu_kernels", lambda: False)()
+)
 
 
 def extension_loaded() -> bool:
@@ -35,6 +39,10 @@ def extension_loaded() -> bool:
 
 def cuda_kernels_compiled() -> bool:
     return _CUDA_KERNELS_COMPILED
+
+
+def cpu_kernels_compiled() -> bool:
+    return _CPU_KERNELS_COMPILED
 
 
 def compiled_cuda_archs() -> list[str]:

@@ -22,7 +22,7 @@ import torch
 
 from . import _checks, pack_cache, reference
 from ._config import get_workspace_limit, resolve_conv_backend
-from ._extension import _C, cuda_kernels_compiled
+from ._extension import _C, cpu_kernels_compiled, cuda_kernels_compiled
 from ._layout import conv_output_memory_format
 from .activation import check_activation, op_argument
 from .conv_padding import apply_string_padding
@@ -86,7 +86,8 @@ def _run_conv2d_packed(
     backend="auto",
     activation="none",
 ):
-    if _use_cuda_kernels(x):
+    # CPU tensors: csrc/cpu's kernels; the reference path only with no (or an old) _C.
+    if _use_cuda_kernels(x) or (x.device.type == "cpu" and cpu_kernels_compiled()):
         return _C.conv2d_packed(
             x,
             weight,
@@ -106,7 +107,7 @@ def _run_conv2d_packed(
 
 
 def _run_linear_packed(x, weight, feature_idx, bias, workspace_bytes, activation="none"):
-    if _use_cuda_kernels(x):
+    if _use_cuda_kernels(x) or (x.device.type == "cpu" and cpu_kernels_compiled()):
         return _C.linear_packed(x, weight, feature_idx, bias, workspace_bytes, activation)
     return reference.linear_packed(x, weight, feature_idx, bias, activation)
 

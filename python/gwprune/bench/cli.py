@@ -28,10 +28,22 @@ from .runner import plan, run_tasks, split_done
 from .timing import make_timer, measurement_settings
 
 DEFAULT_KEEPS = "0.9,0.75,0.5,0.25,0.1"
+CPU_PRESET_KEEPS = "0.75,0.5,0.25"  # the keeps of the CPU targets, and under a minute
 LAYER_WARMUP_MS = 10.0
 LAYER_REP_MS = 50.0
 GPU_PRECISIONS = "fp32,tf32,fp16,bf16"
 CPU_PRECISIONS = "fp32"
+# The CPU preset compares gwprune with dense, the naive path and the GEMM floor in both
+# layouts; the sparse providers would take minutes on its layers on 2 cores.
+CPU_PRESET_PROVIDERS = (
+    "dense",
+    "dense-cl",
+    "group-packed",
+    "group-packed-cl",
+    "group-naive",
+    "group-naive-cl",
+    "floor",
+)
 EXIT_BAD_ARGUMENTS = 2
 EXIT_INCOMPLETE = 3
 
@@ -135,8 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_keep_ratios,
         default=None,
         metavar="RATIOS",
-        help=f"fractions of groups kept (default {DEFAULT_KEEPS}; with --models "
-        f"{','.join(f'{k:g}' for k in DEFAULT_MODEL_KEEPS)})",
+        help=f"fractions of groups kept (default {DEFAULT_KEEPS}; CPU preset {CPU_PRESET_KEEPS}; "
+        f"with --models {','.join(f'{k:g}' for k in DEFAULT_MODEL_KEEPS)})",
     )
     parser.add_argument(
         "--precisions",
@@ -237,9 +249,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--threads",
         type=_positive_int,
-        default=1,
-        help="CPU threads for a CPU run (default 1: on small shapes extra threads mostly add "
-        "wake-up stalls)",
+        default=None,
+        help="CPU threads for a CPU run (default: torch's thread count, usually one per core, "
+        "for the CPU preset's layers; 1 for custom --layers and --models, whose small shapes "
+        "extra threads mostly slow with wake-up stalls)",
     )
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument("--seed", type=int, default=0, help="seed of weights, inputs and masks")
@@ -379,6 +392,7 @@ def main(argv=None) -> int:
     if args.host_overhead:
         return host_cli.run_host_overhead(args, argv)
     if args.models is not None:
+        args.threads = args.threads or 1
         return model_cli.run_models(args, argv, _precisions_for(args))
     if (args.quick or args.paper) and not has_gpu and not args.cpu:
         flag = "--quick" if args.quick else "--paper"
@@ -387,6 +401,8 @@ def main(argv=None) -> int:
             f"or add --cpu to run these layers on the CPU anyway (slow)"
         )
     preset = _preset_name(args)
+    if args.threads is None:
+        args.threads = torch.get_num_threads() if preset == "cpu" else 1
     try:
         chosen, models = workloads.select(
             args.layers or list(workloads.PRESETS[preset]), args.batch
@@ -394,7 +410,7 @@ def main(argv=None) -> int:
     except ValueError as error:
         return _fail(f"--layers: {error}")
 
-    keeps = args.keep or _keep_ratios(DEFAULT_KEEPS)
+    keeps = args.keep or _keep_ratios(CPU_PRESET_KEEPS if preset == "cpu" else DEFAULT_KEEPS)
     precisions = _precisions_for(args)
     if not precisions:
         return _fail("no precision left to run on the CPU; use fp32, fp16 or bf16")
@@ -406,6 +422,8 @@ def main(argv=None) -> int:
                 f"--providers: unknown {unknown[0]!r}; choose from {', '.join(provider_names())}"
             )
         providers = [p for p in providers if p.name in args.providers]
+    elif preset == "cpu":
+        providers = [p for p in providers if p.name in CPU_PRESET_PROVIDERS]
 
     # latest-quick-nvidia-h100-80gb-hbm3, latest-paper-..., latest-cpu (not latest-cpu-cpu)
     folder = "-".join(dict.fromkeys(["latest", preset, environment.device_slug(args.device)]))

@@ -82,6 +82,7 @@ def collect(device: torch.device, timer_description: str, cudnn_benchmark: bool)
         "device_type": device.type,
         "gwprune": gwprune.__version__,
         "gwprune_cuda_kernels_compiled": gwprune.info()["CUDA kernels compiled"],
+        "gwprune_cpu_kernels_compiled": gwprune.info()["CPU kernels compiled"],
         "torch": torch.__version__,
         "torch_cuda": torch.version.cuda,
         "triton": _triton_version(),

@@ -62,6 +62,8 @@ def run_host_overhead(args, argv: list[str]) -> int:
 
     device = args.device
     cuda = device.type == "cuda"
+    if args.threads is None:  # as the layer presets: torch's thread count, one per core
+        args.threads = torch.get_num_threads()
     precisions = _precisions(args)
     if not precisions:
         return _fail("no precision left to run on the CPU; use fp32, fp16 or bf16")

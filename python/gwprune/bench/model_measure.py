@@ -160,6 +160,8 @@ def dense_times_from_rows(rows: list[ModelRow]) -> dict[tuple[str, str], DenseTi
 
 def gwprune_path_note(device: torch.device) -> str:
     if device.type != "cuda":
+        if gwprune.info()["CPU kernels compiled"]:
+            return "CPU: gwprune CPU kernels"
         return "CPU: gwprune runs its reference path"
     if not gwprune.info()["CUDA kernels compiled"]:
         return "gwprune CUDA kernels not compiled: the reference path ran on the GPU"

@@ -155,9 +155,9 @@ def render_models(rows: list[ModelRow], env: dict, command: str, complete: bool)
     lines = [f"# gwprune bench --models: {env.get('device', '?')}", ""]
     if not is_gpu:
         lines += [
-            "**CPU run** with small model variants: gwprune runs its reference path on the "
-            "CPU; these times only show that the benchmark works end to end and say nothing "
-            "about GPU performance.",
+            "**CPU run** with small model variants: these times show that the benchmark works "
+            "end to end and say nothing about GPU performance (the CPU preset of the layer "
+            "benchmark, `gwprune bench` without a GPU, measures gwprune's CPU kernels).",
             "",
         ]
     if not complete:

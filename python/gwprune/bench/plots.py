@@ -31,6 +31,7 @@ PROVIDER_STYLES = {
     "anchor-cudnn": "-",
     "anchor-cudnn-cl": "--",
     "group-naive": ":",
+    "group-naive-cl": (0, (1, 4)),
     "floor": "-",
     "floor-flat": "--",
     "element-csr": "-",
@@ -42,7 +43,7 @@ PROVIDER_STYLES = {
 
 def device_line(device: str) -> str:
     if device.startswith("CPU"):
-        return f"on {device}\nCPU run: gwprune's reference path, says nothing about GPU speed"
+        return f"on {device}\nCPU run: says nothing about GPU speed"
     return f"on {device}"
 
 

@@ -2,6 +2,7 @@
 
 from collections import defaultdict
 
+from . import cpu_targets
 from .results import ModelTotal, ResultRow
 
 PROVIDER_LEGEND = [
@@ -13,7 +14,10 @@ PROVIDER_LEGEND = [
         "F.conv2d on round(keep * C) input channels: channel pruning at equal FLOPs; "
         "[Nx anchor] = time / the faster anchor layout",
     ),
-    ("group-naive", "the seed's path: F.unfold + index_select + matmul, all timed"),
+    (
+        "group-naive(-cl)",
+        "the seed's path: F.unfold + index_select + matmul, all timed (NCHW / channels_last x)",
+    ),
     (
         "floor / floor-flat",
         "only the GEMM on an operand compacted beforehand (batched / one flat GEMM)",
@@ -86,9 +90,12 @@ def render(
     title = f"# gwprune bench: {env.get('device', '?')}"
     lines = [title, ""]
     if is_cpu:
+        if env.get("gwprune_cpu_kernels_compiled"):
+            path = f"gwprune's CPU kernels (csrc/cpu/), {env.get('torch_threads', '?')} threads"
+        else:
+            path = "gwprune's reference path (no CPU kernels compiled)"
         lines += [
-            "**CPU run.** gwprune runs its reference path on the CPU; these times only show "
-            "that the benchmark works end to end and say nothing about GPU performance.",
+            f"**CPU run** of {path}; these times say nothing about GPU performance.",
             "",
         ]
     if not complete:
@@ -121,6 +128,8 @@ def render(
         notes = _status_notes(section)
         if notes:
             lines += [*notes, ""]
+    if is_cpu:
+        lines += cpu_targets.render(rows, env.get("torch_threads", "?"))
     if totals:
         lines += _totals_section(totals)
     return "\n".join(lines) + "\n"

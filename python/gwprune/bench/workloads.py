@@ -129,6 +129,14 @@ BERT_FFN = LinearWorkload(768, 3072, 128, 64, label="BERT-base FFN, 64 x 128 tok
 SMALL_BATCH_CONV = _conv(512, 512, 14, 1, label="small-batch conv (N=1)")
 CPU_TINY_CONV = _conv(32, 32, 8, 2, label="CPU tiny conv")
 CPU_TINY_LINEAR = LinearWorkload(256, 256, 1, 16, label="CPU tiny linear")
+# The CPU preset: layers a CPU serving pruned models meets, small enough that the preset
+# runs in under a minute on 2 cores (docs/benchmarks.md).
+CPU_SEED_CONV = _conv(512, 512, 28, 1, label="seed-shaped conv, batch 1 (CPU)")
+CPU_RESNET50_3X3 = _conv(256, 256, 14, 2, label="ResNet-50 conv4_x 3x3, batch 2 (CPU)")
+CPU_RESNET50_1X1 = _conv(
+    1024, 256, 14, 2, kernel=1, label="ResNet-50 conv4_x 1x1 reduce, batch 2 (CPU)"
+)
+CPU_BERT_FFN = LinearWorkload(768, 3072, 128, 1, label="BERT-base FFN, 128 tokens (CPU)")
 
 
 # ---- model layer lists ----------------------------------------------------------------------
@@ -247,10 +255,14 @@ SINGLE_LAYERS: dict[str, Workload] = {
     "small-batch-conv": SMALL_BATCH_CONV,
     "cpu-tiny-conv": CPU_TINY_CONV,
     "cpu-tiny-linear": CPU_TINY_LINEAR,
+    "cpu-seed-conv": CPU_SEED_CONV,
+    "cpu-resnet50-3x3": CPU_RESNET50_3X3,
+    "cpu-resnet50-1x1": CPU_RESNET50_1X1,
+    "cpu-bert-ffn": CPU_BERT_FFN,
 }
 
 PRESETS: dict[str, tuple[str, ...]] = {
-    "cpu": ("cpu-tiny-conv", "cpu-tiny-linear"),
+    "cpu": ("cpu-seed-conv", "cpu-resnet50-3x3", "cpu-resnet50-1x1", "cpu-bert-ffn"),
     "quick": ("seed-conv", "seed-linear", "bert-ffn", "small-batch-conv"),
     "paper": ("seed-conv", "seed-linear", *MODELS),
 }

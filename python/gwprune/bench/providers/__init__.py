@@ -20,6 +20,7 @@ def default_providers() -> list[Provider]:
         GroupImplicit(channels_last=False),
         GroupImplicit(channels_last=True),
         GroupNaive(),
+        GroupNaive(channels_last=True),
         GroupFloor(),
         GroupFloorFlat(),
         CsrSpMM("element"),

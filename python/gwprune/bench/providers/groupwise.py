@@ -15,6 +15,8 @@ from .base import Case, Prepared, Provider, Unsupported
 
 def _path_note(case: Case) -> str:
     if case.device.type != "cuda":
+        if gwprune.info()["CPU kernels compiled"]:
+            return f"gwprune CPU kernels, {torch.get_num_threads()} threads"
         return "CPU: gwprune runs its reference path"
     if not gwprune.info()["CUDA kernels compiled"]:
         return "gwprune CUDA kernels not compiled: this is the reference path on the GPU"
@@ -90,15 +92,24 @@ class GroupImplicit(Provider):
 
 
 class GroupNaive(Provider):
-    """The seed's unfused Algorithms 1-2 on the device: F.unfold + index_select + matmul."""
+    """The seed's unfused Algorithms 1-2 on the device: F.unfold + index_select + matmul.
 
-    name = "group-naive"
+    ``channels_last``: the same on channels_last inputs (conv only), the naive path a
+    channels_last model would take.
+    """
+
     pattern = "group"
     family = "group-wise"
     note = "F.unfold + index_select + matmul on the unpadded kept weight, all timed"
 
+    def __init__(self, channels_last: bool = False):
+        self.channels_last = channels_last
+        self.name = "group-naive-cl" if channels_last else "group-naive"
+        self.kinds = ("conv",) if channels_last else ("conv", "linear")
+
     def prepare(self, case: Case) -> Prepared:
-        inputs = case.inputs
+        layout = torch.channels_last if self.channels_last else torch.contiguous_format
+        inputs = [x.contiguous(memory_format=layout) for x in case.inputs]
         workload = case.workload
         keep = case.keep_idx()
         kept_weight = case.masked_weight("group").reshape(case.matrix_shape)

@@ -1,0 +1,117 @@
+// Group-wise conv2d on the CPU: the output is cut into chunks of pixels
+// (chunks_cpu.h); each chunk is gathered (gather_cpu.h) and multiplied by the
+// packed weight with one ATen GEMM that writes its slice of the output in the
+// final layout:
+//
+//   NCHW input:  out[n][:, p0:p0+count] (row stride Ho*Wo) = W @ cols [K', count]
+//   NHWC input:  out rows p0 .. p0+count of [N*Ho*Wo, Cout] = cols [count, K'] @ W^T
+//
+// The bias is the GEMM's C operand (addmm, beta = 1), so each output slice is
+// written by one call.
+#include <limits>
+
+#include "../ops.h"
+#include "chunks_cpu.h"
+#include "gather_cpu.h"
+
+namespace gwprune::cpu {
+namespace {
+
+// out = a @ b (+ bias, which runs along out's dimension `bias_dim`).
+void gemm_into(at::Tensor out, const at::Tensor& a, const at::Tensor& b,
+               const std::optional<at::Tensor>& bias, int64_t bias_dim) {
+  if (!bias.has_value()) {
+    at::mm_out(out, a, b);
+    return;
+  }
+  const at::Tensor along = bias_dim == 0 ? bias->view({-1, 1}) : bias->view({1, -1});
+  at::addmm_out(out, along.expand(out.sizes()), a, b);
+}
+
+void conv_nchw(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& group_idx,
+               const std::optional<at::Tensor>& bias, at::Tensor& out, const ConvGeometry& g,
+               int64_t budget_bytes) {
+  const int64_t kept = group_idx.numel();
+  const int64_t pixels = g.out_pixels();
+  // Chunks never span two images: chunk c is part c % chunks of image c / chunks.
+  const ChunkPlan plan = plan_chunks(pixels, kept * x.element_size(), budget_bytes);
+  const at::Tensor out_images = out.view({x.size(0), weight.size(0), pixels});
+  auto origin = [&](int64_t chunk) {  // image, first pixel, pixel count
+    const int64_t n = chunk / plan.chunks, p0 = chunk % plan.chunks * plan.rows_per_chunk;
+    return std::tuple{n, p0, std::min(plan.rows_per_chunk, pixels - p0)};
+  };
+  run_chunks(
+      x.size(0) * plan.chunks, kept * plan.rows_per_chunk, x.options(),
+      [&](int64_t) { return kept; },
+      [&](int64_t chunk, at::Tensor& cols, int64_t k_begin, int64_t k_end) {
+        const auto [n, p0, count] = origin(chunk);
+        im2col_gather_nchw(x, group_idx, cols.data_ptr(), g, n, p0, count, k_begin, k_end);
+      },
+      [&](int64_t chunk, at::Tensor& cols) {
+        const auto [n, p0, count] = origin(chunk);
+        gemm_into(out_images[n].narrow(1, p0, count), weight,
+                  cols.narrow(0, 0, kept * count).view({kept, count}), bias, 0);
+      });
+}
+
+void conv_nhwc(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& group_idx,
+               const std::optional<at::Tensor>& bias, at::Tensor& out, const ConvGeometry& g,
+               int64_t budget_bytes) {
+  const int64_t kept = group_idx.numel();
+  const int64_t total = x.size(0) * g.out_pixels();
+  const ChunkPlan plan = plan_chunks(total, kept * x.element_size(), budget_bytes);
+  const TapRuns taps = plan_tap_runs(group_idx, g, x.element_size());
+  // channels_last [N, Cout, Ho, Wo] is [N*Ho*Wo, Cout] in memory.
+  const at::Tensor out_rows = out.permute({0, 2, 3, 1}).view({total, weight.size(0)});
+  auto count_of = [&](int64_t chunk) {
+    return std::min(plan.rows_per_chunk, total - chunk * plan.rows_per_chunk);
+  };
+  run_chunks(
+      plan.chunks, kept * plan.rows_per_chunk, x.options(), count_of,
+      [&](int64_t chunk, at::Tensor& cols, int64_t q_begin, int64_t q_end) {
+        im2col_gather_nhwc(x, taps, kept, cols.data_ptr(), g, chunk * plan.rows_per_chunk, q_begin,
+                           q_end);
+      },
+      [&](int64_t chunk, at::Tensor& cols) {
+        const int64_t count = count_of(chunk);
+        gemm_into(out_rows.narrow(0, chunk * plan.rows_per_chunk, count),
+                  cols.narrow(0, 0, kept * count).view({count, kept}), weight.t(), bias, 1);
+      });
+}
+
+}  // namespace
+
+at::Tensor conv2d_packed_cpu(const at::Tensor& x_in, const at::Tensor& weight,
+                             const at::Tensor& group_idx, const std::optional<at::Tensor>& bias,
+                             const ConvGeometry& geometry, int64_t workspace_bytes) {
+  // Same rule as gwprune._layout.conv_output_memory_format: channels_last only
+  // when x is exactly that.
+  const bool channels_last =
+      !x_in.is_contiguous() && x_in.is_contiguous(at::MemoryFormat::ChannelsLast);
+  const auto format = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  check_index_range(group_idx, geometry.num_groups(), "group_idx");
+  const at::Tensor x = x_in.contiguous(format);
+  at::Tensor out = at::empty({x.size(0), weight.size(0), geometry.out_h, geometry.out_w},
+                             x.options().memory_format(format));
+  if (out.numel() == 0) return out;
+  if (poison_outputs()) out.fill_(std::numeric_limits<double>::quiet_NaN());
+  if (group_idx.numel() == 0) {
+    // Every group pruned: the result is the bias alone.
+    if (bias.has_value()) {
+      out.copy_(bias->view({1, -1, 1, 1}).expand_as(out));
+    } else {
+      out.zero_();
+    }
+    return out;
+  }
+  // Peak extra memory: one chunk's operand.
+  const int64_t budget = std::min(kChunkOperandBytes, workspace_bytes);
+  if (channels_last) {
+    conv_nhwc(x, weight, group_idx, bias, out, geometry, budget);
+  } else {
+    conv_nchw(x, weight, group_idx, bias, out, geometry, budget);
+  }
+  return out;
+}
+
+}  // namespace gwprune::cpu
