@@ -22,6 +22,7 @@
 #include <cstdint>
 
 #include "sm90_primitives.cuh"
+#include "wgmma_ops.cuh"
 
 namespace gwprune::cuda::implicit {
 
@@ -92,19 +93,23 @@ __device__ __forceinline__ GroupColumn decode_group(const ConvProblem& p, int k)
           tap};
 }
 
+// Per element type: the raw bits the gather moves and the wgmma operand type.
 template <typename Elem>
-struct ElemBits;
+struct ElemTraits;
 template <>
-struct ElemBits<__half> {
-  using type = uint16_t;
+struct ElemTraits<__half> {
+  using Bits = uint16_t;
+  using Mma = Fp16;
 };
 template <>
-struct ElemBits<__nv_bfloat16> {
-  using type = uint16_t;
+struct ElemTraits<__nv_bfloat16> {
+  using Bits = uint16_t;
+  using Mma = Bf16;
 };
 template <>
-struct ElemBits<float> {
-  using type = uint32_t;
+struct ElemTraits<float> {
+  using Bits = uint32_t;
+  using Mma = Tf32;  // fp32 inputs run on TF32 tensor cores
 };
 
 #ifdef GWPRUNE_SM90A_DEVICE
@@ -136,7 +141,7 @@ __device__ __forceinline__ bool tap_valid(uint32_t mask_low, uint32_t mask_high,
 // part), read by shuffles from the lanes that decoded them; stored as 16-byte vectors.
 template <typename Elem, int BK, bool ChannelsLast>
 struct StageGather {
-  using Bits = typename ElemBits<Elem>::type;
+  using Bits = typename ElemTraits<Elem>::Bits;
   static constexpr int kPerLane = BK / 32;  // columns each lane decodes
   static constexpr int kParts = (ChannelsLast && sizeof(Bits) == 2) ? 2 : 1;
   static constexpr int kRows = 32 / kParts;  // channels_last: rows of the warp per part

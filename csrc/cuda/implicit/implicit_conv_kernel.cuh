@@ -46,21 +46,6 @@ struct TileConfig {
   static_assert(kTileRows == kProducerThreads, "one producer thread owns each tile row");
 };
 
-template <typename Elem>
-struct MmaTypeOf;
-template <>
-struct MmaTypeOf<__half> {
-  using type = Fp16;
-};
-template <>
-struct MmaTypeOf<__nv_bfloat16> {
-  using type = Bf16;
-};
-template <>
-struct MmaTypeOf<float> {
-  using type = Tf32;
-};
-
 template <typename Elem, int BN, bool ChannelsLast>
 __global__ void __launch_bounds__(kThreads, 1)
     implicit_conv_kernel(const __grid_constant__ CUtensorMap weight_map, const ConvProblem p) {
@@ -145,7 +130,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     if constexpr (kConsumerRegisters > kLaunchRegisters) claim_registers<kConsumerRegisters>();
     const int consumer = warpgroup - 1;
     float acc[BN / 2];
-    consume_stages<typename MmaTypeOf<Elem>::type, BN, kStages>(
+    consume_stages<typename ElemTraits<Elem>::Mma, BN, kStages>(
         acc, a_stages, b_stages, full, empty, p.k_tiles, consumer, thread == 0);
     // Both consumers are past their last wgmma: the stages can hold the output tile.
     named_barrier_sync(2, 256);
