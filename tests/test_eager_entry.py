@@ -261,7 +261,7 @@ def test_valid_calls_pass_every_check(device):
 def forced_eager(monkeypatch):
     from gwprune import ops
 
-    monkeypatch.setattr(ops, "_eager_cuda_call", lambda x, w, b: isinstance(x, torch.Tensor))
+    monkeypatch.setattr(ops, "_eager_call", lambda x, w, b: isinstance(x, torch.Tensor))
     gwprune.clear_pack_cache()
     yield
     gwprune.clear_pack_cache()
@@ -280,7 +280,7 @@ def assert_refused_after_checks(call, case):
         return
     through_entry = call()
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(ops, "_eager_cuda_call", lambda x, w, b: False)
+        patch.setattr(ops, "_eager_call", lambda x, w, b: False)
         through_python = call()
     torch.testing.assert_close(through_entry, through_python, msg=case)
 

@@ -74,7 +74,7 @@ def main() -> None:
     def prefix():
         if not isinstance(packed, gwprune.PackedConv2dWeight):
             raise TypeError
-        # ops._eager_cuda_call with the CUDA test turned around for this CPU tensor
+        # ops._eager_call with the CUDA test turned around for this CPU tensor
         if not (isinstance(x, torch.Tensor) and not x.is_cuda):
             return False
         if torch.compiler.is_compiling():

@@ -2,12 +2,14 @@
 
 Each op is a ``torch.library.custom_op`` (so ``torch.compile`` and
 ``torch.library.opcheck`` see one opaque op with a fake implementation) over
-the pybind11 functions of ``gwprune._C`` for CUDA tensors and over
-``gwprune.reference`` for CPU tensors. No autograd: these are inference ops.
+the pybind11 functions of ``gwprune._C`` (CUDA kernels; CPU kernels of csrc/cpu) and, where
+``_C`` lacks a device's kernels, over ``gwprune.reference``. No autograd: these are
+inference ops.
 
-An eager call with a CUDA ``x`` skips all of that: the public function tests that it may
-(``_eager_cuda_call``) and makes one call into ``gwprune._C``'s eager entry, which runs the
-checks of ``_checks.py`` in C++ (same order, types and messages) and then the op.
+An eager call with a CUDA ``x`` (or a CPU one, with the CPU kernels) skips all of that: the
+public function tests that it may (``_eager_call``) and makes one call into
+``gwprune._C``'s eager entry, which runs the checks of ``_checks.py`` in C++ (same order,
+types and messages) and then the op.
 
 Raw ops take a dense-shaped weight plus ``keep_idx``; the first call with them validates
 ``keep_idx`` (one host sync when it lives on a GPU) and packs, later calls reuse the packed
@@ -59,6 +61,7 @@ __all__ = [
 logger = logging.getLogger("gwprune")
 _warned_fallback = False
 _CUDA_KERNELS = cuda_kernels_compiled()
+_CPU_KERNELS = cpu_kernels_compiled()
 
 
 def _use_cuda_kernels(x: torch.Tensor) -> bool:
@@ -135,12 +138,16 @@ def _requires_grad(value) -> bool:
     return isinstance(value, torch.Tensor) and value.requires_grad
 
 
-def _eager_cuda_call(x, weight, bias) -> bool:
+def _eager_call(x, weight, bias) -> bool:
     """Whether this call goes straight to gwprune._C's eager entry, which checks the
     arguments as this module does and runs the op: x is a CUDA tensor and the CUDA kernels
-    are compiled, torch.compile is not tracing, and autograd has nothing to record (else
-    the registered op runs, so that a backward fails loudly)."""
-    if not (_CUDA_KERNELS and isinstance(x, torch.Tensor) and x.is_cuda):
+    are compiled, or a CPU tensor and the CPU kernels are (csrc/cpu), torch.compile is not
+    tracing, and autograd has nothing to record (else the registered op runs, so that a
+    backward fails loudly)."""
+    if not isinstance(x, torch.Tensor):
+        return False
+    device = x.device.type
+    if not ((device == "cuda" and _CUDA_KERNELS) or (device == "cpu" and _CPU_KERNELS)):
         return False
     if torch.compiler.is_compiling():
         return False
@@ -310,7 +317,7 @@ def conv2d(
     backend = resolve_conv_backend(backend)
     # The lean path serves ungrouped convs with numeric padding (the cache packs those).
     lean = type(groups) is int and groups == 1 and not isinstance(padding, str)
-    if lean and _eager_cuda_call(x, weight, bias):
+    if lean and _eager_call(x, weight, bias):
         entry = pack_cache.lookup(pack_cache.conv2d_layout(x), weight, keep_idx)
         if entry is not None:  # checked and packed by an earlier call: C++ from here
             packed = entry.packed
@@ -382,7 +389,7 @@ def conv2d_packed(
             f"gwprune: packed must be a PackedConv2dWeight, got {type(packed).__name__}"
         )
     lean = packed.groups == 1 and not isinstance(padding, str)
-    if lean and _eager_cuda_call(x, packed.weight, bias):
+    if lean and _eager_call(x, packed.weight, bias):
         return _C.conv2d_packed_eager(
             x,
             packed.weight,
@@ -440,7 +447,7 @@ def linear(x, weight, keep_idx, bias=None):
     """Group-wise pruned ``F.linear``: ``x [..., in]``, ``weight [out, in]``,
     ``keep_idx`` the kept input features. Equals
     ``F.linear(x, mask_weight(weight, keep_idx), bias)``."""
-    if _eager_cuda_call(x, weight, bias):
+    if _eager_call(x, weight, bias):
         entry = pack_cache.lookup(pack_cache.LINEAR, weight, keep_idx)
         if entry is not None:  # checked and packed by an earlier call: C++ from here
             packed = entry.packed
@@ -472,7 +479,7 @@ def linear_packed(x, packed: PackedLinearWeight, bias=None, *, activation=None):
         raise TypeError(
             f"gwprune: packed must be a PackedLinearWeight, got {type(packed).__name__}"
         )
-    if _eager_cuda_call(x, packed.weight, bias):
+    if _eager_call(x, packed.weight, bias):
         return _C.linear_packed_eager(
             x,
             packed.weight,
