@@ -76,6 +76,22 @@ def poisoned_outputs(device: str):
         _C.set_poison_outputs(False)
 
 
+def host_sync_count(call) -> int:
+    """How many host syncs ``call()`` makes, by torch.cuda's sync debug mode (the queue is
+    drained first, so earlier work is not counted)."""
+    import warnings
+
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            call()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message) for w in caught)
+
+
 def relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
     diff = (out.double().cpu() - ref.double().cpu()).norm()
     scale = ref.double().cpu().norm()

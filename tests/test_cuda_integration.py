@@ -2,7 +2,6 @@
 determinism, and that PyTorch's precision flags are followed."""
 
 import threading
-import warnings
 
 import pytest
 import torch
@@ -10,6 +9,7 @@ import torch.nn.functional as F
 from conftest import (
     DTYPES,
     assert_matches,
+    host_sync_count,
     poisoned_outputs,
     precision_flags,
     relative_error,
@@ -360,16 +360,9 @@ def test_raw_ops_sync_once_packed_never():
         for repeat, expect in ((False, expected), (True, 0)):
             if not repeat:
                 gwprune.clear_pack_cache()
-            torch.cuda.set_sync_debug_mode("warn")
-            try:
-                with warnings.catch_warnings(record=True) as caught:
-                    warnings.simplefilter("always")
-                    call()
-            finally:
-                torch.cuda.set_sync_debug_mode("default")
-            syncs = [w for w in caught if "synchroniz" in str(w.message)]
+            syncs = host_sync_count(call)
             when = "repeated call" if repeat else "first call"
-            assert len(syncs) == expect, f"{name}, {when}: {len(syncs)} host syncs, not {expect}"
+            assert syncs == expect, f"{name}, {when}: {syncs} host syncs, not {expect}"
 
 
 def test_threads_with_their_own_inputs_and_streams(workspace_limit):

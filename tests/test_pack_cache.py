@@ -4,12 +4,11 @@ equal to F.conv2d / F.linear on the masked weight (float64 here, so exactly)."""
 
 import gc
 import threading
-import warnings
 
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import DEVICES, HAS_CUDA, cuda_only
+from conftest import DEVICES, HAS_CUDA, cuda_only, host_sync_count
 
 import gwprune
 from gwprune import pack_cache
@@ -327,18 +326,6 @@ def test_environment_sets_the_default(monkeypatch):
 # ---- CUDA: syncs, streams, several devices ------------------------------------------------
 
 
-def _sync_count(call) -> int:
-    torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode("warn")
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            call()
-    finally:
-        torch.cuda.set_sync_debug_mode("default")
-    return sum("synchroniz" in str(w.message) for w in caught)
-
-
 @cuda_only
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_cuda_first_call_syncs_once_later_calls_never(dtype):
@@ -351,8 +338,8 @@ def test_cuda_first_call_syncs_once_later_calls_never(dtype):
         "conv": lambda: gwprune.ops.conv2d(x, weight, keep, bias, padding=1),
         "linear": lambda: gwprune.ops.linear(xl, wl, kl, bl),
     }.items():
-        assert _sync_count(call) == 1, f"{name}: first call"
-        assert _sync_count(call) == 0, f"{name}: second call synchronized"
+        assert host_sync_count(call) == 1, f"{name}: first call"
+        assert host_sync_count(call) == 0, f"{name}: second call synchronized"
 
 
 @cuda_only
