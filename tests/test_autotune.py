@@ -197,7 +197,15 @@ def test_autotune_on_cuda_matches_masked_dense(precision):
     layout = torch.channels_last
     with precision_flags(precision):
         report = gwprune.autotune(model, fresh_input(dtype=dtype, device="cuda", layout=layout))
-        assert all(set(layer.times_ms) == set(BACKENDS) for layer in report.layers[:3])
+        implicit_runs = precision != "fp32" and torch.cuda.get_device_capability() == (9, 0)
+        for layer in report.layers[:3]:
+            module = model.get_submodule(layer.name)
+            # A CUDA conv times its two gathered paths and dense (tune._candidates).
+            conv = "implicit" in module.BACKENDS
+            expected = set(module.BACKENDS) - {"gathered"} if conv else set(BACKENDS)
+            if not implicit_runs:  # strict fp32 or no sm_90a kernel: refused, not timed
+                expected.discard("implicit")
+            assert set(layer.times_ms) == expected, (layer.name, layer.times_ms)
         for backend in BACKENDS:  # whatever autotune chose, both backends stay correct
             for module in model.modules():
                 if isinstance(module, (GroupwiseConv2d, GroupwiseLinear)):
