@@ -34,7 +34,11 @@ from .timing import measurement_settings
 
 GPU_HOST_PRECISIONS = "tf32,fp16,bf16"
 CPU_HOST_PRECISIONS = "fp32"
-GPU_CALLS, GPU_BATCHES = 200, 15
+# 40 calls per batch: CUDA's pending-launch queue holds about a thousand launches, and a
+# chunked TF32 conv launches six or more kernels per call; 200 calls (the first H200
+# run, 2026-12-02) filled the queue, so the host waited on the GPU and the time of
+# multi-kernel calls (TF32 seed conv, cuDNN conv + bias) read 200 us instead of ~30.
+GPU_CALLS, GPU_BATCHES = 40, 25
 CPU_CALLS, CPU_BATCHES = 50, 5
 
 

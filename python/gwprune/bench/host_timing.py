@@ -5,7 +5,8 @@ GPU never drains the queue, so ``time.perf_counter`` around the loop measures wh
 spends per call (Python, argument checks, dispatch, cuBLAS set-up, launches) and none of
 the device time; the minimum over batches is the least disturbed one (the method of
 bench/experiments/host_overhead.py, bench/NOTES.md change 14). A batch stays below the
-launch queue's depth (a few kernels per call, 200 calls), or the host would wait for it.
+launch queue's depth (about a thousand launches: GPU_CALLS in host_cli.py), or the host
+would wait for the GPU and its time would count.
 
 Eager latency (CUDA): back-to-back calls, no CUDA graphs, one synchronize at the end of each
 batch; per call, the larger of host and device time. Median over batches.
