@@ -96,6 +96,35 @@ def test_implicit_matches_masked_dense(shape, keep, channels_last, precision):
     assert_matches(out, ref, precision, f"implicit {shape_id(shape)} keep={keep} {layout}")
 
 
+# NCHW 16-bit, stride 1, OW == W: the run gather's shapes (csrc/cuda/implicit/run_gather.cuh),
+# with images whose pixel count is not a multiple of 8 and several K tiles.
+RUN_GATHER_SHAPES = [
+    (2, 64, 300, (7, 7), 3, 1, 1, 1),
+    (3, 70, 129, (11, 13), 3, 1, (2, 1), 1),
+    (1, 48, 64, (9, 20), (1, 5), 1, (0, 4), (1, 2)),
+]
+
+
+@needs_implicit
+@pytest.mark.cuda
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+@pytest.mark.parametrize("shape", RUN_GATHER_SHAPES, ids=shape_id)
+def test_run_gather_and_row_gather_match(shape, precision):
+    """The same conv on x at a 16-byte-aligned address (the run gather) and one element
+    further (the dispatch falls back to the row gather): both match the reference."""
+    x, weight, bias, keep_idx, (s, p, d), ref = implicit_case(
+        shape, "half", True, False, precision, seed=hash(shape_id(shape)) % 2**31
+    )
+    storage = torch.empty(x.numel() + 1, dtype=x.dtype, device=x.device)
+    shifted = storage[1:].view_as(x).copy_(x)
+    packed = gwprune.pack_conv2d_weight(weight, keep_idx)
+    with precision_flags(precision):
+        for label, source in (("aligned", x), ("shifted", shifted)):
+            with poisoned_outputs("cuda"):
+                out = gwprune.ops.conv2d_packed(source, packed, bias, s, p, d, backend="implicit")
+            assert_matches(out, ref, precision, f"implicit {label} {shape_id(shape)}")
+
+
 @needs_implicit
 @pytest.mark.cuda
 @pytest.mark.parametrize("precision", IMPLICIT_PRECISIONS)

@@ -12,7 +12,9 @@ first, on a slice of the batch. Times are do_bench medians in ms (L2 flushed).
 
 import argparse
 import csv
+import os
 import sys
+from math import nan
 
 import torch
 import torch.nn.functional as F
@@ -84,6 +86,19 @@ def measure(name, layer, precision, keep, writer):
                 row[f"{backend}_{layout_name}"] = float("nan")
                 continue
             row[f"{backend}_{layout_name}"] = time_ms(run)
+        if layout_name == "nchw":
+            # The row gather on the same NCHW call (16-bit run-gather shapes go to
+            # run_gather.cuh otherwise): the two producers side by side.
+            os.environ["GWPRUNE_IMPLICIT_RUNS"] = "0"
+            try:
+
+                def rows(xl=xl, packed=packed):
+                    return gwprune.ops.conv2d_packed(xl, packed, None, s, p, backend="implicit")
+
+                error = relative_error(rows()[check], ref)
+                row["implicit_rows_nchw"] = time_ms(rows) if error <= TOLERANCE[precision] else nan
+            finally:
+                del os.environ["GWPRUNE_IMPLICIT_RUNS"]
     row["anchor"] = min(row["anchor_nchw"], row["anchor_nhwc"])
     row["dense"] = min(row["dense_nchw"], row["dense_nhwc"])
     row["implicit"] = min(row["implicit_nchw"], row["implicit_nhwc"])
@@ -97,7 +112,8 @@ def measure(name, layer, precision, keep, writer):
     r = row
     print(
         f"{name:>16} {precision} keep={keep:.2f}  implicit {r['implicit_nchw']:.4f}/"
-        f"{r['implicit_nhwc']:.4f}  explicit {r['explicit_nchw']:.4f}/{r['explicit_nhwc']:.4f}"
+        f"{r['implicit_nhwc']:.4f} (rows {r['implicit_rows_nchw']:.4f})"
+        f"  explicit {r['explicit_nchw']:.4f}/{r['explicit_nhwc']:.4f}"
         f"  anchor {r['anchor']:.4f}  dense {r['dense']:.4f}  -> {r['implicit_vs_anchor']:.2f}x"
         f" anchor ({r['implicit_tflops']:.0f} vs {r['anchor_tflops']:.0f} TFLOP/s)",
         flush=True,
@@ -117,6 +133,7 @@ def main(argv=None):
         for w in ("dense", "anchor", "implicit", "explicit")
         for lay in ("nchw", "nhwc")
     ]
+    fields += ["implicit_rows_nchw"]
     fields += [
         "anchor",
         "dense",

@@ -40,8 +40,9 @@ __device__ __forceinline__ float from_float<float>(float v) {
 #ifdef GWPRUNE_SM90A_DEVICE
 
 // Stages one warpgroup's tile in `staging` and stores it. `first_row` is the tile's first
-// output pixel (flat over images), `first_col` its first output channel; `barrier_id`
-// names this warpgroup's own barrier (128 threads).
+// row (output pixels flat over images, row_pitch per image: rows past an image's
+// pixels are the run gather's padding and are not stored), `first_col` its first output channel;
+// `barrier_id` names this warpgroup's own barrier (128 threads).
 template <typename Elem, int BN, bool ChannelsLast>
 __device__ __forceinline__ void store_tile(const ConvProblem& p, const float (&acc)[BN / 2],
                                            uint8_t* staging, int first_row, int first_col,
@@ -51,6 +52,7 @@ __device__ __forceinline__ void store_tile(const ConvProblem& p, const float (&a
   // channels_last stages [row][col], NCHW [col][row]; 16 bytes of padding per line
   // spread the fragment writes over all banks.
   constexpr int kPitch = ChannelsLast ? BN * kElem + 16 : kRows * kElem + 16;
+  const uint32_t staging_address = smem_address(staging);
   const Elem* bias = static_cast<const Elem*>(p.bias);
   const int warp = thread / 32, lane = thread % 32;
   const int r0 = warp * 16 + lane / 4;
@@ -66,7 +68,7 @@ __device__ __forceinline__ void store_tile(const ConvProblem& p, const float (&a
         const int r = r0 + 8 * half_row;
         const Elem value = from_float<Elem>(acc[4 * j + 2 * half_row + h] + b);
         const int offset = ChannelsLast ? r * kPitch + c * kElem : c * kPitch + r * kElem;
-        *reinterpret_cast<Elem*>(staging + offset) = value;
+        store_shared(staging_address + offset, value);
       }
     }
   }
@@ -84,13 +86,13 @@ __device__ __forceinline__ void store_tile(const ConvProblem& p, const float (&a
       const int row = first_row + r;
       const int channel = first_col + c;
       if (row >= p.rows || channel >= p.out_channels) continue;
-      const uint8_t* source = staging + r * kPitch + c * kElem;
+      const uint32_t source = staging_address + r * kPitch + c * kElem;
       Elem* target = out + static_cast<int64_t>(row) * p.out_channels + channel;
       if (aligned && channel + kVector <= p.out_channels) {
-        *reinterpret_cast<uint4*>(target) = *reinterpret_cast<const uint4*>(source);
+        *reinterpret_cast<uint4*>(target) = load_shared<uint4>(source);
       } else {
         for (int e = 0; e < kVector && channel + e < p.out_channels; ++e)
-          target[e] = reinterpret_cast<const Elem*>(source)[e];
+          target[e] = load_shared<Elem>(source + e * kElem);
       }
     }
   } else {
@@ -99,15 +101,15 @@ __device__ __forceinline__ void store_tile(const ConvProblem& p, const float (&a
     Elem* out = static_cast<Elem*>(p.out);
     const int r = thread % kRows;
     const int row = first_row + r;
-    if (row < p.rows) {
-      const int n = row / p.out_pixels;
-      const int pixel = row - n * p.out_pixels;
+    const int n = row / p.row_pitch;
+    const int pixel = row - n * p.row_pitch;
+    if (row < p.rows && pixel < p.out_pixels) {
       Elem* image_out = out + static_cast<int64_t>(n) * p.out_channels * p.out_pixels + pixel;
       for (int c = thread / kRows; c < BN; c += 128 / kRows) {
         const int channel = first_col + c;
         if (channel >= p.out_channels) break;
         image_out[static_cast<int64_t>(channel) * p.out_pixels] =
-            *reinterpret_cast<const Elem*>(staging + c * kPitch + r * kElem);
+            load_shared<Elem>(staging_address + c * kPitch + r * kElem);
       }
     }
   }

@@ -30,16 +30,45 @@ constexpr int kTileRows = 128;  // output pixels per tile (two consumer warpgrou
 constexpr int kRowBytes = 128;  // one K slice of a row: the swizzle width
 constexpr int kProducerThreads = 128;
 
+// n / d for 0 <= n < 2^31 by a multiply-high and a shift (the round-up method that
+// CUTLASS's FastDivmod uses): group_idx is decoded on the producer every stage, where two
+// integer divisions were about 70 of its instructions per part.
+struct FastDivision {
+  uint32_t divisor = 1, multiplier = 0, shift = 0;
+
+  static FastDivision of(int32_t divisor) {
+    FastDivision d;
+    d.divisor = static_cast<uint32_t>(divisor);
+    if (divisor > 1) {
+      uint32_t log2_ceil = 0;
+      while ((1u << log2_ceil) < d.divisor) ++log2_ceil;
+      const uint32_t p = 31 + log2_ceil;
+      d.multiplier = static_cast<uint32_t>(((uint64_t{1} << p) + d.divisor - 1) / d.divisor);
+      d.shift = p - 32;
+    }
+    return d;
+  }
+#ifdef __CUDACC__
+  __device__ __forceinline__ int32_t divide(int32_t n) const {
+    return divisor == 1
+               ? n
+               : static_cast<int32_t>(__umulhi(static_cast<uint32_t>(n), multiplier) >> shift);
+  }
+#endif
+};
+
 // Problem description shared by every piece of the kernel (element strides of x).
 struct ConvProblem {
   const void* x;
   void* out;
   const void* bias;  // nullptr: no bias
   const int32_t* group_idx;
-  int32_t rows;  // N * OH * OW
+  int32_t rows;       // tile rows: N * row_pitch
+  int32_t row_pitch;  // tile rows per image: OH * OW, or rounded up to 8 for the run gather
   int32_t out_channels, kept_padded;
   int32_t height, width, out_h, out_w, out_pixels;
   int32_t kernel_h, kernel_w, taps;
+  FastDivision by_taps, by_kernel_w;  // decode group = (c * taps + i * kernel_w + j)
   int32_t stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w;
   int32_t x_stride_n, x_stride_c, x_stride_h, x_stride_w;
   int32_t k_tiles;
@@ -82,12 +111,16 @@ struct GroupColumn {
   int32_t tap;
 };
 
-__device__ __forceinline__ GroupColumn decode_group(const ConvProblem& p, int k) {
-  const int32_t group = k < p.kept_padded ? __ldg(p.group_idx + k) : -1;
+// Column k's entry of group_idx, or -1 (padding) past K'p.
+__device__ __forceinline__ int32_t fetch_group(const ConvProblem& p, int k) {
+  return k < p.kept_padded ? __ldg(p.group_idx + k) : -1;
+}
+
+__device__ __forceinline__ GroupColumn decode_group(const ConvProblem& p, int32_t group) {
   if (group < 0) return {0, 64};
-  const int c = group / p.taps;
+  const int c = p.by_taps.divide(group);
   const int tap = group - c * p.taps;
-  const int i = tap / p.kernel_w;
+  const int i = p.by_kernel_w.divide(tap);
   const int j = tap - i * p.kernel_w;
   return {c * p.x_stride_c + i * p.dilation_h * p.x_stride_h + j * p.dilation_w * p.x_stride_w,
           tap};
@@ -110,6 +143,22 @@ template <>
 struct ElemTraits<float> {
   using Bits = uint32_t;
   using Mma = Tf32;  // fp32 inputs run on TF32 tensor cores
+};
+
+// The group_idx entries a producer lane decodes for its next two parts in the same
+// register set: fetched four parts (one to two stages) before they are used, so the
+// gather's loads never wait for group_idx's own L2 latency (the same entries are
+// read by every CTA; each CTA reads each only once, so L1 does not hold them).
+template <int Groups>
+struct GroupRing {
+  int32_t now[Groups], ahead[Groups];
+  __device__ __forceinline__ void advance(const int32_t (&fresh)[Groups]) {
+#pragma unroll
+    for (int g = 0; g < Groups; ++g) {
+      now[g] = ahead[g];
+      ahead[g] = fresh[g];
+    }
+  }
 };
 
 #ifdef GWPRUNE_SM90A_DEVICE
@@ -146,14 +195,42 @@ struct StageGather {
   static constexpr int kParts = (ChannelsLast && sizeof(Bits) == 2) ? 2 : 1;
   static constexpr int kRows = 32 / kParts;  // channels_last: rows of the warp per part
   static constexpr int kValues = ChannelsLast ? kRows * kPerLane : BK;
+  static constexpr bool kAMnMajor = false;
+  static constexpr int kGroups = kPerLane;
   Bits values[kValues];  // channels_last: [row r][column c] at r * kPerLane + c; NCHW: [column]
+  GroupRing<kGroups> groups;
 
-  __device__ __forceinline__ void load(const ConvProblem& p, int k0, int part, int32_t base,
-                                       uint64_t mask, int lane) {
+  // Lane l decodes the stage's kept columns l, l + 32, ...
+  __device__ __forceinline__ static void fetch_groups(const ConvProblem& p, int k0, int /*warp*/,
+                                                      int lane, int32_t (&out)[kGroups]) {
+#pragma unroll
+    for (int c = 0; c < kGroups; ++c) out[c] = fetch_group(p, k0 + lane + 32 * c);
+  }
+
+  // What a producer thread keeps for the whole tile: tile row `thread`'s base offset
+  // and tap mask.
+  struct Tile {
+    int32_t base;
+    uint64_t mask;
+  };
+  __device__ static Tile make_tile(const ConvProblem& p, int first_row, int thread) {
+    Tile tile;
+    pixel_row_info(p, first_row + thread, tile.base, tile.mask);
+    return tile;
+  }
+
+  // k_ahead: the first column of the part four parts on, whose groups this set fetches.
+  __device__ __forceinline__ void load(const ConvProblem& p, int part, int k_ahead,
+                                       const Tile& tile, int warp, int lane) {
     const Bits* x = static_cast<const Bits*>(p.x);
+    const int32_t base = tile.base;
+    const uint64_t mask = tile.mask;
     GroupColumn column[kPerLane];
 #pragma unroll
-    for (int c = 0; c < kPerLane; ++c) column[c] = decode_group(p, k0 + lane + 32 * c);
+    for (int c = 0; c < kPerLane; ++c) column[c] = decode_group(p, groups.now[c]);
+    int32_t fresh[kGroups];
+    fetch_groups(p, k_ahead, warp, lane, fresh);
+    groups.advance(fresh);
     const uint32_t mask_low = static_cast<uint32_t>(mask);
     const uint32_t mask_high = static_cast<uint32_t>(mask >> 32);
     if constexpr (ChannelsLast) {
@@ -180,6 +257,7 @@ struct StageGather {
   }
 
   __device__ __forceinline__ void store(uint8_t* a_tile, int part, int warp, int lane) const {
+    const uint32_t tile_address = smem_address(a_tile);
     if constexpr (ChannelsLast) {
 #pragma unroll
       for (int r = 0; r < kRows; ++r) {
@@ -187,7 +265,7 @@ struct StageGather {
         for (int c = 0; c < kPerLane; ++c) {
           const int byte = (lane + 32 * c) * static_cast<int>(sizeof(Bits));
           const int row = warp * 32 + part * kRows + r;
-          *reinterpret_cast<Bits*>(a_tile + swizzled_offset(row, byte)) = values[r * kPerLane + c];
+          store_shared(tile_address + swizzled_offset(row, byte), values[r * kPerLane + c]);
         }
       }
     } else {
@@ -205,9 +283,8 @@ struct StageGather {
             words[w] = values[k + w];
           }
         }
-        *reinterpret_cast<uint4*>(a_tile +
-                                  swizzled_offset(row, k * static_cast<int>(sizeof(Bits)))) =
-            make_uint4(words[0], words[1], words[2], words[3]);
+        store_shared(tile_address + swizzled_offset(row, k * static_cast<int>(sizeof(Bits))),
+                     make_uint4(words[0], words[1], words[2], words[3]));
       }
     }
   }

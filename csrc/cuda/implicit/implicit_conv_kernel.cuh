@@ -12,10 +12,14 @@
 #include <cuda.h>
 #include <cudaTypedefs.h>
 
+#include <cstdlib>
+#include <string>
+
 #include "epilogue.cuh"
 #include "gather_mainloop.cuh"
 #include "implicit_conv.h"
 #include "mma_consumer.cuh"
+#include "run_gather.cuh"
 #include "sm90_primitives.cuh"
 
 namespace gwprune::cuda::implicit {
@@ -46,7 +50,23 @@ struct TileConfig {
   static_assert(kTileRows == kProducerThreads, "one producer thread owns each tile row");
 };
 
-template <typename Elem, int BN, bool ChannelsLast>
+// The producer's gather of A: the row gather (any geometry, both layouts) or the NCHW
+// run gather (16-bit, stride 1, OW == W; run_gather.cuh). Gather<Elem, BK, ChannelsLast>
+// names it in the kernel. (Both exist only in the sm_90a device pass.)
+#ifdef GWPRUNE_SM90A_DEVICE
+template <bool Runs>
+struct GatherKind {
+  template <typename Elem, int BK, bool ChannelsLast>
+  using type = StageGather<Elem, BK, ChannelsLast>;
+};
+template <>
+struct GatherKind<true> {
+  template <typename Elem, int BK, bool ChannelsLast>
+  using type = RunGather<Elem>;
+};
+#endif
+
+template <typename Elem, int BN, bool ChannelsLast, bool Runs>
 __global__ void __launch_bounds__(kThreads, 1)
     implicit_conv_kernel(const __grid_constant__ CUtensorMap weight_map, const ConvProblem p) {
 #ifdef GWPRUNE_SM90A_DEVICE
@@ -84,11 +104,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (warpgroup == 0) {
     if constexpr (kProducerRegisters < kLaunchRegisters) release_registers<kProducerRegisters>();
     const int warp = thread / 32, lane = thread % 32;
-    // Producer thread t owns tile row t: its base offset and tap mask stay in registers.
-    int32_t base;
-    uint64_t mask;
-    pixel_row_info(p, first_row + thread, base, mask);
-    using Gather = StageGather<Elem, kBK, ChannelsLast>;
+    using Gather = typename GatherKind<Runs>::template type<Elem, kBK, ChannelsLast>;
+    // What the thread's rows of the tile need for the whole K loop stays in registers.
+    const typename Gather::Tile tile = Gather::make_tile(p, first_row, thread);
     constexpr int kParts = Gather::kParts;
     // Part u of the stage sequence: its stage's slot is free and the weight tile on its
     // way before the first part is stored; the stage is handed over after the last.
@@ -109,13 +127,20 @@ __global__ void __launch_bounds__(kThreads, 1)
         mbarrier_arrive(&full[stage]);
       }
     };
+    auto first_column = [&](int u) { return (u / kParts) * kBK; };
     auto load = [&](int u, Gather& gathered) {
-      gathered.load(p, (u / kParts) * kBK, u % kParts, base, mask, lane);
+      gathered.load(p, u % kParts, first_column(u + 4), tile, warp, lane);
     };
     // Two register sets, so the loads of the next part are in flight while this one is
     // stored (the loop is unrolled by two: register arrays need compile-time indices).
+    // Set `even` takes parts 0, 2, 4, ...; each holds the group_idx entries of its next
+    // two parts (GroupRing).
     const int parts = p.k_tiles * kParts;
     Gather even, odd;
+    Gather::fetch_groups(p, first_column(0), warp, lane, even.groups.now);
+    Gather::fetch_groups(p, first_column(2), warp, lane, even.groups.ahead);
+    Gather::fetch_groups(p, first_column(1), warp, lane, odd.groups.now);
+    Gather::fetch_groups(p, first_column(3), warp, lane, odd.groups.ahead);
     load(0, even);
 #pragma unroll 1
     for (int u = 0; u < parts; u += 2) {
@@ -130,7 +155,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     if constexpr (kConsumerRegisters > kLaunchRegisters) claim_registers<kConsumerRegisters>();
     const int consumer = warpgroup - 1;
     float acc[BN / 2];
-    consume_stages<typename ElemTraits<Elem>::Mma, BN, kStages>(
+    consume_stages<typename ElemTraits<Elem>::Mma, BN, kStages, Runs>(
         acc, a_stages, b_stages, full, empty, p.k_tiles, consumer, thread == 0);
     // Both consumers are past their last wgmma: the stages can hold the output tile.
     named_barrier_sync(2, 256);
@@ -188,6 +213,7 @@ inline ConvProblem make_problem(const at::Tensor& x, const at::Tensor& weight,
   p.out = out.data_ptr();
   p.bias = bias.has_value() ? bias->data_ptr() : nullptr;
   p.group_idx = group_idx.data_ptr<int32_t>();
+  p.row_pitch = static_cast<int32_t>(g.out_pixels());
   p.rows = static_cast<int32_t>(x.size(0) * g.out_pixels());
   p.out_channels = static_cast<int32_t>(weight.size(0));
   p.kept_padded = static_cast<int32_t>(weight.size(1));
@@ -199,6 +225,8 @@ inline ConvProblem make_problem(const at::Tensor& x, const at::Tensor& weight,
   p.kernel_h = static_cast<int32_t>(g.kernel_h);
   p.kernel_w = static_cast<int32_t>(g.kernel_w);
   p.taps = p.kernel_h * p.kernel_w;
+  p.by_taps = FastDivision::of(p.taps);
+  p.by_kernel_w = FastDivision::of(p.kernel_w);
   p.stride_h = static_cast<int32_t>(g.stride_h);
   p.stride_w = static_cast<int32_t>(g.stride_w);
   p.pad_h = static_cast<int32_t>(g.pad_h);
@@ -213,18 +241,22 @@ inline ConvProblem make_problem(const at::Tensor& x, const at::Tensor& weight,
   return p;
 }
 
-template <typename Elem, int BN, bool ChannelsLast>
+template <typename Elem, int BN, bool ChannelsLast, bool Runs>
 void launch(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& group_idx,
             const std::optional<at::Tensor>& bias, const ConvGeometry& g, at::Tensor& out) {
   using Config = TileConfig<Elem, BN>;
-  auto* kernel = implicit_conv_kernel<Elem, BN, ChannelsLast>;
+  auto* kernel = implicit_conv_kernel<Elem, BN, ChannelsLast, Runs>;
   static const bool configured = [kernel] {
     C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         Config::kSharedBytes));
     return true;
   }();
   (void)configured;
-  const ConvProblem p = make_problem(x, weight, group_idx, bias, g, out, Config::kBK);
+  ConvProblem p = make_problem(x, weight, group_idx, bias, g, out, Config::kBK);
+  if constexpr (Runs) {  // runs of 8 never span two images
+    p.row_pitch = (p.out_pixels + 7) / 8 * 8;
+    p.rows = static_cast<int32_t>(x.size(0) * p.row_pitch);
+  }
   const CUtensorMap map = weight_tensor_map(weight, BN);
   const int64_t tiles = ((p.rows + kTileRows - 1) / kTileRows) * ((p.out_channels + BN - 1) / BN);
   kernel<<<static_cast<unsigned>(tiles), kThreads, Config::kSharedBytes,
@@ -232,19 +264,32 @@ void launch(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& gro
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-template <typename Elem, bool ChannelsLast>
+template <typename Elem, bool ChannelsLast, bool Runs>
 void launch_for_width(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& group_idx,
                       const std::optional<at::Tensor>& bias, const ConvGeometry& g,
                       at::Tensor& out) {
   // The widest tile that the output channels fill at least half of.
   const int64_t out_channels = weight.size(0);
   if (out_channels > 128) {
-    launch<Elem, 256, ChannelsLast>(x, weight, group_idx, bias, g, out);
+    launch<Elem, 256, ChannelsLast, Runs>(x, weight, group_idx, bias, g, out);
   } else if (out_channels > 64) {
-    launch<Elem, 128, ChannelsLast>(x, weight, group_idx, bias, g, out);
+    launch<Elem, 128, ChannelsLast, Runs>(x, weight, group_idx, bias, g, out);
   } else {
-    launch<Elem, 64, ChannelsLast>(x, weight, group_idx, bias, g, out);
+    launch<Elem, 64, ChannelsLast, Runs>(x, weight, group_idx, bias, g, out);
   }
+}
+
+// Whether the NCHW run gather (run_gather.cuh) takes the call: 16-bit, contiguous rows,
+// stride 1 with OW == W (offsets linear in the pixel), kernel rows and columns <= 8
+// (one byte of valid taps each), x 16-byte aligned (its wide loads). GWPRUNE_IMPLICIT_RUNS=0
+// turns it off (the row gather then takes every call), read per call so that a benchmark
+// can set it between calls (bench/experiments/implicit_conv.py).
+inline bool run_gather_applies(const at::Tensor& x, const ConvGeometry& g) {
+  const char* switch_value = std::getenv("GWPRUNE_IMPLICIT_RUNS");
+  const bool enabled = switch_value == nullptr || std::string(switch_value) != "0";
+  return enabled && x.element_size() == 2 && x.stride(3) == 1 && x.stride(2) == g.width &&
+         g.stride_h == 1 && g.stride_w == 1 && g.out_w == g.width && g.kernel_h <= 8 &&
+         g.kernel_w <= 8 && reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 == 0;
 }
 
 template <typename Elem>
@@ -252,9 +297,15 @@ void launch_for_layout(const at::Tensor& x, const at::Tensor& weight, const at::
                        const std::optional<at::Tensor>& bias, const ConvGeometry& g,
                        at::Tensor& out, bool channels_last) {
   if (channels_last) {
-    launch_for_width<Elem, true>(x, weight, group_idx, bias, g, out);
+    launch_for_width<Elem, true, false>(x, weight, group_idx, bias, g, out);
+  } else if constexpr (sizeof(Elem) == 2) {
+    if (run_gather_applies(x, g)) {
+      launch_for_width<Elem, false, true>(x, weight, group_idx, bias, g, out);
+    } else {
+      launch_for_width<Elem, false, false>(x, weight, group_idx, bias, g, out);
+    }
   } else {
-    launch_for_width<Elem, false>(x, weight, group_idx, bias, g, out);
+    launch_for_width<Elem, false, false>(x, weight, group_idx, bias, g, out);
   }
 }
 

@@ -2,6 +2,13 @@
 // [64 w, 64 w + 64) of each stage's A tile by the whole B tile with wgmma, keeping the
 // fp32 accumulators in registers, and hands each stage back to the producer once the
 // wgmmas that read it have retired (one wgmma batch stays in flight).
+//
+// A tile layouts (both 16 KB, 128-byte swizzle), as the producer writes them:
+// - K-major (the row gather): 128 rows of 128 bytes; a consumer's half starts at row
+//   64 w, and each K step of 32 bytes moves 32 bytes along the rows;
+// - MN-major (the NCHW run gather, 16-bit only): 1024-byte atoms of 64 pixels x 8 kept
+//   groups, the 8 K groups of consumer w's 64 pixels at atoms 8 w .. 8 w + 7; a K step
+//   of 16 groups is two atoms (2048 bytes).
 #pragma once
 
 #include <cstdint>
@@ -13,7 +20,7 @@ namespace gwprune::cuda::implicit {
 
 #ifdef GWPRUNE_SM90A_DEVICE
 
-template <typename MmaType, int BN, int Stages>
+template <typename MmaType, int BN, int Stages, bool AMnMajor = false>
 __device__ __forceinline__ void consume_stages(float (&acc)[BN / 2], uint8_t* a_stages,
                                                uint8_t* b_stages, uint64_t* full, uint64_t* empty,
                                                int k_tiles, int consumer, bool signals) {
@@ -31,8 +38,14 @@ __device__ __forceinline__ void consume_stages(float (&acc)[BN / 2], uint8_t* a_
     wgmma_fence();
 #pragma unroll
     for (int step = 0; step < kStepsPerStage; ++step) {
-      Mma::mma(acc, sw128_kmajor_descriptor(a + 32 * step), sw128_kmajor_descriptor(b + 32 * step),
-               (kt > 0 || step > 0) ? 1 : 0);
+      const uint64_t b_desc = sw128_kmajor_descriptor(b + 32 * step);
+      const int accumulate = (kt > 0 || step > 0) ? 1 : 0;
+      if constexpr (AMnMajor) {
+        Mma::template mma<1>(acc, sw128_mnmajor_descriptor(a + 2048 * step, 1024, 8192), b_desc,
+                             accumulate);
+      } else {
+        Mma::mma(acc, sw128_kmajor_descriptor(a + 32 * step), b_desc, accumulate);
+      }
     }
     wgmma_commit_group();
     fence_accumulators(acc);

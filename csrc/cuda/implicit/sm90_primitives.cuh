@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 
 namespace gwprune::cuda::implicit {
 
@@ -17,6 +18,53 @@ __device__ __forceinline__ uint32_t smem_address(const void* pointer) {
 }
 
 #ifdef GWPRUNE_SM90A_DEVICE
+
+// ---- shared memory ------------------------------------------------------------------------
+
+// st.shared / ld.shared of 2, 4 or 16 bytes at a shared-window address. The kernel
+// aligns its dynamic shared memory by integer arithmetic, after which the compiler no
+// longer knows a pointer is shared and would emit generic ST.E/LD.E (slower, and
+// each one costs the producer issue slots it does not have).
+template <typename T>
+__device__ __forceinline__ void store_shared(uint32_t address, const T& value) {
+  if constexpr (sizeof(T) == 2) {
+    uint16_t bits;
+    memcpy(&bits, &value, 2);
+    asm volatile("st.shared.b16 [%0], %1;" ::"r"(address), "h"(bits));
+  } else if constexpr (sizeof(T) == 4) {
+    uint32_t bits;
+    memcpy(&bits, &value, 4);
+    asm volatile("st.shared.b32 [%0], %1;" ::"r"(address), "r"(bits));
+  } else {
+    static_assert(sizeof(T) == 16, "store_shared moves 2, 4 or 16 bytes");
+    uint4 bits;
+    memcpy(&bits, &value, 16);
+    asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};" ::"r"(address), "r"(bits.x),
+                 "r"(bits.y), "r"(bits.z), "r"(bits.w));
+  }
+}
+
+template <typename T>
+__device__ __forceinline__ T load_shared(uint32_t address) {
+  T value;
+  if constexpr (sizeof(T) == 2) {
+    uint16_t bits;
+    asm volatile("ld.shared.b16 %0, [%1];" : "=h"(bits) : "r"(address));
+    memcpy(&value, &bits, 2);
+  } else if constexpr (sizeof(T) == 4) {
+    uint32_t bits;
+    asm volatile("ld.shared.b32 %0, [%1];" : "=r"(bits) : "r"(address));
+    memcpy(&value, &bits, 4);
+  } else {
+    static_assert(sizeof(T) == 16, "load_shared moves 2, 4 or 16 bytes");
+    uint4 bits;
+    asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(bits.x), "=r"(bits.y), "=r"(bits.z), "=r"(bits.w)
+                 : "r"(address));
+    memcpy(&value, &bits, 16);
+  }
+  return value;
+}
 
 // ---- mbarrier ---------------------------------------------------------------------------
 
@@ -125,6 +173,22 @@ __device__ __forceinline__ uint64_t sw128_kmajor_descriptor(uint32_t address) {
   desc |= static_cast<uint64_t>(1) << 16;                   // leading byte offset (unused)
   desc |= static_cast<uint64_t>(1024 >> 4) << 32;           // stride byte offset
   desc |= static_cast<uint64_t>(1) << 62;                   // 128-byte swizzle
+  return desc;
+}
+
+// Descriptor of an MN-major (16-bit) tile in the 128-byte swizzle: atoms of 64 M
+// elements (128 bytes) x 8 K rows, 1024 bytes each; the atoms of consecutive 8-row K
+// groups are `k_group_bytes` apart (the stride byte offset), those of consecutive 64-wide
+// M blocks `m_block_bytes` apart (the leading byte offset; CUTLASS's make_gmma_desc
+// for Major::MN, B128). A 64-row wgmma operand is one M block.
+__device__ __forceinline__ uint64_t sw128_mnmajor_descriptor(uint32_t address,
+                                                             uint32_t k_group_bytes,
+                                                             uint32_t m_block_bytes) {
+  uint64_t desc = 0;
+  desc |= static_cast<uint64_t>((address & 0x3FFFF) >> 4);
+  desc |= static_cast<uint64_t>((m_block_bytes >> 4) & 0x3FFF) << 16;
+  desc |= static_cast<uint64_t>((k_group_bytes >> 4) & 0x3FFF) << 32;
+  desc |= static_cast<uint64_t>(1) << 62;
   return desc;
 }
 
