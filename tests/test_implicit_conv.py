@@ -110,8 +110,9 @@ RUN_GATHER_SHAPES = [
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
 @pytest.mark.parametrize("shape", RUN_GATHER_SHAPES, ids=shape_id)
 def test_run_gather_and_row_gather_match(shape, precision):
-    """The same conv on x at a 16-byte-aligned address (the run gather) and one element
-    further (the dispatch falls back to the row gather): both match the reference."""
+    """The same conv on x at a 16-byte-aligned address (the run gather, where x's storage
+    also covers its last 16-byte granule) and one element further (the dispatch falls back
+    to the row gather): both match the reference."""
     x, weight, bias, keep_idx, (s, p, d), ref = implicit_case(
         shape, "half", True, False, precision, seed=hash(shape_id(shape)) % 2**31
     )

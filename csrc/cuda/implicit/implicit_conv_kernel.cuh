@@ -281,15 +281,25 @@ void launch_for_width(const at::Tensor& x, const at::Tensor& weight, const at::T
 
 // Whether the NCHW run gather (run_gather.cuh) takes the call: 16-bit, contiguous rows,
 // stride 1 with OW == W (offsets linear in the pixel), kernel rows and columns <= 8
-// (one byte of valid taps each), x 16-byte aligned (its wide loads). GWPRUNE_IMPLICIT_RUNS=0
+// (one byte of valid taps each), x 16-byte aligned (its wide loads) and its storage
+// reaching to the end of the 16-byte granule that holds x's last element, so a wide
+// load never reads bytes past the storage (compute-sanitizer initcheck flagged that on
+// a 3 x 70 x 11 x 13 bf16 x, H200 2026-12-02). GWPRUNE_IMPLICIT_RUNS=0
 // turns it off (the row gather then takes every call), read per call so that a benchmark
 // can set it between calls (bench/experiments/implicit_conv.py).
 inline bool run_gather_applies(const at::Tensor& x, const ConvGeometry& g) {
   const char* switch_value = std::getenv("GWPRUNE_IMPLICIT_RUNS");
   const bool enabled = switch_value == nullptr || std::string(switch_value) != "0";
-  return enabled && x.element_size() == 2 && x.stride(3) == 1 && x.stride(2) == g.width &&
-         g.stride_h == 1 && g.stride_w == 1 && g.out_w == g.width && g.kernel_h <= 8 &&
-         g.kernel_w <= 8 && reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 == 0;
+  if (!enabled || x.element_size() != 2 || x.stride(3) != 1 || x.stride(2) != g.width ||
+      g.stride_h != 1 || g.stride_w != 1 || g.out_w != g.width || g.kernel_h > 8 ||
+      g.kernel_w > 8 || reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 != 0)
+    return false;
+  int64_t span = 1;  // elements from x's first to its last, plus one
+  for (int64_t d = 0; d < x.dim(); ++d) span += (x.size(d) - 1) * x.stride(d);
+  const auto* storage_begin = static_cast<const char*>(x.storage().data());
+  const auto* data_begin = static_cast<const char*>(x.data_ptr());
+  const int64_t end_byte = (data_begin - storage_begin) + span * x.element_size();
+  return (end_byte + 15) / 16 * 16 <= static_cast<int64_t>(x.storage().nbytes());
 }
 
 template <typename Elem>

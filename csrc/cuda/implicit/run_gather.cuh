@@ -14,8 +14,9 @@
 // (bit i, bit j), and an element is kept when both bits are set.
 //
 // Safety of the wide loads: a 16-byte block is loaded only when it holds at least one
-// valid element. x's data pointer is 16-byte aligned (the dispatch checks), so such a
-// block lies inside the 16-byte granules of x's storage.
+// valid element. x's data pointer is 16-byte aligned and its storage reaches the end of
+// the granule of x's last element (the dispatch, run_gather_applies, checks both), so
+// such a block lies inside x's storage.
 //
 // Work split: each stage is 64 kept groups x 16 runs (128 pixels) = 1024 vectors.
 // Thread (warp w, lane l) owns run l % 16 for the whole tile and, in pass t of a stage,
