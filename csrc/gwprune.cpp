@@ -85,6 +85,15 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("set_poison_outputs", &gwprune::set_poison_outputs,
         "Fill outputs and workspaces with NaN before kernels write them (tests)");
   m.def("poison_outputs", &gwprune::poison_outputs);
+  m.def("mkl_linear_available", &gwprune::cpu::mkl_linear_available,
+        "Whether torch has the MKL packed-GEMM ops the fp32 CPU linear uses");
+  m.def("set_mkl_linear_enabled", &gwprune::cpu::set_mkl_linear_enabled,
+        "Let fp32 CPU linears use MKL-packed weight copies (default on)", py::arg("enabled"));
+  m.def("mkl_linear_enabled", &gwprune::cpu::mkl_linear_enabled);
+  m.def("clear_mkl_linear_weights", &gwprune::cpu::clear_mkl_linear_weights,
+        "Drop every MKL-packed weight copy");
+  m.def("mkl_linear_weights_info", &gwprune::cpu::mkl_linear_weights_info,
+        "(weights, copies) of MKL-packed weights held");
   m.def("compiled_with_cuda", &gwprune::compiled_with_cuda);
   m.def("compiled_with_cpu_kernels", &gwprune::compiled_with_cpu_kernels);
   m.def("cuda_arch_list", &gwprune::cuda_arch_list);

@@ -6,6 +6,7 @@
 
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "activation.h"
@@ -87,6 +88,16 @@ at::Tensor conv2d_packed_cpu(const at::Tensor& x, const at::Tensor& weight,
 at::Tensor linear_packed_cpu(const at::Tensor& x2d, const at::Tensor& weight,
                              const at::Tensor& feature_idx, const std::optional<at::Tensor>& bias,
                              int64_t workspace_bytes);
+
+// The MKL pre-packed weights of the fp32 CPU linear (csrc/cpu/mkl_packed_weights.h):
+// whether torch has MKL's packed-GEMM ops, the switch (on by default; off: every CPU
+// linear runs at::addmm, as for comparing the two), dropping every copy, and the
+// (weights, copies) held, after dropping those of weights that died.
+bool mkl_linear_available();
+void set_mkl_linear_enabled(bool enabled);
+bool mkl_linear_enabled();
+void clear_mkl_linear_weights();
+std::pair<int64_t, int64_t> mkl_linear_weights_info();
 }  // namespace cpu
 
 namespace cuda {

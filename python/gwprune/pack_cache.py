@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import torch
 
 from . import _checks
+from ._extension import _C
 from ._layout import conv_output_memory_format
 from .groups import num_groups
 from .packing import (
@@ -321,8 +322,14 @@ def get_pack_cache_limit() -> int:
 
 
 def clear_pack_cache() -> None:
-    """Drops every cached packed weight and zeroes the counters of ``pack_cache_info``."""
+    """Drops every cached packed weight and zeroes the counters of ``pack_cache_info``; also
+    drops the CPU linear's MKL-packed weight copies (csrc/cpu/mkl_packed_weights.h), which
+    are kept per packed weight outside this cache and, like it, miss writes that bypass the
+    version counter."""
     _cache.clear()
+    clear_mkl = getattr(_C, "clear_mkl_linear_weights", None)  # absent from an older _C
+    if clear_mkl is not None:
+        clear_mkl()
 
 
 def pack_cache_info() -> PackCacheInfo:

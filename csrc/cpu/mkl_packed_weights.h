@@ -1,0 +1,60 @@
+// MKL pre-packed copies of the CPU linear's fp32 packed weights.
+//
+// at::addmm hands MKL the weight in the plain layout, and MKL re-packs it into
+// its GEMM panels on every call. torch.ops.mkl._mkl_reorder_linear_weight packs
+// a weight once in MKL's cblas_sgemm_pack layout and torch.ops.mkl._mkl_linear
+// multiplies by that copy (cblas_sgemm_compute); on a 2-core Xeon the BERT FFN's
+// keep .5 GEMM (128 x 384 -> 3072, 2 threads) took 944 us that way against
+// 1106-1420 us for F.linear (bench/NOTES.md, CPU section). This file keeps such
+// copies between calls.
+//
+// Contract:
+// - Which calls: fp32, CPU, one GEMM over all rows of the 2-D input (the caller
+//   asks only when its chunk plan has one chunk), no operand requiring grad,
+//   torch built with the two MKL ops, the path enabled (set_mkl_linear_enabled,
+//   default on). Any other call gets an undefined tensor and runs at::addmm.
+// - Per row count: MKL's packed layout is made for GEMMs of the M it was packed
+//   for (_mkl_linear runs F.linear for any other M), so a copy is kept per row
+//   count, for the kMaxRowCounts most recently used row counts of each weight.
+//   The first call of a row count packs, so whether a call takes this path
+//   depends on its shape, not on the calls before it.
+// - Validity: keyed by the weight tensor (its TensorImpl through a weak
+//   reference: the store never keeps a weight alive), valid while the weight's
+//   version counter, data pointer and sizes are those seen at packing. In-place
+//   edits (w.mul_(), w[...] = v, copy_, load_state_dict) and .data swaps repack.
+//   Not seen: writes that bypass the version counter (w.data.mul_(), numpy(),
+//   DLPack); gwprune.clear_pack_cache() drops every copy. Inference tensors have
+//   no version counter and are never packed.
+// - Lifetime: the copies of a weight that died are freed at the next miss (any
+//   weight's) or clear.
+// - Memory: a copy holds about the weight's bytes resident; MKL's buffer also
+//   reserves ~7.5 MiB of address space that stays untouched (MKL 2024.2).
+// - Numerics: the same products as addmm, summed in MKL's order, within fp32
+//   rounding of addmm. MKL's packed GEMM gave the same bits with 1 and 2
+//   threads for 128 rows at K' 256-3072; with fewer rows and K' >= 1024 (or one
+//   row) the bits depend on the thread count, also the one at packing time, by
+//   up to 4.4e-7 relative (tests/test_mkl_linear.py).
+// - Thread-safe: one mutex guards the table; packing runs outside it.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <optional>
+
+namespace gwprune::cpu {
+
+// Row counts whose copies each weight keeps (least recently used dropped first).
+constexpr int64_t kMaxRowCounts = 4;
+
+// The copy of `weight` ([out, K'] fp32, contiguous) packed for GEMMs of x2d's
+// rows, made now if needed; undefined when the call does not qualify (above).
+at::Tensor mkl_packed_weight(const at::Tensor& weight, const at::Tensor& x2d,
+                             const std::optional<at::Tensor>& bias);
+
+// out [rows, out] = xg [rows, K'] (contiguous) @ weight^T (+ bias), through the
+// copy `packed` of `weight` made for xg's rows.
+at::Tensor mkl_packed_linear(const at::Tensor& xg, const at::Tensor& packed,
+                             const at::Tensor& weight, const std::optional<at::Tensor>& bias);
+
+}  // namespace gwprune::cpu

@@ -1,0 +1,287 @@
+"""The fp32 CPU linear on MKL's pre-packed weight copies (csrc/cpu/mkl_packed_weights.h):
+results against float64 F.linear on masked weights through every public surface, which calls
+take the path and which fall back to addmm, the copies' bound and invalidation, and thread
+counts.
+
+Whether a call took the path is read from ``_C.mkl_linear_weights_info()`` (weights, copies):
+a call of the path leaves a copy for its row count. Thread counts: MKL's packed GEMM gave the
+same bits with one thread and two for 128 rows at every K' tried (256-3072), but not for fewer
+rows with K' >= 1024 nor for one row at K' 384, where the thread count at packing time matters
+too; the bound there is float32 rounding, 1e-6 relative (measured up to 4.4e-7).
+"""
+
+import contextlib
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import assert_matches
+
+import gwprune
+from gwprune._extension import _C, cpu_kernels_compiled
+
+pytestmark = pytest.mark.skipif(
+    not cpu_kernels_compiled() or not _C.mkl_linear_available(),
+    reason="needs gwprune._C's CPU kernels and a torch with MKL's packed-GEMM ops",
+)
+
+WORKSPACE = 256 << 20
+SIZES = [1, 3, 17, 33]
+
+
+@pytest.fixture(autouse=True)
+def fresh_store():
+    _C.clear_mkl_linear_weights()
+    _C.set_mkl_linear_enabled(True)
+    yield
+    _C.set_mkl_linear_enabled(True)
+    _C.clear_mkl_linear_weights()
+
+
+@contextlib.contextmanager
+def threads(count):
+    saved = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
+def copies() -> int:
+    return _C.mkl_linear_weights_info()[1]
+
+
+def case(rows, in_f, out_f, with_bias, seed, keep_fraction=0.5, dtype=torch.float32):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(rows, in_f, generator=generator, dtype=torch.float64).to(dtype)
+    weight = torch.randn(out_f, in_f, generator=generator, dtype=torch.float64).to(dtype)
+    bias = torch.randn(out_f, generator=generator).to(dtype) if with_bias else None
+    keep = torch.randperm(in_f, generator=generator)[: max(1, round(in_f * keep_fraction))]
+    return x, weight, bias, keep
+
+
+def reference(x, weight, bias, keep):
+    return F.linear(
+        x.double(),
+        gwprune.mask_weight(weight.double(), keep),
+        None if bias is None else bias.double(),
+    )
+
+
+# ---- results -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("with_bias", [False, True], ids=["no-bias", "bias"])
+@pytest.mark.parametrize("rows", SIZES)
+def test_packed_op_matches_float64_linear(rows, with_bias):
+    seed = 0
+    for in_f in SIZES:
+        for out_f in SIZES:
+            seed += 1
+            x, weight, bias, keep = case(rows, in_f, out_f, with_bias, seed)
+            packed = gwprune.pack_linear_weight(weight, keep)
+            before = copies()
+            context = f"rows={rows} in={in_f} out={out_f} bias={with_bias}"
+            for call in range(2):  # the call that packs, then one that reuses the copy
+                fresh = torch.randn_like(x) if call else x
+                out = gwprune.ops.linear_packed(fresh, packed, bias)
+                assert_matches(out, reference(fresh, weight, bias, keep), "fp32", context)
+            assert copies() == before + 1, f"{context}: the MKL path was not taken"
+
+
+def test_module_raw_op_and_activation_take_the_path():
+    x, weight, bias, keep = case(17, 33, 17, True, 3)
+    dense = torch.nn.Linear(33, 17)
+    with torch.no_grad():
+        dense.weight.copy_(weight)
+        dense.bias.copy_(bias)
+    module = gwprune.GroupwiseLinear.from_dense(dense, keep)
+    x3 = x.reshape(1, 17, 33).expand(2, 17, 33)  # 34 rows, a stride-0 batch
+    assert_matches(module(x3), reference(x3, weight, bias, keep), "fp32", "module, 3-D x")
+    assert_matches(
+        gwprune.ops.linear(x, weight, keep, bias), reference(x, weight, bias, keep), "fp32", "raw"
+    )
+    relu = gwprune.ops.linear_packed(x, module.packed(), bias, activation="relu")
+    assert_matches(relu, reference(x, weight, bias, keep).relu(), "fp32", "relu")
+    # The module's weight for 34 and 17 rows, the raw op's pack-cache entry for 17.
+    assert _C.mkl_linear_weights_info() == (2, 3)
+
+
+def test_same_as_the_addmm_path_within_float32_rounding():
+    x, weight, bias, keep = case(128, 768, 3072, True, 5)
+    packed = gwprune.pack_linear_weight(weight, keep)
+    mkl = gwprune.ops.linear_packed(x, packed, bias)
+    _C.set_mkl_linear_enabled(False)
+    plain = gwprune.ops.linear_packed(x, packed, bias)
+    assert copies() == 1
+    error = float((mkl.double() - plain.double()).norm() / plain.double().norm())
+    assert error <= 1e-6, f"MKL-packed vs addmm: relative difference {error:.2e}"
+
+
+# ---- which calls take the path -------------------------------------------------------------
+
+
+def test_other_dtypes_autograd_and_inference_weights_fall_back():
+    x, weight, bias, keep = case(17, 33, 17, True, 7)
+    for dtype in (torch.float64, torch.bfloat16, torch.float16):
+        packed = gwprune.pack_linear_weight(weight.to(dtype), keep)
+        out = gwprune.ops.linear_packed(x.to(dtype), packed, bias.to(dtype))
+        precision = {torch.float64: "fp64", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+        assert_matches(out, reference(x, weight, bias, keep), precision, str(dtype))
+    assert copies() == 0, "a non-fp32 call made an MKL copy"
+    packed = gwprune.pack_linear_weight(weight, keep)
+    needs_grad = x.clone().requires_grad_()
+    out = gwprune.ops.linear_packed(needs_grad, packed, bias)  # the registered op
+    assert_matches(out.detach(), reference(x, weight, bias, keep), "fp32", "requires_grad x")
+    assert copies() == 0, "a call autograd records made an MKL copy"
+    with torch.inference_mode():
+        made_in_inference = gwprune.pack_linear_weight(weight, keep)
+        out = gwprune.ops.linear_packed(x, made_in_inference, bias)
+        assert copies() == 0, "an inference tensor (no version counter) was packed"
+        out_normal = gwprune.ops.linear_packed(x, packed, bias)  # normal weight: packed
+    assert copies() == 1
+    for result in (out, out_normal):
+        assert_matches(result, reference(x, weight, bias, keep), "fp32", "inference_mode")
+
+
+def test_inputs_of_several_chunks_and_the_switch_fall_back():
+    x, weight, bias, keep = case(70, 33, 17, True, 9)
+    packed = gwprune.pack_linear_weight(weight, keep)
+    # 64 bytes of workspace: chunks of 32 rows, each its own GEMM, on addmm.
+    out = _C.linear_packed(x, packed.weight, packed.feature_idx, bias, 64)
+    assert_matches(out, reference(x, weight, bias, keep), "fp32", "chunked")
+    assert copies() == 0
+    _C.set_mkl_linear_enabled(False)
+    out = gwprune.ops.linear_packed(x, packed, bias)
+    assert_matches(out, reference(x, weight, bias, keep), "fp32", "switched off")
+    assert copies() == 0
+    assert not _C.mkl_linear_enabled()
+    assert "switched off" in gwprune.info()["CPU fp32 linear on MKL-packed weights"]
+
+
+def test_compile_and_fake_tensors():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    x, weight, bias, keep = case(17, 33, 17, True, 11)
+    module = gwprune.GroupwiseLinear.from_dense(torch.nn.Linear(33, 17), keep)
+    with torch.no_grad():
+        module.weight.copy_(torch.randn_like(module.weight))
+    expected = module.to_dense().double()(x.double()).detach()
+    torch._dynamo.reset()
+    compiled = torch.compile(module, backend="aot_eager", fullgraph=True)
+    assert_matches(compiled(x), expected, "fp32", "aot_eager")
+    assert copies() == 1, "the registered op's implementation did not take the path"
+    with FakeTensorMode() as mode:
+        fake_x = mode.from_tensor(x)
+        fake_w = mode.from_tensor(module.weight)
+        fake_idx = mode.from_tensor(module.feature_idx)
+        out = torch.ops.gwprune.linear_packed(fake_x, fake_w, fake_idx, None, WORKSPACE)
+    assert out.shape == (17, 17)
+    assert copies() == 1
+
+
+# ---- the copies: per row count, bounded, invalidated -------------------------------------------
+
+
+def test_one_copy_per_row_count_four_most_recent():
+    x, weight, bias, keep = case(40, 33, 17, True, 13)
+    packed = gwprune.pack_linear_weight(weight, keep)
+    for rows in (1, 3, 17, 33, 40, 3):
+        out = gwprune.ops.linear_packed(x[:rows], packed, bias)
+        assert_matches(out, reference(x[:rows], weight, bias, keep), "fp32", f"rows={rows}")
+    assert _C.mkl_linear_weights_info() == (1, 4)
+    gwprune.clear_pack_cache()
+    assert _C.mkl_linear_weights_info() == (0, 0)
+
+
+def test_in_place_edits_and_swaps_repack():
+    x, weight, bias, keep = case(17, 33, 17, True, 15)
+    dense = torch.nn.Linear(33, 17)
+    with torch.no_grad():
+        dense.weight.copy_(weight)
+        dense.bias.copy_(bias)
+    module = gwprune.GroupwiseLinear.from_dense(dense, keep)
+
+    def check(context):
+        expected = module.to_dense().double()(x.double()).detach()
+        for _ in range(2):  # the second call reads the copy the first one made
+            assert_matches(module(x), expected, "fp32", context)
+
+    check("as built")
+    with torch.no_grad():
+        module.weight.mul_(-2)  # bumps the version counter
+    check("after mul_")
+    with torch.no_grad():
+        module.weight[3, 1] = 7.0
+    check("after an element write")
+    state = module.state_dict()
+    state["weight"] = torch.randn_like(module.weight)
+    module.load_state_dict(state)  # copies into the buffers in place
+    check("after load_state_dict")
+    module.weight.data = torch.randn_like(module.weight)  # new memory, same version
+    check("after a .data swap")
+    assert _C.mkl_linear_weights_info() == (1, 1), "stale copies were kept"
+
+
+def test_copies_of_dead_weights_are_freed():
+    x, weight, bias, keep = case(17, 33, 17, True, 17)
+    packed = gwprune.pack_linear_weight(weight, keep)
+    gwprune.ops.linear_packed(x, packed, bias)
+    assert _C.mkl_linear_weights_info() == (1, 1)
+    del packed
+    assert _C.mkl_linear_weights_info() == (0, 0)
+
+
+def test_version_bypassing_writes_need_clear_pack_cache():
+    # Documented: writes through .data (or numpy, DLPack) do not bump the version counter.
+    x, weight, bias, keep = case(17, 33, 17, False, 19)
+    packed = gwprune.pack_linear_weight(weight, keep)
+    before = gwprune.ops.linear_packed(x, packed)
+    packed.weight.data.mul_(2)
+    assert torch.equal(gwprune.ops.linear_packed(x, packed), before)  # the stale copy
+    gwprune.clear_pack_cache()
+    assert_matches(
+        gwprune.ops.linear_packed(x, packed),
+        2 * reference(x, weight, None, keep),
+        "fp32",
+        "after clear_pack_cache",
+    )
+
+
+# ---- thread counts -------------------------------------------------------------------------
+
+
+def outputs_by_threads(x, packed, bias):
+    """{(threads at packing, threads at the call): output}, each packing fresh."""
+    outputs = {}
+    for pack_threads in (1, 2):
+        _C.clear_mkl_linear_weights()
+        with threads(pack_threads):
+            outputs[pack_threads, pack_threads] = gwprune.ops.linear_packed(x, packed, bias)
+        other = 3 - pack_threads
+        with threads(other):
+            outputs[pack_threads, other] = gwprune.ops.linear_packed(x, packed, bias)
+        assert copies() == 1
+    return outputs
+
+
+@pytest.mark.parametrize("in_f,out_f", [(768, 3072), (3072, 768), (2048, 300)], ids=str)
+def test_128_rows_identical_for_one_and_two_threads(in_f, out_f):
+    # K' 384, 1536, 1024 (the BERT FFN pair at keep .5 and one more).
+    x, weight, bias, keep = case(128, in_f, out_f, True, 21)
+    outputs = outputs_by_threads(x, gwprune.pack_linear_weight(weight, keep), bias)
+    first = outputs[1, 1]
+    for key, out in outputs.items():
+        assert torch.equal(out, first), f"threads {key}: max diff {(out - first).abs().max()}"
+
+
+@pytest.mark.parametrize("rows,in_f,out_f", [(1, 768, 300), (7, 2048, 768), (64, 2048, 17)])
+def test_few_rows_within_float32_rounding_across_threads(rows, in_f, out_f):
+    x, weight, bias, keep = case(rows, in_f, out_f, True, 23)
+    outputs = outputs_by_threads(x, gwprune.pack_linear_weight(weight, keep), bias)
+    first = outputs[1, 1].double()
+    for key, out in outputs.items():
+        error = float((out.double() - first).norm() / first.norm())
+        assert error <= 1e-6, f"threads {key}: relative difference {error:.2e}"
+    assert_matches(outputs[2, 2], reference(x, weight, bias, keep), "fp32", "2 threads")
