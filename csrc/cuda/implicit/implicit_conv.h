@@ -18,10 +18,12 @@
 // The output is written in x's layout, with the bias (optional, x's dtype) added in
 // fp32 before rounding. out must have the conv's output shape and x's memory format.
 //
-// Pieces (CUTLASS 3.x's split): gather_mainloop.cuh is the producer warpgroup (the
-// gather of x into swizzled shared memory plus the weight's TMA copy), mma_consumer.cuh
-// the two wgmma warpgroups, epilogue.cuh the bias and the store in the output layout,
-// implicit_conv_sm90.cu the kernel, its tile configurations and the launch.
+// Pieces (CUTLASS 3.x's split): gather_mainloop.cuh is the producer's row gather (any
+// geometry: x into a K-major swizzled tile), run_gather.cuh its NCHW run gather (16-bit,
+// stride 1, OW == W: 16-byte vectors into an MN-major tile; run_gather_applies picks it),
+// mma_consumer.cuh the two wgmma warpgroups, epilogue.cuh the bias and the store in the
+// output layout, implicit_conv_kernel.cuh the kernel, its tile configurations and the
+// launch (instantiated per dtype by implicit_conv_{fp16,bf16,tf32}.cu).
 #pragma once
 
 #include <ATen/ATen.h>
