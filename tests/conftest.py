@@ -264,3 +264,12 @@ def _mask_weight_for_check(weight: torch.Tensor, keep: torch.Tensor) -> torch.Te
     mask[keep] = True
     flat[:, ~mask] = 0
     return flat.reshape(weight.shape)
+
+
+def linear_reference(x, weight, bias, keep) -> torch.Tensor:
+    """F.linear in float64 on the masked weight: the oracle of the CPU linear tests."""
+    return torch.nn.functional.linear(
+        x.double(),
+        _mask_weight_for_check(weight.double(), keep.cpu()),
+        None if bias is None else bias.double(),
+    )

@@ -15,7 +15,7 @@ import contextlib
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import DTYPES, assert_matches
+from conftest import DTYPES, assert_matches, linear_reference
 
 import gwprune
 from gwprune import ops, reference
@@ -238,14 +238,6 @@ def linear_case(x_shape, in_f, out_f, keep_fraction, dtype, with_bias, seed, str
     )
     keep = torch.randperm(in_f, generator=generator)[: max(1, round(in_f * keep_fraction))]
     return x, weight, bias, keep
-
-
-def linear_reference(x, weight, bias, keep):
-    return F.linear(
-        x.double(),
-        gwprune.mask_weight(weight.double(), keep),
-        None if bias is None else bias.double(),
-    )
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)

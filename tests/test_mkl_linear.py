@@ -14,8 +14,7 @@ import contextlib
 
 import pytest
 import torch
-import torch.nn.functional as F
-from conftest import assert_matches
+from conftest import assert_matches, linear_reference
 
 import gwprune
 from gwprune._extension import _C, cpu_kernels_compiled
@@ -61,14 +60,6 @@ def case(rows, in_f, out_f, with_bias, seed, keep_fraction=0.5, dtype=torch.floa
     return x, weight, bias, keep
 
 
-def reference(x, weight, bias, keep):
-    return F.linear(
-        x.double(),
-        gwprune.mask_weight(weight.double(), keep),
-        None if bias is None else bias.double(),
-    )
-
-
 # ---- results -----------------------------------------------------------------------------
 
 
@@ -86,7 +77,7 @@ def test_packed_op_matches_float64_linear(rows, with_bias):
             for call in range(2):  # the call that packs, then one that reuses the copy
                 fresh = torch.randn_like(x) if call else x
                 out = gwprune.ops.linear_packed(fresh, packed, bias)
-                assert_matches(out, reference(fresh, weight, bias, keep), "fp32", context)
+                assert_matches(out, linear_reference(fresh, weight, bias, keep), "fp32", context)
             assert copies() == before + 1, f"{context}: the MKL path was not taken"
 
 
@@ -98,12 +89,15 @@ def test_module_raw_op_and_activation_take_the_path():
         dense.bias.copy_(bias)
     module = gwprune.GroupwiseLinear.from_dense(dense, keep)
     x3 = x.reshape(1, 17, 33).expand(2, 17, 33)  # 34 rows, a stride-0 batch
-    assert_matches(module(x3), reference(x3, weight, bias, keep), "fp32", "module, 3-D x")
+    assert_matches(module(x3), linear_reference(x3, weight, bias, keep), "fp32", "module, 3-D x")
     assert_matches(
-        gwprune.ops.linear(x, weight, keep, bias), reference(x, weight, bias, keep), "fp32", "raw"
+        gwprune.ops.linear(x, weight, keep, bias),
+        linear_reference(x, weight, bias, keep),
+        "fp32",
+        "raw",
     )
     relu = gwprune.ops.linear_packed(x, module.packed(), bias, activation="relu")
-    assert_matches(relu, reference(x, weight, bias, keep).relu(), "fp32", "relu")
+    assert_matches(relu, linear_reference(x, weight, bias, keep).relu(), "fp32", "relu")
     # The module's weight for 34 and 17 rows, the raw op's pack-cache entry for 17.
     assert _C.mkl_linear_weights_info() == (2, 3)
 
@@ -128,12 +122,12 @@ def test_other_dtypes_autograd_and_inference_weights_fall_back():
         packed = gwprune.pack_linear_weight(weight.to(dtype), keep)
         out = gwprune.ops.linear_packed(x.to(dtype), packed, bias.to(dtype))
         precision = {torch.float64: "fp64", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
-        assert_matches(out, reference(x, weight, bias, keep), precision, str(dtype))
+        assert_matches(out, linear_reference(x, weight, bias, keep), precision, str(dtype))
     assert copies() == 0, "a non-fp32 call made an MKL copy"
     packed = gwprune.pack_linear_weight(weight, keep)
     needs_grad = x.clone().requires_grad_()
     out = gwprune.ops.linear_packed(needs_grad, packed, bias)  # the registered op
-    assert_matches(out.detach(), reference(x, weight, bias, keep), "fp32", "requires_grad x")
+    assert_matches(out.detach(), linear_reference(x, weight, bias, keep), "fp32", "requires_grad x")
     assert copies() == 0, "a call autograd records made an MKL copy"
     with torch.inference_mode():
         made_in_inference = gwprune.pack_linear_weight(weight, keep)
@@ -142,7 +136,7 @@ def test_other_dtypes_autograd_and_inference_weights_fall_back():
         out_normal = gwprune.ops.linear_packed(x, packed, bias)  # normal weight: packed
     assert copies() == 1
     for result in (out, out_normal):
-        assert_matches(result, reference(x, weight, bias, keep), "fp32", "inference_mode")
+        assert_matches(result, linear_reference(x, weight, bias, keep), "fp32", "inference_mode")
 
 
 def test_inputs_of_several_chunks_and_the_switch_fall_back():
@@ -150,11 +144,11 @@ def test_inputs_of_several_chunks_and_the_switch_fall_back():
     packed = gwprune.pack_linear_weight(weight, keep)
     # 64 bytes of workspace: chunks of 32 rows, each its own GEMM, on addmm.
     out = _C.linear_packed(x, packed.weight, packed.feature_idx, bias, 64)
-    assert_matches(out, reference(x, weight, bias, keep), "fp32", "chunked")
+    assert_matches(out, linear_reference(x, weight, bias, keep), "fp32", "chunked")
     assert copies() == 0
     _C.set_mkl_linear_enabled(False)
     out = gwprune.ops.linear_packed(x, packed, bias)
-    assert_matches(out, reference(x, weight, bias, keep), "fp32", "switched off")
+    assert_matches(out, linear_reference(x, weight, bias, keep), "fp32", "switched off")
     assert copies() == 0
     assert not _C.mkl_linear_enabled()
     assert "switched off" in gwprune.info()["CPU fp32 linear on MKL-packed weights"]
@@ -189,7 +183,7 @@ def test_one_copy_per_row_count_four_most_recent():
     packed = gwprune.pack_linear_weight(weight, keep)
     for rows in (1, 3, 17, 33, 40, 3):
         out = gwprune.ops.linear_packed(x[:rows], packed, bias)
-        assert_matches(out, reference(x[:rows], weight, bias, keep), "fp32", f"rows={rows}")
+        assert_matches(out, linear_reference(x[:rows], weight, bias, keep), "fp32", f"rows={rows}")
     assert _C.mkl_linear_weights_info() == (1, 4)
     gwprune.clear_pack_cache()
     assert _C.mkl_linear_weights_info() == (0, 0)
@@ -243,7 +237,7 @@ def test_version_bypassing_writes_need_clear_pack_cache():
     gwprune.clear_pack_cache()
     assert_matches(
         gwprune.ops.linear_packed(x, packed),
-        2 * reference(x, weight, None, keep),
+        2 * linear_reference(x, weight, None, keep),
         "fp32",
         "after clear_pack_cache",
     )
@@ -284,4 +278,4 @@ def test_few_rows_within_float32_rounding_across_threads(rows, in_f, out_f):
     for key, out in outputs.items():
         error = float((out.double() - first).norm() / first.norm())
         assert error <= 1e-6, f"threads {key}: relative difference {error:.2e}"
-    assert_matches(outputs[2, 2], reference(x, weight, bias, keep), "fp32", "2 threads")
+    assert_matches(outputs[2, 2], linear_reference(x, weight, bias, keep), "fp32", "2 threads")
