@@ -2,6 +2,7 @@
 
 import csv
 import json
+import time
 
 import pytest
 import torch
@@ -317,3 +318,22 @@ def test_resume_refuses_results_of_another_device(tmp_path, capsys):
     (tmp_path / "env.json").write_text(json.dumps({**env, "device": "NVIDIA H100 80GB HBM3"}))
     assert main([*argv, "--resume"]) == 2
     assert "holds results from 'NVIDIA H100 80GB HBM3'" in capsys.readouterr().err
+
+
+def test_cpu_timer_interleaves_rounds_and_keeps_each_calls_median():
+    """measure_interleaved runs every call once per round (so all get the same number of
+    runs, warm-up first) and reports each call's own median: a slower call reads slower."""
+    order = []
+
+    def call(name, seconds):
+        def run():
+            order.append(name)
+            time.sleep(seconds)
+
+        return run
+
+    timer = CpuTimer(repeats=4, budget_s=10.0)
+    fast, slow = timer.measure_interleaved([call("fast", 0.001), call("slow", 0.004)])
+    assert order == ["fast", "slow"] * 5  # one warm-up round, then 4 timed rounds
+    assert fast.runs == slow.runs == 4 and "interleaved" in fast.method
+    assert 1.0 <= fast.ms < slow.ms and slow.ms >= 4.0

@@ -140,6 +140,9 @@ def run_tasks(
 def _run_layer(
     data: LayerData, tasks: list[Task], timer, progress, deadline
 ) -> Iterable[ResultRow]:
+    if hasattr(timer, "measure_interleaved"):
+        yield from _run_layer_interleaved(data, tasks, timer, progress, deadline)
+        return
     for keep, keep_tasks in groupby(tasks, key=lambda task: task.keep):
         case = Case(data, keep)
         for task in keep_tasks:
@@ -178,8 +181,59 @@ def _failed_setup_row(task: Task, status: str) -> ResultRow:
     return row
 
 
+def _run_layer_interleaved(
+    data: LayerData, tasks: list[Task], timer, progress, deadline
+) -> list[ResultRow]:
+    """The CPU form of _run_layer: every task of the layer (every keep, dense included) is
+    prepared and checked first, then all that passed are timed in interleaved rounds."""
+    rows, calls = [], []
+    for keep, keep_tasks in groupby(tasks, key=lambda task: task.keep):
+        case = Case(data, keep)
+        for task in keep_tasks:
+            if deadline is not None and time.perf_counter() > deadline:
+                break
+            if progress is not None:
+                progress.set_postfix_str(
+                    f"{task.workload.slug} {task.precision.name} keep {keep:g} {task.provider.name}"
+                )
+            row, call = prepare_checked(task.provider, case)
+            rows.append(row)
+            calls.append(call)
+    timed = [i for i, call in enumerate(calls) if call is not None]
+    try:
+        timings = timer.measure_interleaved([calls[i] for i in timed])
+    except Exception as error:  # noqa: BLE001  (recorded in the rows, not raised)
+        for i in timed:
+            rows[i].status = correctness.exception_status(error)
+    else:
+        for i, timing in zip(timed, timings, strict=True):
+            _record_timing(rows[i], timing)
+    if progress is not None:
+        progress.update(len(rows))
+    return rows
+
+
 def measure(provider: Provider, case: Case, timer) -> ResultRow:
     """One row: prepare, check against float64, and time only if the check passes."""
+    row, call = prepare_checked(provider, case)
+    if call is None:
+        return row
+    try:
+        timing = timer.measure(call)
+    except Exception as error:  # noqa: BLE001
+        row.status = correctness.exception_status(error)
+        return row
+    _record_timing(row, timing)
+    return row
+
+
+def _record_timing(row: ResultRow, timing) -> None:
+    row.ms, row.timing, row.status = timing.ms, f"{timing.method} ({timing.runs} runs)", "ok"
+
+
+def prepare_checked(provider: Provider, case: Case):
+    """A row prepared and checked against float64, and the call to time (None when the
+    provider is unsupported, failed to prepare or failed the check: the row says which)."""
     row = _row(case.workload, case.precision, provider, case.keep)
     try:
         provider.check_supported(case)
@@ -187,10 +241,10 @@ def measure(provider: Provider, case: Case, timer) -> ResultRow:
         prepared = provider.prepare(case)
     except Unsupported as reason:
         row.status = f"unsupported: {reason}"
-        return row
+        return row, None
     except Exception as error:  # noqa: BLE001  (any failure is recorded in the row, not raised)
         row.status = correctness.exception_status(error)
-        return row
+        return row, None
     row.note = "; ".join(part for part in (provider.note, prepared.note) if part)
     row.input_sets = prepared.num_sets
     try:
@@ -199,10 +253,10 @@ def measure(provider: Provider, case: Case, timer) -> ResultRow:
         del output
     except Exception as error:  # noqa: BLE001
         row.status = correctness.exception_status(error)
-        return row
+        return row, None
     if not correctness.passes(row.rel_error, row.tolerance):
         row.status = "FAILED"
-        return row
+        return row, None
 
     calls = iter(range(1 << 62))
     num_sets = prepared.num_sets
@@ -210,10 +264,4 @@ def measure(provider: Provider, case: Case, timer) -> ResultRow:
     def rotating_call():
         return prepared.run(next(calls) % num_sets)
 
-    try:
-        timing = timer.measure(rotating_call)
-    except Exception as error:  # noqa: BLE001
-        row.status = correctness.exception_status(error)
-        return row
-    row.ms, row.timing, row.status = timing.ms, f"{timing.method} ({timing.runs} runs)", "ok"
-    return row
+    return row, rotating_call

@@ -49,7 +49,10 @@ class CpuTimer:
         self.budget_s = budget_s
 
     def describe(self) -> str:
-        return f"time.perf_counter median of up to {self.repeats} runs after 1 warm-up"
+        return (
+            f"time.perf_counter median of up to {self.repeats} runs after 1 warm-up"
+            " (the layer benchmark: providers interleaved, one run each per round)"
+        )
 
     def measure(self, fn: Callable[[], object]) -> Timing:
         fn()
@@ -62,6 +65,27 @@ class CpuTimer:
             if len(times) >= 3 and time.perf_counter() - started > self.budget_s:
                 break
         return Timing(statistics.median(times), len(times), "perf_counter")
+
+    def measure_interleaved(self, fns: list[Callable[[], object]]) -> list[Timing]:
+        """Times several calls in rounds, each round one run of every call, so that a slow
+        spell of a shared CPU (another process, frequency) lands on all of them alike and
+        their ratios stay fair: the CPU preset's ratios to dense moved by up to 30 % from
+        run to run when each provider was timed in its own stretch (bench/NOTES.md)."""
+        for fn in fns:
+            fn()
+        times: list[list[float]] = [[] for _ in fns]
+        started = time.perf_counter()
+        for round_ in range(self.repeats):
+            for fn, runs in zip(fns, times, strict=True):
+                begin = time.perf_counter()
+                fn()
+                runs.append((time.perf_counter() - begin) * 1e3)
+            if round_ >= 2 and time.perf_counter() - started > self.budget_s * len(fns):
+                break
+        return [
+            Timing(statistics.median(runs), len(runs), "perf_counter, interleaved")
+            for runs in times
+        ]
 
 
 class CudaTimer:
