@@ -14,6 +14,7 @@ import contextlib
 
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import assert_matches, linear_reference
 
 import gwprune
@@ -279,3 +280,43 @@ def test_few_rows_within_float32_rounding_across_threads(rows, in_f, out_f):
         error = float((out.double() - first).norm() / first.norm())
         assert error <= 1e-6, f"threads {key}: relative difference {error:.2e}"
     assert_matches(outputs[2, 2], linear_reference(x, weight, bias, keep), "fp32", "2 threads")
+
+
+# batch, in_channels, out_channels, (H, W), kernel, stride, padding
+CL_CONV_SHAPES = [
+    (2, 17, 33, (9, 7), 3, 1, 1),
+    (1, 3, 1, (5, 5), 3, 2, 0),
+    (3, 64, 48, (14, 14), 1, 1, 0),
+]
+
+
+@pytest.mark.parametrize("shape", CL_CONV_SHAPES, ids=str)
+@pytest.mark.parametrize("with_bias", [False, True], ids=["no-bias", "bias"])
+def test_channels_last_conv_takes_the_packed_copy_and_matches(shape, with_bias):
+    """An fp32 channels_last conv of one chunk runs its GEMM on the MKL-packed copy
+    (conv2d_cpu.cpp): float64 reference, channels_last output, one copy made; switched
+    off, the addmm path gives the same result within rounding."""
+    generator = torch.Generator().manual_seed(hash((shape, with_bias)) % 2**31)
+    n, c, co, (h, w), k, s, p = shape
+    x = torch.randn(n, c, h, w, generator=generator).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(co, c, k, k, generator=generator)
+    bias = torch.randn(co, generator=generator) if with_bias else None
+    keep = torch.randperm(c * k * k, generator=generator)[: max(1, c * k * k // 2)]
+    ref = F.conv2d(
+        x.double(),
+        gwprune.mask_weight(weight.double(), keep),
+        None if bias is None else bias.double(),
+        s,
+        p,
+    )
+    packed = gwprune.pack_conv2d_weight(weight, keep, torch.channels_last)
+    with torch.no_grad():
+        out = gwprune.ops.conv2d_packed(x, packed, bias, s, p)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert_matches(out, ref, "fp32", f"mkl channels_last conv {shape}")
+    assert copies() == 1, "the channels_last conv did not take the packed copy"
+    _C.set_mkl_linear_enabled(False)
+    with torch.no_grad():
+        plain = gwprune.ops.conv2d_packed(x, packed, bias, s, p)
+    assert_matches(plain, ref, "fp32", f"addmm channels_last conv {shape}")
+    torch.testing.assert_close(out, plain, rtol=1e-5, atol=1e-5)

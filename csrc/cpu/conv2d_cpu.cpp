@@ -7,12 +7,14 @@
 //   NHWC input:  out rows p0 .. p0+count of [N*Ho*Wo, Cout] = cols [count, K'] @ W^T
 //
 // The bias is the GEMM's C operand (addmm, beta = 1), so each output slice is
-// written by one call.
+// written by one call. An fp32 channels_last conv of one chunk runs its GEMM on the
+// MKL-packed weight copy instead (conv_nhwc_mkl_packed, mkl_packed_weights.h).
 #include <limits>
 
 #include "../ops.h"
 #include "chunks_cpu.h"
 #include "gather_cpu.h"
+#include "mkl_packed_weights.h"
 
 namespace gwprune::cpu {
 namespace {
@@ -79,6 +81,31 @@ void conv_nhwc(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& 
       });
 }
 
+// channels_last, fp32, one chunk: the GEMM is the linear's (cols [N*Ho*Wo, K'] @ W^T + bias),
+// so it takes the CPU linear's MKL-packed weight copy (mkl_packed_weights.h: addmm re-packs
+// W on every call), and MKL's output [N*Ho*Wo, Cout] is already the channels_last output's
+// memory. Undefined when the call does not qualify; conv_nhwc runs then.
+at::Tensor conv_nhwc_mkl_packed(const at::Tensor& x, const at::Tensor& weight,
+                                const at::Tensor& group_idx, const std::optional<at::Tensor>& bias,
+                                const ConvGeometry& g, int64_t budget_bytes) {
+  const int64_t kept = group_idx.numel();
+  const int64_t total = x.size(0) * g.out_pixels();
+  if (x.requires_grad() || !weight.is_contiguous() ||
+      plan_chunks(total, kept * x.element_size(), budget_bytes).chunks != 1)
+    return {};
+  at::Tensor cols = at::empty({total, kept}, x.options());
+  const at::Tensor packed = mkl_packed_weight(weight, cols, bias);  // reads cols' shape only
+  if (!packed.defined()) return {};
+  const TapRuns taps = plan_tap_runs(group_idx, g, x.element_size());
+  at::parallel_for(0, total, 1, [&](int64_t begin, int64_t end) {
+    im2col_gather_nhwc(x, taps, kept, cols.data_ptr(), g, 0, begin, end);
+  });
+  // _mkl_linear allocates and writes the whole output itself (no poisoning here).
+  return mkl_packed_linear(cols, packed, weight, bias)
+      .view({x.size(0), g.out_h, g.out_w, weight.size(0)})
+      .permute({0, 3, 1, 2});
+}
+
 }  // namespace
 
 at::Tensor conv2d_packed_cpu(const at::Tensor& x_in, const at::Tensor& weight,
@@ -91,6 +118,13 @@ at::Tensor conv2d_packed_cpu(const at::Tensor& x_in, const at::Tensor& weight,
   const auto format = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   check_index_range(group_idx, geometry.num_groups(), "group_idx");
   const at::Tensor x = x_in.contiguous(format);
+  // Peak extra memory: one chunk's operand.
+  const int64_t budget = std::min(kChunkOperandBytes, workspace_bytes);
+  if (channels_last && group_idx.numel() > 0 && x.numel() > 0 && weight.size(0) > 0 &&
+      geometry.out_pixels() > 0) {
+    at::Tensor out = conv_nhwc_mkl_packed(x, weight, group_idx, bias, geometry, budget);
+    if (out.defined()) return out;
+  }
   at::Tensor out = at::empty({x.size(0), weight.size(0), geometry.out_h, geometry.out_w},
                              x.options().memory_format(format));
   if (out.numel() == 0) return out;
@@ -104,8 +138,6 @@ at::Tensor conv2d_packed_cpu(const at::Tensor& x_in, const at::Tensor& weight,
     }
     return out;
   }
-  // Peak extra memory: one chunk's operand.
-  const int64_t budget = std::min(kChunkOperandBytes, workspace_bytes);
   if (channels_last) {
     conv_nhwc(x, weight, group_idx, bias, out, geometry, budget);
   } else {

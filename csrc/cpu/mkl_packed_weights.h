@@ -6,7 +6,8 @@
 // multiplies by that copy (cblas_sgemm_compute); on a 2-core Xeon the BERT FFN's
 // keep .5 GEMM (128 x 384 -> 3072, 2 threads) took 944 us that way against
 // 1106-1420 us for F.linear (bench/NOTES.md, CPU section). This file keeps such
-// copies between calls.
+// copies between calls. The fp32 channels_last conv of one chunk uses them too: its
+// GEMM (gathered rows @ W^T + bias) is the linear's (conv2d_cpu.cpp).
 //
 // Contract:
 // - Which calls: fp32, CPU, one GEMM over all rows of the 2-D input (the caller
