@@ -273,3 +273,14 @@ def linear_reference(x, weight, bias, keep) -> torch.Tensor:
         _mask_weight_for_check(weight.double(), keep.cpu()),
         None if bias is None else bias.double(),
     )
+
+
+@contextlib.contextmanager
+def threads(count: int):
+    """torch's CPU thread count set to `count` for the block, restored after."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)

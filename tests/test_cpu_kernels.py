@@ -15,7 +15,7 @@ import contextlib
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import DTYPES, assert_matches, linear_reference
+from conftest import DTYPES, assert_matches, linear_reference, threads
 
 import gwprune
 from gwprune import ops, reference
@@ -59,16 +59,6 @@ def poisoned():
         yield
     finally:
         _C.set_poison_outputs(False)
-
-
-@contextlib.contextmanager
-def threads(count):
-    saved = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(saved)
 
 
 def conv_case(shape, keep_fraction, dtype, layout, with_bias, seed):

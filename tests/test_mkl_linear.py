@@ -10,12 +10,10 @@ rows with K' >= 1024 nor for one row at K' 384, where the thread count at packin
 too; the bound there is float32 rounding, 1e-6 relative (measured up to 4.4e-7).
 """
 
-import contextlib
-
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import assert_matches, linear_reference
+from conftest import assert_matches, linear_reference, threads
 
 import gwprune
 from gwprune._extension import _C, cpu_kernels_compiled
@@ -36,16 +34,6 @@ def fresh_store():
     yield
     _C.set_mkl_linear_enabled(True)
     _C.clear_mkl_linear_weights()
-
-
-@contextlib.contextmanager
-def threads(count):
-    saved = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(saved)
 
 
 def copies() -> int:

@@ -143,6 +143,15 @@ def _run_layer(
     if hasattr(timer, "measure_interleaved"):
         yield from _run_layer_interleaved(data, tasks, timer, progress, deadline)
         return
+    for case, task in _layer_steps(data, tasks, progress, deadline):
+        yield measure(task.provider, case, timer)
+        if progress is not None:
+            progress.update(1)
+
+
+def _layer_steps(data: LayerData, tasks: list[Task], progress, deadline):
+    """(case, task) for a layer's tasks in order, one Case per keep; stops at the deadline
+    and names each task on the progress bar."""
     for keep, keep_tasks in groupby(tasks, key=lambda task: task.keep):
         case = Case(data, keep)
         for task in keep_tasks:
@@ -152,9 +161,7 @@ def _run_layer(
                 progress.set_postfix_str(
                     f"{task.workload.slug} {task.precision.name} keep {keep:g} {task.provider.name}"
                 )
-            yield measure(task.provider, case, timer)
-            if progress is not None:
-                progress.update(1)
+            yield case, task
 
 
 def _row(workload: Workload, precision: Precision, provider: Provider, keep: float) -> ResultRow:
@@ -187,18 +194,10 @@ def _run_layer_interleaved(
     """The CPU form of _run_layer: every task of the layer (every keep, dense included) is
     prepared and checked first, then all that passed are timed in interleaved rounds."""
     rows, calls = [], []
-    for keep, keep_tasks in groupby(tasks, key=lambda task: task.keep):
-        case = Case(data, keep)
-        for task in keep_tasks:
-            if deadline is not None and time.perf_counter() > deadline:
-                break
-            if progress is not None:
-                progress.set_postfix_str(
-                    f"{task.workload.slug} {task.precision.name} keep {keep:g} {task.provider.name}"
-                )
-            row, call = prepare_checked(task.provider, case)
-            rows.append(row)
-            calls.append(call)
+    for case, task in _layer_steps(data, tasks, progress, deadline):
+        row, call = prepare_checked(task.provider, case)
+        rows.append(row)
+        calls.append(call)
     timed = [i for i, call in enumerate(calls) if call is not None]
     try:
         timings = timer.measure_interleaved([calls[i] for i in timed])
