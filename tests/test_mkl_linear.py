@@ -70,13 +70,18 @@ def test_packed_op_matches_float64_linear(rows, with_bias):
             assert copies() == before + 1, f"{context}: the MKL path was not taken"
 
 
-def test_module_raw_op_and_activation_take_the_path():
-    x, weight, bias, keep = case(17, 33, 17, True, 3)
-    dense = torch.nn.Linear(33, 17)
+def groupwise_linear(weight, bias, keep):
+    """A GroupwiseLinear with these dense weight and bias and kept features."""
+    dense = torch.nn.Linear(weight.shape[1], weight.shape[0])
     with torch.no_grad():
         dense.weight.copy_(weight)
         dense.bias.copy_(bias)
-    module = gwprune.GroupwiseLinear.from_dense(dense, keep)
+    return gwprune.GroupwiseLinear.from_dense(dense, keep)
+
+
+def test_module_raw_op_and_activation_take_the_path():
+    x, weight, bias, keep = case(17, 33, 17, True, 3)
+    module = groupwise_linear(weight, bias, keep)
     x3 = x.reshape(1, 17, 33).expand(2, 17, 33)  # 34 rows, a stride-0 batch
     assert_matches(module(x3), linear_reference(x3, weight, bias, keep), "fp32", "module, 3-D x")
     assert_matches(
@@ -180,11 +185,7 @@ def test_one_copy_per_row_count_four_most_recent():
 
 def test_in_place_edits_and_swaps_repack():
     x, weight, bias, keep = case(17, 33, 17, True, 15)
-    dense = torch.nn.Linear(33, 17)
-    with torch.no_grad():
-        dense.weight.copy_(weight)
-        dense.bias.copy_(bias)
-    module = gwprune.GroupwiseLinear.from_dense(dense, keep)
+    module = groupwise_linear(weight, bias, keep)
 
     def check(context):
         expected = module.to_dense().double()(x.double()).detach()
