@@ -13,6 +13,7 @@
 #include <cudaTypedefs.h>
 
 #include <cstdlib>
+#include <limits>
 #include <string>
 
 #include "epilogue.cuh"
@@ -241,6 +242,10 @@ inline ConvProblem make_problem(const at::Tensor& x, const at::Tensor& weight,
   return p;
 }
 
+// Tile rows per image of the run gather: the output pixels rounded up to 8, so that no
+// run of 8 spans two images.
+inline int64_t run_row_pitch(const ConvGeometry& g) { return (g.out_pixels() + 7) / 8 * 8; }
+
 template <typename Elem, int BN, bool ChannelsLast, bool Runs>
 void launch(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& group_idx,
             const std::optional<at::Tensor>& bias, const ConvGeometry& g, at::Tensor& out) {
@@ -253,8 +258,8 @@ void launch(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& gro
   }();
   (void)configured;
   ConvProblem p = make_problem(x, weight, group_idx, bias, g, out, Config::kBK);
-  if constexpr (Runs) {  // runs of 8 never span two images
-    p.row_pitch = (p.out_pixels + 7) / 8 * 8;
+  if constexpr (Runs) {
+    p.row_pitch = static_cast<int32_t>(run_row_pitch(g));
     p.rows = static_cast<int32_t>(x.size(0) * p.row_pitch);
   }
   const CUtensorMap map = weight_tensor_map(weight, BN);
@@ -299,6 +304,9 @@ inline bool run_gather_applies(const at::Tensor& x, const ConvGeometry& g) {
   const auto* storage_begin = static_cast<const char*>(x.storage().data());
   const auto* data_begin = static_cast<const char*>(x.data_ptr());
   const int64_t end_byte = (data_begin - storage_begin) + span * x.element_size();
+  // The rounded-up rows must keep the 32-bit row numbers that implicit_conv_unsupported_reason
+  // checks for the unrounded ones.
+  if (x.size(0) * run_row_pitch(g) >= std::numeric_limits<int32_t>::max() - kTileRows) return false;
   return (end_byte + 15) / 16 * 16 <= static_cast<int64_t>(x.storage().nbytes());
 }
 
