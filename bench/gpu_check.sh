@@ -68,13 +68,20 @@ if stage sanitize; then
   # Sanitizers instrument every kernel, torch's included: a focused CUDA subset.
   subset=(tests/test_conv2d.py tests/test_linear.py tests/test_chunks_and_bias.py
           -k "cuda-fp32 or (chunked and (fp32 or bf16)) or epilogue")
+  # The implicit kernel's NCHW producers (run, pair, line gathers) on shapes that take them.
+  implicit=(tests/test_implicit_conv.py
+            -k "nchw_gathers and fp16 and (n3-c64 or n2-c24 or n2-c64-o300 or o512 or o1000)")
   for tool in memcheck racecheck initcheck synccheck; do
-    start=$SECONDS
-    timeout ${SANITIZE_TIMEOUT:-150} compute-sanitizer --tool "$tool" --error-exitcode 99 --print-limit 20 \
-      $PY -m pytest "${subset[@]}" -q -p no:cacheprovider -x >"$LOGS/sanitize-$tool.log" 2>&1
-    rc=$?
-    errors=$(grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$LOGS/sanitize-$tool.log" | tail -1)
-    note "compute-sanitizer $tool: rc=$rc; ${errors:-no summary}; $(grep -E 'passed|failed' "$LOGS/sanitize-$tool.log" | tail -1) ($((SECONDS - start)) s)"
+    for part in main implicit; do
+      start=$SECONDS
+      if [ "$part" = main ]; then args=("${subset[@]}"); else args=("${implicit[@]}"); fi
+      log="$LOGS/sanitize-$tool-$part.log"
+      timeout ${SANITIZE_TIMEOUT:-150} compute-sanitizer --tool "$tool" --error-exitcode 99 --print-limit 20 \
+        $PY -m pytest "${args[@]}" -q -p no:cacheprovider -x >"$log" 2>&1
+      rc=$?
+      errors=$(grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$log" | tail -1)
+      note "compute-sanitizer $tool ($part): rc=$rc; ${errors:-no summary}; $(grep -E 'passed|failed' "$log" | tail -1) ($((SECONDS - start)) s)"
+    done
   done
 fi
 

@@ -40,6 +40,16 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+def implicit_kernel_available() -> bool:
+    """An sm_90 GPU and a build with sm_90a: the implicit-GEMM conv can run."""
+    import gwprune
+
+    if not HAS_CUDA or not gwprune.cuda_kernels_compiled():
+        return False
+    major, minor = torch.cuda.get_device_capability()
+    return (major, minor) == (9, 0) and "sm_90a" in gwprune._extension.compiled_cuda_archs()
+
+
 def device_precisions():
     """(device, precision) pairs for parametrized numerical tests."""
     pairs = [pytest.param("cpu", p, id=f"cpu-{p}") for p in CPU_PRECISIONS]

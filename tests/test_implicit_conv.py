@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from conftest import (
     DTYPES,
-    HAS_CUDA,
     assert_matches,
+    implicit_kernel_available,
     make_keep_idx,
     poisoned_outputs,
     precision_flags,
@@ -16,13 +16,6 @@ from conftest import (
 import gwprune
 
 IMPLICIT_PRECISIONS = ["tf32", "fp16", "bf16"]
-
-
-def implicit_kernel_available() -> bool:
-    if not HAS_CUDA or not gwprune.cuda_kernels_compiled():
-        return False
-    major, minor = torch.cuda.get_device_capability()
-    return (major, minor) == (9, 0) and "sm_90a" in gwprune._extension.compiled_cuda_archs()
 
 
 needs_implicit = pytest.mark.skipif(
@@ -96,34 +89,66 @@ def test_implicit_matches_masked_dense(shape, keep, channels_last, precision):
     assert_matches(out, ref, precision, f"implicit {shape_id(shape)} keep={keep} {layout}")
 
 
-# NCHW 16-bit, stride 1, OW == W: the run gather's shapes (csrc/cuda/implicit/run_gather.cuh),
-# with images whose pixel count is not a multiple of 8 and several K tiles.
-RUN_GATHER_SHAPES = [
+# NCHW 16-bit, stride 1, OW == W: the shapes of the run and line gathers
+# (csrc/cuda/implicit/run_gather.cuh, line_gather.cuh), with images whose pixel count is
+# not a multiple of 8 or 64, several K tiles, every tile width and a 7 x 7 kernel.
+LINEAR_OFFSET_SHAPES = [
     (2, 64, 300, (7, 7), 3, 1, 1, 1),
     (3, 70, 129, (11, 13), 3, 1, (2, 1), 1),
     (1, 48, 64, (9, 20), (1, 5), 1, (0, 4), (1, 2)),
+    (2, 40, 72, (28, 28), 3, 1, 1, 1),
+    (1, 96, 256, (14, 14), 3, 1, 1, 1),
+    (2, 4, 32, (12, 12), 7, 1, 3, 1),
+    (1, 3, 17, (3, 3), 3, 1, 1, 1),
+    # every line start 16-byte aligned: the line gather's (1x1 on 8k pixels, k x 1 on rows of 8k)
+    (3, 64, 256, (28, 28), 1, 1, 0, 1),
+    (2, 40, 72, (8, 16), 1, 1, 0, 1),
+    (2, 24, 130, (12, 16), (3, 1), 1, (1, 0), 1),
+    (1, 70, 20, (5, 8), (5, 1), 1, (2, 0), 1),
+    # two and four 256-wide channel tiles: the run gather in CTA pairs
+    (2, 40, 512, (14, 14), 3, 1, 1, 1),
+    (1, 16, 1000, (9, 9), 3, 1, 1, 1),
 ]
+NCHW_GATHERS = ["rows", "runs", "pairs", "lines"]
 
 
 @needs_implicit
 @pytest.mark.cuda
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
-@pytest.mark.parametrize("shape", RUN_GATHER_SHAPES, ids=shape_id)
-def test_run_gather_and_row_gather_match(shape, precision):
-    """The same conv on x at a 16-byte-aligned address (the run gather, where x's storage
-    also covers its last 16-byte granule) and one element further (the dispatch falls back
-    to the row gather): both match the reference."""
+@pytest.mark.parametrize("gather", NCHW_GATHERS)
+@pytest.mark.parametrize("shape", LINEAR_OFFSET_SHAPES, ids=shape_id)
+def test_nchw_gathers_match(shape, gather, precision, monkeypatch):
+    """Each NCHW producer forced by GWPRUNE_IMPLICIT_GATHER, on x at a 16-byte-aligned
+    address (where the run gather also needs x's storage to cover its last 16-byte
+    granule), one element further (the run and line gathers fall back to the row gather)
+    and as every other channel of a wider tensor (a channel stride beyond C * H * W)."""
     x, weight, bias, keep_idx, (s, p, d), ref = implicit_case(
         shape, "half", True, False, precision, seed=hash(shape_id(shape)) % 2**31
     )
     storage = torch.empty(x.numel() + 1, dtype=x.dtype, device=x.device)
     shifted = storage[1:].view_as(x).copy_(x)
+    wide = torch.randn(x.shape[0], 2 * x.shape[1], *x.shape[2:], device=x.device).to(x.dtype)
+    wide[:, ::2] = x
+    every_other = wide[:, ::2]
     packed = gwprune.pack_conv2d_weight(weight, keep_idx)
+    monkeypatch.setenv("GWPRUNE_IMPLICIT_GATHER", gather)
     with precision_flags(precision):
-        for label, source in (("aligned", x), ("shifted", shifted)):
+        for label, source in (("aligned", x), ("shifted", shifted), ("strided", every_other)):
             with poisoned_outputs("cuda"):
                 out = gwprune.ops.conv2d_packed(source, packed, bias, s, p, d, backend="implicit")
-            assert_matches(out, ref, precision, f"implicit {label} {shape_id(shape)}")
+            assert_matches(out, ref, precision, f"implicit {gather} {label} {shape_id(shape)}")
+
+
+@needs_implicit
+@pytest.mark.cuda
+def test_unknown_gather_name_is_refused(monkeypatch):
+    x, weight, bias, keep_idx, (s, p, d), _ = implicit_case(
+        LINEAR_OFFSET_SHAPES[0], "half", False, False, "fp16", seed=3
+    )
+    packed = gwprune.pack_conv2d_weight(weight, keep_idx)
+    monkeypatch.setenv("GWPRUNE_IMPLICIT_GATHER", "fastest")
+    with pytest.raises(RuntimeError, match="GWPRUNE_IMPLICIT_GATHER must be"):
+        gwprune.ops.conv2d_packed(x, packed, bias, s, p, d, backend="implicit")
 
 
 @needs_implicit

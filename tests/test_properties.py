@@ -23,12 +23,15 @@ from conftest import (
     count_property_case,
     hypothesis_examples,
     hypothesis_seed,
+    implicit_kernel_available,
     poisoned_outputs,
     precision_flags,
 )
 
 import gwprune
 from gwprune._layout import conv_output_memory_format
+
+IMPLICIT_AVAILABLE = implicit_kernel_available()
 
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
@@ -217,8 +220,25 @@ def check_conv_case(case: ConvCase, device: str) -> None:
             packed = gwprune.pack_conv2d_weight(weight, keep_idx, memory_format=case.pack_format)
             out_packed = gwprune.ops.conv2d_packed(x_dev, packed, bias, **args)
         dense = F.conv2d(x_dev, gwprune.mask_weight(weight, keep_idx), bias, **args)
+    results = [("raw", out), ("packed", out_packed)]
+    # The implicit GEMM (csrc/cuda/implicit/) on every case its contract takes: 16-bit or
+    # TF32, some kept groups, a non-empty batch (kernels here have at most 25 taps).
+    if (
+        device == "cuda"
+        and case.precision in ("tf32", "fp16", "bf16")
+        and case.keep_count > 0
+        and case.batch > 0
+        and IMPLICIT_AVAILABLE
+    ):
+        with precision_flags(case.precision), poisoned_outputs(device):
+            results.append(
+                (
+                    "implicit",
+                    gwprune.ops.conv2d_packed(x_dev, packed, bias, **args, backend="implicit"),
+                )
+            )
     expected_format = conv_output_memory_format(x_dev)
-    for name, result in (("raw", out), ("packed", out_packed)):
+    for name, result in results:
         context = f"conv2d {name} on {device}: {case}"
         assert result.dtype == dtype, context
         assert result.device == x_dev.device, context

@@ -1,6 +1,6 @@
 """The implicit-GEMM conv against the explicit path, the equal-FLOPs anchor and dense.
 
-    python bench/experiments/implicit_conv.py --out FILE.csv [--quick]
+    python bench/experiments/implicit_conv.py --out FILE.csv [--quick] [--layers a,b]
 
 For each layer, precision (tf32, fp16, bf16) and keep ratio: gwprune with
 backend="implicit" and backend="explicit" (packed weight, x in the layout given),
@@ -87,18 +87,21 @@ def measure(name, layer, precision, keep, writer):
                 continue
             row[f"{backend}_{layout_name}"] = time_ms(run)
         if layout_name == "nchw":
-            # The row gather on the same NCHW call (16-bit run-gather shapes go to
-            # run_gather.cuh otherwise): the two producers side by side.
-            os.environ["GWPRUNE_IMPLICIT_RUNS"] = "0"
-            try:
+            # Each NCHW producer forced on the same call (GWPRUNE_IMPLICIT_GATHER; one
+            # that does not apply falls back to the row gather): side by side.
+            for gather in ("rows", "runs", "pairs", "lines"):
+                os.environ["GWPRUNE_IMPLICIT_GATHER"] = gather
+                try:
 
-                def rows(xl=xl, packed=packed):
-                    return gwprune.ops.conv2d_packed(xl, packed, None, s, p, backend="implicit")
+                    def forced(xl=xl, packed=packed):
+                        return gwprune.ops.conv2d_packed(xl, packed, None, s, p, backend="implicit")
 
-                error = relative_error(rows()[check], ref)
-                row["implicit_rows_nchw"] = time_ms(rows) if error <= TOLERANCE[precision] else nan
-            finally:
-                del os.environ["GWPRUNE_IMPLICIT_RUNS"]
+                    error = relative_error(forced()[check], ref)
+                    row[f"implicit_{gather}_nchw"] = (
+                        time_ms(forced) if error <= TOLERANCE[precision] else nan
+                    )
+                finally:
+                    del os.environ["GWPRUNE_IMPLICIT_GATHER"]
     row["anchor"] = min(row["anchor_nchw"], row["anchor_nhwc"])
     row["dense"] = min(row["dense_nchw"], row["dense_nhwc"])
     row["implicit"] = min(row["implicit_nchw"], row["implicit_nhwc"])
@@ -112,7 +115,9 @@ def measure(name, layer, precision, keep, writer):
     r = row
     print(
         f"{name:>16} {precision} keep={keep:.2f}  implicit {r['implicit_nchw']:.4f}/"
-        f"{r['implicit_nhwc']:.4f} (rows {r['implicit_rows_nchw']:.4f})"
+        f"{r['implicit_nhwc']:.4f} (rows {r['implicit_rows_nchw']:.4f} runs "
+        f"{r['implicit_runs_nchw']:.4f} pairs {r['implicit_pairs_nchw']:.4f} lines "
+        f"{r['implicit_lines_nchw']:.4f})"
         f"  explicit {r['explicit_nchw']:.4f}/{r['explicit_nhwc']:.4f}"
         f"  anchor {r['anchor']:.4f}  dense {r['dense']:.4f}  -> {r['implicit_vs_anchor']:.2f}x"
         f" anchor ({r['implicit_tflops']:.0f} vs {r['anchor_tflops']:.0f} TFLOP/s)",
@@ -125,15 +130,18 @@ def main(argv=None):
     parser.add_argument("--out", required=True)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--precisions", default="fp16,bf16,tf32")
+    parser.add_argument("--layers", help="comma-separated names (default: all, or --quick's)")
     args = parser.parse_args(argv)
     names = QUICK if args.quick else list(LAYERS)
+    if args.layers:
+        names = args.layers.split(",")
     fields = ["layer", "precision", "keep"]
     fields += [
         f"{w}_{lay}"
         for w in ("dense", "anchor", "implicit", "explicit")
         for lay in ("nchw", "nhwc")
     ]
-    fields += ["implicit_rows_nchw"]
+    fields += [f"implicit_{g}_nchw" for g in ("rows", "runs", "pairs", "lines")]
     fields += [
         "anchor",
         "dense",

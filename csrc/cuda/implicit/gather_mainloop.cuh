@@ -256,7 +256,8 @@ struct StageGather {
     }
   }
 
-  __device__ __forceinline__ void store(uint8_t* a_tile, int part, int warp, int lane) const {
+  __device__ __forceinline__ void store(uint8_t* a_tile, int part, int warp, int lane,
+                                        uint32_t /*peer_tile*/ = 0) const {
     const uint32_t tile_address = smem_address(a_tile);
     if constexpr (ChannelsLast) {
 #pragma unroll

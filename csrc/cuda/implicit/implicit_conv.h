@@ -18,12 +18,14 @@
 // The output is written in x's layout, with the bias (optional, x's dtype) added in
 // fp32 before rounding. out must have the conv's output shape and x's memory format.
 //
-// Pieces (CUTLASS 3.x's split): gather_mainloop.cuh is the producer's row gather (any
-// geometry: x into a K-major swizzled tile), run_gather.cuh its NCHW run gather (16-bit,
-// stride 1, OW == W: 16-byte vectors into an MN-major tile; run_gather_applies picks it),
-// mma_consumer.cuh the two wgmma warpgroups, epilogue.cuh the bias and the store in the
-// output layout, implicit_conv_kernel.cuh the kernel, its tile configurations and the
-// launch (instantiated per dtype by implicit_conv_{fp16,bf16,tf32}.cu).
+// Pieces (CUTLASS 3.x's split): the producers, each filling the tile the consumers read:
+// gather_mainloop.cuh the row gather (any geometry: x into a K-major swizzled tile),
+// run_gather.cuh the NCHW run gather (16-bit, stride 1, OW == W: 16-byte vectors into an
+// MN-major tile; alone, or in CTA pairs sharing it), line_gather.cuh the NCHW line gather
+// (one TMA copy per aligned 64-pixel line); nchw_producer picks one. mma_consumer.cuh is
+// the two wgmma warpgroups, epilogue.cuh the bias and the store in the output layout,
+// implicit_conv_kernel.cuh the kernel, its tile configurations and the launch
+// (instantiated per dtype by implicit_conv_{fp16,bf16,tf32}.cu).
 #pragma once
 
 #include <ATen/ATen.h>

@@ -4,8 +4,9 @@
 // sets of instantiations compile in parallel.
 //
 // One CTA computes a 128-pixel x BN-channel output tile: warpgroup 0 produces stages
-// (gather_mainloop.cuh), warpgroups 1 and 2 consume them (mma_consumer.cuh) and store
-// (epilogue.cuh). Pipeline stages take 192 KB of shared memory, whatever BN is.
+// (gather_mainloop.cuh, run_gather.cuh or line_gather.cuh), warpgroups 1 and 2 consume
+// them (mma_consumer.cuh) and store (epilogue.cuh). Pipeline stages
+// take 192 KB of shared memory, whatever BN is.
 #pragma once
 
 #include <ATen/cuda/CUDAContext.h>
@@ -19,6 +20,7 @@
 #include "epilogue.cuh"
 #include "gather_mainloop.cuh"
 #include "implicit_conv.h"
+#include "line_gather.cuh"
 #include "mma_consumer.cuh"
 #include "run_gather.cuh"
 #include "sm90_primitives.cuh"
@@ -30,7 +32,9 @@ constexpr int kThreads = 384;
 // A producer thread holds two parts' loads (2 x 64 values at most) in registers, the
 // consumers 128 accumulators for a 64 x 256 tile. setmaxnreg.inc waits until the CTA's
 // own setmaxnreg.dec has freed the registers, so the two moves must balance exactly
-// (an unbalanced pair hangs): 128 * (168 - 152) == 256 * (176 - 168).
+// (an unbalanced pair hangs): 128 * (168 - 152) == 256 * (176 - 168). (Two producer
+// warpgroups do not fit: 512 threads cap every thread at 128 registers when ptxas
+// allocates, and a consumer's m64n256 wgmma needs 154.)
 constexpr int kLaunchRegisters = 168;  // 65536 / 384, rounded down to a multiple of 8
 constexpr int kProducerRegisters = 152;
 constexpr int kConsumerRegisters = 176;
@@ -46,34 +50,130 @@ struct TileConfig {
   static constexpr int kBTileBytes = BN * kRowBytes;
   static constexpr int kStages = kPipelineBytes / (kATileBytes + kBTileBytes);
   static constexpr int kBarrierOffset = kStages * (kATileBytes + kBTileBytes);
-  static constexpr int kSharedBytes = kBarrierOffset + 2 * kStages * 8 + 1024;  // + alignment
-  static_assert(kStages >= 2, "a pipeline needs two stages");
+  // full, empty and loaded (the line gather's) barriers, its padding table, alignment
+  static constexpr int kPaddingTableOffset = kBarrierOffset + 3 * kStages * 8;
+  static constexpr int kSharedBytes = kPaddingTableOffset + kPaddingTableBytes + 1024;
+  static_assert(kStages >= 4, "the line gather keeps two stages in flight and one patched");
   static_assert(kTileRows == kProducerThreads, "one producer thread owns each tile row");
 };
 
-// The producer's gather of A: the row gather (any geometry, both layouts) or the NCHW
-// run gather (16-bit, stride 1, OW == W; run_gather.cuh). Gather<Elem, BK, ChannelsLast>
-// names it in the kernel. (Both exist only in the sm_90a device pass.)
+// The producer's way of filling A:
+// - kRows, the row gather (any geometry, both layouts; gather_mainloop.cuh);
+// - kRuns, the NCHW run gather (16-bit, stride 1, OW == W; run_gather.cuh);
+// - kRunPairs, the run gather in CTA pairs: a 2-CTA cluster on one pixel tile and two
+//   output-channel tiles, each CTA gathering half of every stage into both;
+// - kLines, the NCHW line gather (the run gather's geometry, by TMA; line_gather.cuh).
+// The first three move the data through the producer's registers (register sets
+// pipelined by parts); kLines starts copies.
+enum class Producer { kRows, kRuns, kRunPairs, kLines };
+
 #ifdef GWPRUNE_SM90A_DEVICE
-template <bool Runs>
+template <Producer Kind>
 struct GatherKind {
   template <typename Elem, int BK, bool ChannelsLast>
   using type = StageGather<Elem, BK, ChannelsLast>;
 };
 template <>
-struct GatherKind<true> {
+struct GatherKind<Producer::kRuns> {
+  template <typename Elem, int BK, bool ChannelsLast>
+  using type = RunGather<Elem>;
+};
+template <>
+struct GatherKind<Producer::kRunPairs> {
   template <typename Elem, int BK, bool ChannelsLast>
   using type = RunGather<Elem>;
 };
 #endif
 
-template <typename Elem, int BN, bool ChannelsLast, bool Runs>
-__global__ void __launch_bounds__(kThreads, 1)
-    implicit_conv_kernel(const __grid_constant__ CUtensorMap weight_map, const ConvProblem p) {
 #ifdef GWPRUNE_SM90A_DEVICE
+// The row and run gathers' producer loop: loads of the next part in flight in one
+// register set while the other is stored; the weight tile's copy completes on `full`.
+template <typename Elem, int BN, bool ChannelsLast, Producer Kind>
+__device__ __forceinline__ void produce_through_registers(const ConvProblem& p,
+                                                          const void* weight_map, uint8_t* a_stages,
+                                                          uint8_t* b_stages, uint64_t* full,
+                                                          uint64_t* empty, int first_row,
+                                                          int first_col, int thread) {
   using Config = TileConfig<Elem, BN>;
   constexpr int kStages = Config::kStages;
   constexpr int kBK = Config::kBK;
+  const int warp = thread / 32, lane = thread % 32;
+  using Gather = typename GatherKind<Kind>::template type<Elem, kBK, ChannelsLast>;
+  // What the thread's rows of the tile need for the whole K loop stays in registers.
+  const typename Gather::Tile tile = Gather::make_tile(p, first_row, thread);
+  constexpr int kParts = Gather::kParts;
+  // In a pair this CTA gathers part `rank` of every stage, into both CTAs.
+  constexpr bool kPaired = Kind == Producer::kRunPairs;
+  const uint32_t rank = kPaired ? cluster_rank() : 0;
+  const uint32_t peer_a = kPaired ? peer_address(smem_address(a_stages), rank ^ 1) : 0;
+  const uint32_t peer_full = kPaired ? peer_address(smem_address(full), rank ^ 1) : 0;
+  auto stage_of = [&](int u) { return kPaired ? u : u / kParts; };
+  auto part_of = [&](int u) { return kPaired ? static_cast<int>(rank) : u % kParts; };
+  // Part u of the stage sequence: its stage's slot is free and the weight tile on its
+  // way before the first part is stored; the stage is handed over after the last.
+  auto publish = [&](int u, const Gather& gathered) {
+    const int kt = stage_of(u), part = part_of(u);
+    const int stage = kt % kStages;
+    if (kPaired || part == 0) {
+      if (kt >= kStages) {
+        if constexpr (kPaired) {
+          mbarrier_wait_cluster(&empty[stage], ((kt / kStages) - 1) & 1);
+        } else {
+          mbarrier_wait(&empty[stage], ((kt / kStages) - 1) & 1);
+        }
+      }
+      if (thread == 0) {
+        mbarrier_expect_tx(&full[stage], Config::kBTileBytes);
+        tma_load_2d(b_stages + stage * Config::kBTileBytes, weight_map, &full[stage], kt * kBK,
+                    first_col);
+      }
+    }
+    gathered.store(a_stages + stage * Config::kATileBytes, part, warp, lane,
+                   kPaired ? peer_a + stage * Config::kATileBytes : 0);
+    if constexpr (kPaired) {
+      fence_proxy_async_shared_cluster();
+      mbarrier_arrive(&full[stage]);
+      mbarrier_arrive_cluster(peer_full + stage * 8);
+    } else if (part == kParts - 1) {
+      fence_proxy_async_shared();
+      mbarrier_arrive(&full[stage]);
+    }
+  };
+  auto first_column = [&](int u) { return stage_of(u) * kBK; };
+  auto load = [&](int u, Gather& gathered) {
+    gathered.load(p, part_of(u), first_column(u + 4), tile, warp, lane);
+  };
+  // Two register sets, so the loads of the next part are in flight while this one is
+  // stored (the loop is unrolled by two: register arrays need compile-time indices).
+  // Set `even` takes parts 0, 2, 4, ...; each holds the group_idx entries of its next
+  // two parts (GroupRing).
+  const int parts = kPaired ? p.k_tiles : p.k_tiles * kParts;
+  Gather even, odd;
+  Gather::fetch_groups(p, first_column(0), warp, lane, even.groups.now);
+  Gather::fetch_groups(p, first_column(2), warp, lane, even.groups.ahead);
+  Gather::fetch_groups(p, first_column(1), warp, lane, odd.groups.now);
+  Gather::fetch_groups(p, first_column(3), warp, lane, odd.groups.ahead);
+  load(0, even);
+#pragma unroll 1
+  for (int u = 0; u < parts; u += 2) {
+    const bool has_odd = u + 1 < parts;
+    if (has_odd) load(u + 1, odd);
+    publish(u, even);
+    if (!has_odd) break;
+    if (u + 2 < parts) load(u + 2, even);
+    publish(u + 1, odd);
+  }
+}
+#endif
+
+// x_map: x as a 1-D tensor map with 64-element boxes (the line gather's; unused otherwise).
+template <typename Elem, int BN, bool ChannelsLast, Producer Kind>
+__global__ void __launch_bounds__(kThreads, 1)
+    implicit_conv_kernel(const __grid_constant__ CUtensorMap weight_map,
+                         const __grid_constant__ CUtensorMap x_map, const ConvProblem p) {
+#ifdef GWPRUNE_SM90A_DEVICE
+  using Config = TileConfig<Elem, BN>;
+  constexpr int kStages = Config::kStages;
   extern __shared__ uint8_t shared_raw[];
   uint8_t* shared = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(shared_raw) + 1023) &
                                                ~static_cast<uintptr_t>(1023));
@@ -81,6 +181,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   uint8_t* b_stages = shared + kStages * Config::kATileBytes;
   auto* full = reinterpret_cast<uint64_t*>(shared + Config::kBarrierOffset);
   uint64_t* empty = full + kStages;
+  uint64_t* loaded = empty + kStages;
+  constexpr bool kAMnMajor = Kind != Producer::kRows;
+  constexpr bool kPaired = Kind == Producer::kRunPairs;
 
   // Tiles along Cout vary fastest, so the CTAs that share a pixel tile run together
   // and its gathered rows of x are read from L2 once.
@@ -94,70 +197,41 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   if (threadIdx.x == 0) {
     for (int s = 0; s < kStages; ++s) {
-      mbarrier_init(&full[s], kProducerThreads);
-      mbarrier_init(&empty[s], 2);
+      // In a pair both CTAs' producers fill each stage and both CTAs' consumers free it.
+      mbarrier_init(&full[s], kPaired ? 2 * kProducerThreads : kProducerThreads);
+      mbarrier_init(&empty[s], kPaired ? 4 : 2);
+      mbarrier_init(&loaded[s], 1);
     }
     fence_barrier_init();
     prefetch_tensor_map(&weight_map);
+    if constexpr (Kind == Producer::kLines) prefetch_tensor_map(&x_map);
   }
-  __syncthreads();
+  // A pair's barriers are initialised in both CTAs before either arrives on the other's.
+  if constexpr (kPaired) {
+    cluster_sync();
+  } else {
+    __syncthreads();
+  }
 
   if (warpgroup == 0) {
     if constexpr (kProducerRegisters < kLaunchRegisters) release_registers<kProducerRegisters>();
-    const int warp = thread / 32, lane = thread % 32;
-    using Gather = typename GatherKind<Runs>::template type<Elem, kBK, ChannelsLast>;
-    // What the thread's rows of the tile need for the whole K loop stays in registers.
-    const typename Gather::Tile tile = Gather::make_tile(p, first_row, thread);
-    constexpr int kParts = Gather::kParts;
-    // Part u of the stage sequence: its stage's slot is free and the weight tile on its
-    // way before the first part is stored; the stage is handed over after the last.
-    auto publish = [&](int u, const Gather& gathered) {
-      const int kt = u / kParts, part = u % kParts;
-      const int stage = kt % kStages;
-      if (part == 0) {
-        if (kt >= kStages) mbarrier_wait(&empty[stage], ((kt / kStages) - 1) & 1);
-        if (thread == 0) {
-          mbarrier_expect_tx(&full[stage], Config::kBTileBytes);
-          tma_load_2d(b_stages + stage * Config::kBTileBytes, &weight_map, &full[stage], kt * kBK,
-                      first_col);
-        }
-      }
-      gathered.store(a_stages + stage * Config::kATileBytes, part, warp, lane);
-      if (part == kParts - 1) {
-        fence_proxy_async_shared();
-        mbarrier_arrive(&full[stage]);
-      }
-    };
-    auto first_column = [&](int u) { return (u / kParts) * kBK; };
-    auto load = [&](int u, Gather& gathered) {
-      gathered.load(p, u % kParts, first_column(u + 4), tile, warp, lane);
-    };
-    // Two register sets, so the loads of the next part are in flight while this one is
-    // stored (the loop is unrolled by two: register arrays need compile-time indices).
-    // Set `even` takes parts 0, 2, 4, ...; each holds the group_idx entries of its next
-    // two parts (GroupRing).
-    const int parts = p.k_tiles * kParts;
-    Gather even, odd;
-    Gather::fetch_groups(p, first_column(0), warp, lane, even.groups.now);
-    Gather::fetch_groups(p, first_column(2), warp, lane, even.groups.ahead);
-    Gather::fetch_groups(p, first_column(1), warp, lane, odd.groups.now);
-    Gather::fetch_groups(p, first_column(3), warp, lane, odd.groups.ahead);
-    load(0, even);
-#pragma unroll 1
-    for (int u = 0; u < parts; u += 2) {
-      const bool has_odd = u + 1 < parts;
-      if (has_odd) load(u + 1, odd);
-      publish(u, even);
-      if (!has_odd) break;
-      if (u + 2 < parts) load(u + 2, even);
-      publish(u + 1, odd);
+    if constexpr (Kind == Producer::kLines) {
+      auto* padding = reinterpret_cast<uint32_t*>(shared + Config::kPaddingTableOffset);
+      const LineGather<kStages, Config::kBTileBytes> gather{
+          p,    &x_map, &weight_map, a_stages,  b_stages,  loaded,
+          full, empty,  padding,     first_row, first_col, thread};
+      gather.run();
+    } else {
+      produce_through_registers<Elem, BN, ChannelsLast, Kind>(
+          p, &weight_map, a_stages, b_stages, full, empty, first_row, first_col, thread);
     }
   } else {
     if constexpr (kConsumerRegisters > kLaunchRegisters) claim_registers<kConsumerRegisters>();
     const int consumer = warpgroup - 1;
     float acc[BN / 2];
-    consume_stages<typename ElemTraits<Elem>::Mma, BN, kStages, Runs>(
-        acc, a_stages, b_stages, full, empty, p.k_tiles, consumer, thread == 0);
+    const uint32_t peer_empty = kPaired ? peer_address(smem_address(empty), cluster_rank() ^ 1) : 0;
+    consume_stages<typename ElemTraits<Elem>::Mma, BN, kStages, kAMnMajor, kPaired>(
+        acc, a_stages, b_stages, full, empty, p.k_tiles, consumer, thread == 0, peer_empty);
     // Both consumers are past their last wgmma: the stages can hold the output tile.
     named_barrier_sync(2, 256);
     constexpr int kStagingBytes =
@@ -167,6 +241,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     store_tile<Elem, BN, ChannelsLast>(p, acc, shared + consumer * kStagingBytes,
                                        first_row + 64 * consumer, first_col, thread, 3 + consumer);
   }
+  // Neither CTA of a pair exits while the other may still arrive on its barriers.
+  if constexpr (kPaired) cluster_sync();
 #endif
 }
 
@@ -246,11 +322,36 @@ inline ConvProblem make_problem(const at::Tensor& x, const at::Tensor& weight,
 // run of 8 spans two images.
 inline int64_t run_row_pitch(const ConvGeometry& g) { return (g.out_pixels() + 7) / 8 * 8; }
 
-template <typename Elem, int BN, bool ChannelsLast, bool Runs>
+// Elements from x's first to its last, plus one.
+inline int64_t element_span(const at::Tensor& x) {
+  int64_t span = 1;
+  for (int64_t d = 0; d < x.dim(); ++d) span += (x.size(d) - 1) * x.stride(d);
+  return span;
+}
+
+// x as one 1-D tensor of its span, in boxes of one 128-byte line (the line gather's
+// copies); elements outside the span read as zeros.
+inline CUtensorMap x_line_tensor_map(const at::Tensor& x) {
+  const CUtensorMapDataType type = x.scalar_type() == at::kHalf ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16
+                                                                : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
+  const cuuint64_t dims[1] = {static_cast<cuuint64_t>(element_span(x))};
+  const cuuint64_t strides[1] = {0};  // a rank-1 map has none
+  const cuuint32_t box[1] = {static_cast<cuuint32_t>(kLinePixels)};
+  const cuuint32_t element_strides[1] = {1};
+  CUtensorMap map;
+  const CUresult result =
+      tensor_map_encoder()(&map, type, 1, x.data_ptr(), dims, strides, box, element_strides,
+                           CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                           CU_TENSOR_MAP_L2_PROMOTION_L2_128B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  TORCH_CHECK(result == CUDA_SUCCESS, "gwprune: cuTensorMapEncodeTiled (x) failed (", result, ")");
+  return map;
+}
+
+template <typename Elem, int BN, bool ChannelsLast, Producer Kind>
 void launch(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& group_idx,
             const std::optional<at::Tensor>& bias, const ConvGeometry& g, at::Tensor& out) {
   using Config = TileConfig<Elem, BN>;
-  auto* kernel = implicit_conv_kernel<Elem, BN, ChannelsLast, Runs>;
+  auto* kernel = implicit_conv_kernel<Elem, BN, ChannelsLast, Kind>;
   static const bool configured = [kernel] {
     C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         Config::kSharedBytes));
@@ -258,56 +359,138 @@ void launch(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& gro
   }();
   (void)configured;
   ConvProblem p = make_problem(x, weight, group_idx, bias, g, out, Config::kBK);
-  if constexpr (Runs) {
+  CUtensorMap x_map{};
+  if constexpr (Kind == Producer::kRuns || Kind == Producer::kRunPairs)
     p.row_pitch = static_cast<int32_t>(run_row_pitch(g));
-    p.rows = static_cast<int32_t>(x.size(0) * p.row_pitch);
+  if constexpr (Kind == Producer::kLines) {
+    p.row_pitch = static_cast<int32_t>(line_row_pitch(g.out_pixels()));
+    x_map = x_line_tensor_map(x);
   }
-  const CUtensorMap map = weight_tensor_map(weight, BN);
+  p.rows = static_cast<int32_t>(x.size(0) * p.row_pitch);
+  const CUtensorMap weight_map = weight_tensor_map(weight, BN);
   const int64_t tiles = ((p.rows + kTileRows - 1) / kTileRows) * ((p.out_channels + BN - 1) / BN);
-  kernel<<<static_cast<unsigned>(tiles), kThreads, Config::kSharedBytes,
-           at::cuda::getCurrentCUDAStream()>>>(map, p);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  if constexpr (Kind == Producer::kRunPairs) {
+    // Neighbouring blocks take neighbouring output-channel tiles of one pixel tile (the
+    // tile order in the kernel), so a cluster of two is a pair when the channel tiles are
+    // even in number (run_pairs_apply).
+    cudaLaunchConfig_t config{};
+    config.gridDim = dim3(static_cast<unsigned>(tiles));
+    config.blockDim = dim3(kThreads);
+    config.dynamicSmemBytes = Config::kSharedBytes;
+    config.stream = at::cuda::getCurrentCUDAStream();
+    cudaLaunchAttribute cluster{};
+    cluster.id = cudaLaunchAttributeClusterDimension;
+    cluster.val.clusterDim.x = 2;
+    cluster.val.clusterDim.y = 1;
+    cluster.val.clusterDim.z = 1;
+    config.attrs = &cluster;
+    config.numAttrs = 1;
+    C10_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, weight_map, x_map, p));
+  } else {
+    kernel<<<static_cast<unsigned>(tiles), kThreads, Config::kSharedBytes,
+             at::cuda::getCurrentCUDAStream()>>>(weight_map, x_map, p);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
 }
 
-template <typename Elem, bool ChannelsLast, bool Runs>
+template <typename Elem, bool ChannelsLast, Producer Kind>
 void launch_for_width(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& group_idx,
                       const std::optional<at::Tensor>& bias, const ConvGeometry& g,
                       at::Tensor& out) {
   // The widest tile that the output channels fill at least half of.
   const int64_t out_channels = weight.size(0);
   if (out_channels > 128) {
-    launch<Elem, 256, ChannelsLast, Runs>(x, weight, group_idx, bias, g, out);
+    launch<Elem, 256, ChannelsLast, Kind>(x, weight, group_idx, bias, g, out);
   } else if (out_channels > 64) {
-    launch<Elem, 128, ChannelsLast, Runs>(x, weight, group_idx, bias, g, out);
+    launch<Elem, 128, ChannelsLast, Kind>(x, weight, group_idx, bias, g, out);
   } else {
-    launch<Elem, 64, ChannelsLast, Runs>(x, weight, group_idx, bias, g, out);
+    launch<Elem, 64, ChannelsLast, Kind>(x, weight, group_idx, bias, g, out);
   }
 }
 
-// Whether the NCHW run gather (run_gather.cuh) takes the call: 16-bit, contiguous rows,
-// stride 1 with OW == W (offsets linear in the pixel), kernel rows and columns <= 8
-// (one byte of valid taps each), x 16-byte aligned (its wide loads) and its storage
-// reaching to the end of the 16-byte granule that holds x's last element, so a wide
-// load never reads bytes past the storage (compute-sanitizer initcheck flagged that on
-// a 3 x 70 x 11 x 13 bf16 x, H200 2026-12-02). GWPRUNE_IMPLICIT_RUNS=0
-// turns it off (the row gather then takes every call), read per call so that a benchmark
-// can set it between calls (bench/experiments/implicit_conv.py).
+// The geometry of the run and line gathers: 16-bit NCHW with contiguous rows, stride 1
+// and OW == W (so x offsets are linear in the output pixel), x 16-byte aligned (the run
+// gather's wide loads, the copy engine's base address).
+inline bool nchw_offsets_are_linear(const at::Tensor& x, const ConvGeometry& g) {
+  return x.element_size() == 2 && x.stride(3) == 1 && x.stride(2) == g.width && g.stride_h == 1 &&
+         g.stride_w == 1 && g.out_w == g.width &&
+         reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 == 0;
+}
+
+// Whether N images of `row_pitch` rows keep the 32-bit row numbers that
+// implicit_conv_unsupported_reason checks for the unrounded ones.
+inline bool rows_fit(const at::Tensor& x, int64_t row_pitch) {
+  return x.size(0) * row_pitch < std::numeric_limits<int32_t>::max() - kTileRows;
+}
+
+// The run gather (run_gather.cuh) also needs kernel rows and columns <= 8 (one byte of
+// valid taps each) and x's storage reaching to the end of the 16-byte granule that
+// holds x's last element, so a wide load never reads bytes past the storage
+// (compute-sanitizer initcheck flagged that on a 3 x 70 x 11 x 13 bf16 x, H200 2026-12-02).
 inline bool run_gather_applies(const at::Tensor& x, const ConvGeometry& g) {
-  const char* switch_value = std::getenv("GWPRUNE_IMPLICIT_RUNS");
-  const bool enabled = switch_value == nullptr || std::string(switch_value) != "0";
-  if (!enabled || x.element_size() != 2 || x.stride(3) != 1 || x.stride(2) != g.width ||
-      g.stride_h != 1 || g.stride_w != 1 || g.out_w != g.width || g.kernel_h > 8 ||
-      g.kernel_w > 8 || reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 != 0)
+  if (!nchw_offsets_are_linear(x, g) || g.kernel_h > 8 || g.kernel_w > 8 ||
+      !rows_fit(x, run_row_pitch(g)))
     return false;
-  int64_t span = 1;  // elements from x's first to its last, plus one
-  for (int64_t d = 0; d < x.dim(); ++d) span += (x.size(d) - 1) * x.stride(d);
   const auto* storage_begin = static_cast<const char*>(x.storage().data());
   const auto* data_begin = static_cast<const char*>(x.data_ptr());
-  const int64_t end_byte = (data_begin - storage_begin) + span * x.element_size();
-  // The rounded-up rows must keep the 32-bit row numbers that implicit_conv_unsupported_reason
-  // checks for the unrounded ones.
-  if (x.size(0) * run_row_pitch(g) >= std::numeric_limits<int32_t>::max() - kTileRows) return false;
+  const int64_t end_byte = (data_begin - storage_begin) + element_span(x) * x.element_size();
   return (end_byte + 15) / 16 * 16 <= static_cast<int64_t>(x.storage().nbytes());
+}
+
+// The line gather (line_gather.cuh) copies through the copy engine, which reads nothing
+// outside x's span but starts a box only at a 16-byte aligned element (an unaligned
+// start is an illegal instruction: bench/experiments/probes/tma_line_probe.cu, H200
+// 2026-12-02). So every line start must be a multiple of 8 elements: x's image and
+// channel strides, the padding offset and every tap's offset (in practice 1x1 convs on
+// images of a multiple of 8 pixels, and k x 1 kernels on rows of a multiple of 8). Its
+// 32-bit copy coordinates must hold the largest line start (the last image's last
+// channel, the last tap, a whole line) and the smallest.
+inline bool line_gather_applies(const at::Tensor& x, const ConvGeometry& g) {
+  if (!nchw_offsets_are_linear(x, g)) return false;
+  auto aligned = [](int64_t elements) { return elements % 8 == 0; };
+  if (!aligned(x.stride(0)) || !aligned(x.stride(1)) || !aligned(g.pad_h * g.width + g.pad_w))
+    return false;
+  for (int64_t i = 0; i < g.kernel_h; ++i)
+    for (int64_t j = 0; j < g.kernel_w; ++j)
+      if (!aligned(i * g.dilation_h * g.width + j * g.dilation_w)) return false;
+  const int64_t pitch = line_row_pitch(g.out_pixels());
+  const int64_t reach = (g.kernel_h - 1) * g.dilation_h * g.width + (g.kernel_w - 1) * g.dilation_w;
+  const int64_t largest =
+      x.size(0) * x.stride(0) + (x.size(1) - 1) * x.stride(1) + pitch + reach + 2 * kLinePixels;
+  const int64_t smallest = g.pad_h * g.width + g.pad_w + 2 * kLinePixels;
+  constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
+  return rows_fit(x, pitch) && largest < kInt32Max && smallest < kInt32Max;
+}
+
+// The run gather in CTA pairs: where the run gather applies and the 256-wide output
+// channel tiles (launch_for_width's choice above 128 channels) are even in number.
+inline bool run_pairs_apply(const at::Tensor& x, const at::Tensor& weight, const ConvGeometry& g) {
+  const int64_t out_channels = weight.size(0);
+  return out_channels > 256 && ((out_channels + 255) / 256) % 2 == 0 && run_gather_applies(x, g);
+}
+
+// The NCHW 16-bit producer: the line gather where it applies, else the run gather, else
+// the row gather. GWPRUNE_IMPLICIT_GATHER=rows|runs|lines forces one (one that does not
+// apply falls back to the row gather); it is read per call so that a benchmark can time
+// the three on one call (bench/experiments/implicit_conv.py).
+inline Producer nchw_producer(const at::Tensor& x, const at::Tensor& weight,
+                              const ConvGeometry& g) {
+  const char* forced = std::getenv("GWPRUNE_IMPLICIT_GATHER");
+  if (forced != nullptr && forced[0] != '\0') {
+    const std::string name(forced);
+    TORCH_CHECK(name == "rows" || name == "runs" || name == "pairs" || name == "lines",
+                "GWPRUNE_IMPLICIT_GATHER must be 'rows', 'runs', 'pairs' or 'lines', not '", name,
+                "'");
+    if (name == "lines") return line_gather_applies(x, g) ? Producer::kLines : Producer::kRows;
+    if (name == "runs") return run_gather_applies(x, g) ? Producer::kRuns : Producer::kRows;
+    if (name == "pairs")
+      return run_pairs_apply(x, weight, g) ? Producer::kRunPairs : Producer::kRows;
+    return Producer::kRows;
+  }
+  if (line_gather_applies(x, g)) return Producer::kLines;
+  if (run_pairs_apply(x, weight, g)) return Producer::kRunPairs;
+  if (run_gather_applies(x, g)) return Producer::kRuns;
+  return Producer::kRows;
 }
 
 template <typename Elem>
@@ -315,16 +498,25 @@ void launch_for_layout(const at::Tensor& x, const at::Tensor& weight, const at::
                        const std::optional<at::Tensor>& bias, const ConvGeometry& g,
                        at::Tensor& out, bool channels_last) {
   if (channels_last) {
-    launch_for_width<Elem, true, false>(x, weight, group_idx, bias, g, out);
-  } else if constexpr (sizeof(Elem) == 2) {
-    if (run_gather_applies(x, g)) {
-      launch_for_width<Elem, false, true>(x, weight, group_idx, bias, g, out);
-    } else {
-      launch_for_width<Elem, false, false>(x, weight, group_idx, bias, g, out);
-    }
-  } else {
-    launch_for_width<Elem, false, false>(x, weight, group_idx, bias, g, out);
+    launch_for_width<Elem, true, Producer::kRows>(x, weight, group_idx, bias, g, out);
+    return;
   }
+  if constexpr (sizeof(Elem) == 2) {
+    switch (nchw_producer(x, weight, g)) {
+      case Producer::kLines:
+        launch_for_width<Elem, false, Producer::kLines>(x, weight, group_idx, bias, g, out);
+        return;
+      case Producer::kRuns:
+        launch_for_width<Elem, false, Producer::kRuns>(x, weight, group_idx, bias, g, out);
+        return;
+      case Producer::kRunPairs:  // 256-wide tiles only (run_pairs_apply)
+        launch<Elem, 256, false, Producer::kRunPairs>(x, weight, group_idx, bias, g, out);
+        return;
+      case Producer::kRows:
+        break;
+    }
+  }
+  launch_for_width<Elem, false, Producer::kRows>(x, weight, group_idx, bias, g, out);
 }
 
 }  // namespace detail

@@ -20,10 +20,14 @@ namespace gwprune::cuda::implicit {
 
 #ifdef GWPRUNE_SM90A_DEVICE
 
-template <typename MmaType, int BN, int Stages, bool AMnMajor = false>
+// Paired (a 2-CTA cluster sharing the A tiles, run_gather.cuh): the peer CTA's producer
+// writes half of every stage, so a stage is waited for at cluster scope and handed back to
+// both producers (peer_empty: the peer's empty barriers as a shared::cluster address).
+template <typename MmaType, int BN, int Stages, bool AMnMajor = false, bool Paired = false>
 __device__ __forceinline__ void consume_stages(float (&acc)[BN / 2], uint8_t* a_stages,
                                                uint8_t* b_stages, uint64_t* full, uint64_t* empty,
-                                               int k_tiles, int consumer, bool signals) {
+                                               int k_tiles, int consumer, bool signals,
+                                               uint32_t peer_empty = 0) {
   using Mma = Wgmma<MmaType, BN>;
   constexpr int kStepsPerStage = 128 / 32;  // every K step is 32 bytes of a 128-byte row
   constexpr int kATileBytes = 128 * 128;
@@ -31,7 +35,11 @@ __device__ __forceinline__ void consume_stages(float (&acc)[BN / 2], uint8_t* a_
 #pragma unroll 1
   for (int kt = 0; kt < k_tiles; ++kt) {
     const int stage = kt % Stages;
-    mbarrier_wait(&full[stage], (kt / Stages) & 1);
+    if constexpr (Paired) {
+      mbarrier_wait_cluster(&full[stage], (kt / Stages) & 1);
+    } else {
+      mbarrier_wait(&full[stage], (kt / Stages) & 1);
+    }
     const uint32_t a = smem_address(a_stages + stage * kATileBytes + consumer * 64 * 128);
     const uint32_t b = smem_address(b_stages + stage * kBTileBytes);
     fence_accumulators(acc);
@@ -50,7 +58,10 @@ __device__ __forceinline__ void consume_stages(float (&acc)[BN / 2], uint8_t* a_
     wgmma_commit_group();
     fence_accumulators(acc);
     wgmma_wait_group<1>();
-    if (kt > 0 && signals) mbarrier_arrive(&empty[(kt - 1) % Stages]);
+    if (kt > 0 && signals) {
+      mbarrier_arrive(&empty[(kt - 1) % Stages]);
+      if constexpr (Paired) mbarrier_arrive_cluster(peer_empty + ((kt - 1) % Stages) * 8);
+    }
   }
   wgmma_wait_group<0>();
   fence_accumulators(acc);

@@ -24,6 +24,10 @@
 // bytes, and the 8 lanes of a store phase fill one 128-byte swizzled row. A stage is
 // two parts of four passes, so the kernel keeps one part's loads in flight while it
 // stores the other.
+//
+// In CTA pairs (a 2-CTA cluster whose CTAs share the pixel tile and take neighbouring
+// output-channel tiles), CTA r gathers only part r of every stage and stores it to both
+// CTAs' shared memory: half the producer work per output.
 #pragma once
 
 #include <cstdint>
@@ -147,7 +151,9 @@ struct RunGather {
     }
   }
 
-  __device__ __forceinline__ void store(uint8_t* a_tile, int part, int warp, int lane) const {
+  // peer_tile: the same tile in the other CTA of a pair as a shared::cluster address (0: none).
+  __device__ __forceinline__ void store(uint8_t* a_tile, int part, int warp, int lane,
+                                        uint32_t peer_tile = 0) const {
     const int run = lane % 16;
     const int half = run / 8, column = run % 8;  // the consumer half, the 16-byte column
     const int k_row = 2 * warp + lane / 16;      // row inside the 8-group atom
@@ -172,7 +178,9 @@ struct RunGather {
       const int group_block = part * kPasses + t;  // K group of 8 inside the stage
       const int offset =
           (half * 8 + group_block) * 1024 + k_row * 128 + (((column ^ k_row) & 7) << 4);
-      store_shared(smem_address(a_tile) + offset, make_uint4(out[0], out[1], out[2], out[3]));
+      const uint4 vector = make_uint4(out[0], out[1], out[2], out[3]);
+      store_shared(smem_address(a_tile) + offset, vector);
+      if (peer_tile != 0) store_shared_cluster(peer_tile + offset, vector);
     }
   }
 };

@@ -103,6 +103,56 @@ __device__ __forceinline__ void mbarrier_wait(uint64_t* barrier, uint32_t parity
       : "memory");
 }
 
+// ---- 2-CTA clusters (distributed shared memory) --------------------------------------------
+
+__device__ __forceinline__ uint32_t cluster_rank() {
+  uint32_t rank;
+  asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(rank));
+  return rank;
+}
+
+// The shared::cluster address of the same shared-memory location in CTA `rank`.
+__device__ __forceinline__ uint32_t peer_address(uint32_t address, uint32_t rank) {
+  uint32_t peer;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(peer) : "r"(address), "r"(rank));
+  return peer;
+}
+
+__device__ __forceinline__ void store_shared_cluster(uint32_t address, const uint4& v) {
+  asm volatile("st.shared::cluster.v4.b32 [%0], {%1, %2, %3, %4};" ::"r"(address), "r"(v.x),
+               "r"(v.y), "r"(v.z), "r"(v.w)
+               : "memory");
+}
+
+// Arrives on a barrier of either CTA of the cluster (a shared::cluster address), releasing
+// this thread's earlier writes to the cluster.
+__device__ __forceinline__ void mbarrier_arrive_cluster(uint32_t address) {
+  asm volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];" ::"r"(address)
+               : "memory");
+}
+
+// mbarrier_wait for barriers that the other CTA of the cluster arrives on.
+__device__ __forceinline__ void mbarrier_wait_cluster(uint64_t* barrier, uint32_t parity) {
+  asm volatile(
+      "{\n.reg .pred done;\n"
+      "wait_%=:\n"
+      "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 done, [%0], %1;\n"
+      "@!done bra wait_%=;\n}" ::"r"(smem_address(barrier)),
+      "r"(parity)
+      : "memory");
+}
+
+// Ordinary writes to either CTA's shared memory become visible to wgmma after this.
+__device__ __forceinline__ void fence_proxy_async_shared_cluster() {
+  asm volatile("fence.proxy.async.shared::cluster;" ::: "memory");
+}
+
+// Every thread of both CTAs: neither CTA runs past this before the other reaches it.
+__device__ __forceinline__ void cluster_sync() {
+  asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;" ::
+                   : "memory");
+}
+
 // ---- TMA ----------------------------------------------------------------------------------
 
 // 2-D tiled copy global -> shared, completing on `barrier` with the box's bytes.
@@ -112,6 +162,17 @@ __device__ __forceinline__ void tma_load_2d(void* destination, const void* tenso
       "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
       " [%0], [%1, {%3, %4}], [%2];" ::"r"(smem_address(destination)),
       "l"(tensor_map), "r"(smem_address(barrier)), "r"(inner), "r"(outer)
+      : "memory");
+}
+
+// 1-D tiled copy global -> shared: one box of the map's box size from element
+// `coordinate` (any value: elements outside the tensor read as zeros).
+__device__ __forceinline__ void tma_load_1d(uint32_t destination, const void* tensor_map,
+                                            uint64_t* barrier, int coordinate) {
+  asm volatile(
+      "cp.async.bulk.tensor.1d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+      " [%0], [%1, {%3}], [%2];" ::"r"(destination),
+      "l"(tensor_map), "r"(smem_address(barrier)), "r"(coordinate)
       : "memory");
 }
 
