@@ -141,34 +141,6 @@ def test_nchw_gathers_match(shape, gather, precision, monkeypatch):
 
 @needs_implicit
 @pytest.mark.cuda
-@pytest.mark.parametrize("precision", IMPLICIT_PRECISIONS)
-@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
-@pytest.mark.parametrize("gather", ["rows", "runs"])
-def test_shared_weight_tiles_change_no_bit(gather, channels_last, precision, monkeypatch):
-    """Pixel-tile pairs sharing each weight tile (GWPRUNE_IMPLICIT_SHARE_B, 256-wide tiles)
-    give the same bits as CTAs loading their own, and match the reference, with an odd
-    number of pixel tiles (the pair's second CTA past the last row)."""
-    shape = (2, 24, 300, (13, 13), 3, 1, 1, 1)  # 338 pixels: 3 tiles of 128
-    x, weight, bias, keep_idx, (s, p, d), ref = implicit_case(
-        shape, "half", True, channels_last, precision, seed=11
-    )
-    layout = torch.channels_last if channels_last else torch.contiguous_format
-    packed = gwprune.pack_conv2d_weight(weight, keep_idx, layout)
-    monkeypatch.setenv("GWPRUNE_IMPLICIT_GATHER", gather)
-    outs = {}
-    with precision_flags(precision):
-        for share in ("1", "0"):
-            monkeypatch.setenv("GWPRUNE_IMPLICIT_SHARE_B", share)
-            with poisoned_outputs("cuda"):
-                outs[share] = gwprune.ops.conv2d_packed(
-                    x, packed, bias, s, p, d, backend="implicit"
-                )
-    assert_matches(outs["1"], ref, precision, f"implicit shared weight tiles {gather}")
-    assert torch.equal(outs["1"], outs["0"]), "sharing weight tiles changed the result"
-
-
-@needs_implicit
-@pytest.mark.cuda
 def test_unknown_gather_name_is_refused(monkeypatch):
     x, weight, bias, keep_idx, (s, p, d), _ = implicit_case(
         LINEAR_OFFSET_SHAPES[0], "half", False, False, "fp16", seed=3

@@ -86,30 +86,22 @@ def measure(name, layer, precision, keep, writer):
                 row[f"{backend}_{layout_name}"] = float("nan")
                 continue
             row[f"{backend}_{layout_name}"] = time_ms(run)
-        # Side by side on the same call: without weight-tile sharing
-        # (GWPRUNE_IMPLICIT_SHARE_B=0; on NCHW the run gather) and, on NCHW, each producer forced
-        # (GWPRUNE_IMPLICIT_GATHER; one that does not apply falls back to the row gather).
-        unshared = {"GWPRUNE_IMPLICIT_SHARE_B": "0"}
         if layout_name == "nchw":
-            unshared["GWPRUNE_IMPLICIT_GATHER"] = "runs"  # the default there shares A tiles
-        variants = [(f"implicit_unshared_{layout_name}", unshared)]
-        if layout_name == "nchw":
-            variants += [
-                (f"implicit_{g}_nchw", {"GWPRUNE_IMPLICIT_GATHER": g})
-                for g in ("rows", "runs", "pairs", "lines")
-            ]
-        for column, env in variants:
-            os.environ.update(env)
-            try:
+            # Each NCHW producer forced on the same call (GWPRUNE_IMPLICIT_GATHER; one
+            # that does not apply falls back to the row gather): side by side.
+            for gather in ("rows", "runs", "pairs", "lines"):
+                os.environ["GWPRUNE_IMPLICIT_GATHER"] = gather
+                try:
 
-                def forced(xl=xl, packed=packed):
-                    return gwprune.ops.conv2d_packed(xl, packed, None, s, p, backend="implicit")
+                    def forced(xl=xl, packed=packed):
+                        return gwprune.ops.conv2d_packed(xl, packed, None, s, p, backend="implicit")
 
-                error = relative_error(forced()[check], ref)
-                row[column] = time_ms(forced) if error <= TOLERANCE[precision] else nan
-            finally:
-                for key in env:
-                    del os.environ[key]
+                    error = relative_error(forced()[check], ref)
+                    row[f"implicit_{gather}_nchw"] = (
+                        time_ms(forced) if error <= TOLERANCE[precision] else nan
+                    )
+                finally:
+                    del os.environ["GWPRUNE_IMPLICIT_GATHER"]
     row["anchor"] = min(row["anchor_nchw"], row["anchor_nhwc"])
     row["dense"] = min(row["dense_nchw"], row["dense_nhwc"])
     row["implicit"] = min(row["implicit_nchw"], row["implicit_nhwc"])
@@ -125,8 +117,7 @@ def measure(name, layer, precision, keep, writer):
         f"{name:>16} {precision} keep={keep:.2f}  implicit {r['implicit_nchw']:.4f}/"
         f"{r['implicit_nhwc']:.4f} (rows {r['implicit_rows_nchw']:.4f} runs "
         f"{r['implicit_runs_nchw']:.4f} pairs {r['implicit_pairs_nchw']:.4f} lines "
-        f"{r['implicit_lines_nchw']:.4f}; unshared {r['implicit_unshared_nchw']:.4f}/"
-        f"{r['implicit_unshared_nhwc']:.4f})"
+        f"{r['implicit_lines_nchw']:.4f})"
         f"  explicit {r['explicit_nchw']:.4f}/{r['explicit_nhwc']:.4f}"
         f"  anchor {r['anchor']:.4f}  dense {r['dense']:.4f}  -> {r['implicit_vs_anchor']:.2f}x"
         f" anchor ({r['implicit_tflops']:.0f} vs {r['anchor_tflops']:.0f} TFLOP/s)",
@@ -151,7 +142,6 @@ def main(argv=None):
         for lay in ("nchw", "nhwc")
     ]
     fields += [f"implicit_{g}_nchw" for g in ("rows", "runs", "pairs", "lines")]
-    fields += ["implicit_unshared_nchw", "implicit_unshared_nhwc"]
     fields += [
         "anchor",
         "dense",

@@ -88,9 +88,7 @@ struct GatherKind<Producer::kRunPairs> {
 #ifdef GWPRUNE_SM90A_DEVICE
 // The row and run gathers' producer loop: loads of the next part in flight in one
 // register set while the other is stored; the weight tile's copy completes on `full`.
-// SharesB: the CTA is one of a pixel-tile pair on one weight tile, and copies its half of
-// each weight tile to both CTAs (weight_map's boxes are BN / 2 rows).
-template <typename Elem, int BN, bool ChannelsLast, Producer Kind, bool SharesB>
+template <typename Elem, int BN, bool ChannelsLast, Producer Kind>
 __device__ __forceinline__ void produce_through_registers(const ConvProblem& p,
                                                           const void* weight_map, uint8_t* a_stages,
                                                           uint8_t* b_stages, uint64_t* full,
@@ -106,7 +104,7 @@ __device__ __forceinline__ void produce_through_registers(const ConvProblem& p,
   constexpr int kParts = Gather::kParts;
   // In a pair this CTA gathers part `rank` of every stage, into both CTAs.
   constexpr bool kPaired = Kind == Producer::kRunPairs;
-  const uint32_t rank = (kPaired || SharesB) ? cluster_rank() : 0;
+  const uint32_t rank = kPaired ? cluster_rank() : 0;
   const uint32_t peer_a = kPaired ? peer_address(smem_address(a_stages), rank ^ 1) : 0;
   const uint32_t peer_full = kPaired ? peer_address(smem_address(full), rank ^ 1) : 0;
   auto stage_of = [&](int u) { return kPaired ? u : u / kParts; };
@@ -118,7 +116,7 @@ __device__ __forceinline__ void produce_through_registers(const ConvProblem& p,
     const int stage = kt % kStages;
     if (kPaired || part == 0) {
       if (kt >= kStages) {
-        if constexpr (kPaired || SharesB) {
+        if constexpr (kPaired) {
           mbarrier_wait_cluster(&empty[stage], ((kt / kStages) - 1) & 1);
         } else {
           mbarrier_wait(&empty[stage], ((kt / kStages) - 1) & 1);
@@ -126,13 +124,8 @@ __device__ __forceinline__ void produce_through_registers(const ConvProblem& p,
       }
       if (thread == 0) {
         mbarrier_expect_tx(&full[stage], Config::kBTileBytes);
-        uint8_t* b_tile = b_stages + stage * Config::kBTileBytes;
-        if constexpr (SharesB) {
-          tma_load_2d_multicast(b_tile + rank * (Config::kBTileBytes / 2), weight_map, &full[stage],
-                                kt * kBK, first_col + rank * (BN / 2), 0x3);
-        } else {
-          tma_load_2d(b_tile, weight_map, &full[stage], kt * kBK, first_col);
-        }
+        tma_load_2d(b_stages + stage * Config::kBTileBytes, weight_map, &full[stage], kt * kBK,
+                    first_col);
       }
     }
     gathered.store(a_stages + stage * Config::kATileBytes, part, warp, lane,
@@ -174,9 +167,7 @@ __device__ __forceinline__ void produce_through_registers(const ConvProblem& p,
 #endif
 
 // x_map: x as a 1-D tensor map with 64-element boxes (the line gather's; unused otherwise).
-// SharesB: a 2-CTA cluster on two neighbouring pixel tiles and one weight tile, each CTA
-// copying half of every weight tile to both (half the weight traffic from L2).
-template <typename Elem, int BN, bool ChannelsLast, Producer Kind, bool SharesB>
+template <typename Elem, int BN, bool ChannelsLast, Producer Kind>
 __global__ void __launch_bounds__(kThreads, 1)
     implicit_conv_kernel(const __grid_constant__ CUtensorMap weight_map,
                          const __grid_constant__ CUtensorMap x_map, const ConvProblem p) {
@@ -193,16 +184,12 @@ __global__ void __launch_bounds__(kThreads, 1)
   uint64_t* loaded = empty + kStages;
   constexpr bool kAMnMajor = Kind != Producer::kRows;
   constexpr bool kPaired = Kind == Producer::kRunPairs;
-  constexpr bool kClustered = kPaired || SharesB;
-  static_assert(!(kPaired && SharesB), "a CTA pair shares either its A or its B tiles");
 
   // Tiles along Cout vary fastest, so the CTAs that share a pixel tile run together
-  // and its gathered rows of x are read from L2 once; with SharesB the two CTAs of a
-  // cluster take pixel tiles 2 m and 2 m + 1 of one output-channel tile.
+  // and its gathered rows of x are read from L2 once.
   const int n_tiles = (p.out_channels + BN - 1) / BN;
-  const int tile_n = SharesB ? (blockIdx.x / 2) % n_tiles : blockIdx.x % n_tiles;
-  const int tile_m =
-      SharesB ? 2 * (blockIdx.x / (2 * n_tiles)) + blockIdx.x % 2 : blockIdx.x / n_tiles;
+  const int tile_n = blockIdx.x % n_tiles;
+  const int tile_m = blockIdx.x / n_tiles;
   const int first_row = tile_m * kTileRows;
   const int first_col = tile_n * BN;
   const int warpgroup = threadIdx.x / 128;
@@ -212,7 +199,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     for (int s = 0; s < kStages; ++s) {
       // In a pair both CTAs' producers fill each stage and both CTAs' consumers free it.
       mbarrier_init(&full[s], kPaired ? 2 * kProducerThreads : kProducerThreads);
-      mbarrier_init(&empty[s], kClustered ? 4 : 2);
+      mbarrier_init(&empty[s], kPaired ? 4 : 2);
       mbarrier_init(&loaded[s], 1);
     }
     fence_barrier_init();
@@ -220,7 +207,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     if constexpr (Kind == Producer::kLines) prefetch_tensor_map(&x_map);
   }
   // A pair's barriers are initialised in both CTAs before either arrives on the other's.
-  if constexpr (kClustered) {
+  if constexpr (kPaired) {
     cluster_sync();
   } else {
     __syncthreads();
@@ -235,16 +222,15 @@ __global__ void __launch_bounds__(kThreads, 1)
           full, empty,  padding,     first_row, first_col, thread};
       gather.run();
     } else {
-      produce_through_registers<Elem, BN, ChannelsLast, Kind, SharesB>(
+      produce_through_registers<Elem, BN, ChannelsLast, Kind>(
           p, &weight_map, a_stages, b_stages, full, empty, first_row, first_col, thread);
     }
   } else {
     if constexpr (kConsumerRegisters > kLaunchRegisters) claim_registers<kConsumerRegisters>();
     const int consumer = warpgroup - 1;
     float acc[BN / 2];
-    const uint32_t peer_empty =
-        kClustered ? peer_address(smem_address(empty), cluster_rank() ^ 1) : 0;
-    consume_stages<typename ElemTraits<Elem>::Mma, BN, kStages, kAMnMajor, kClustered>(
+    const uint32_t peer_empty = kPaired ? peer_address(smem_address(empty), cluster_rank() ^ 1) : 0;
+    consume_stages<typename ElemTraits<Elem>::Mma, BN, kStages, kAMnMajor, kPaired>(
         acc, a_stages, b_stages, full, empty, p.k_tiles, consumer, thread == 0, peer_empty);
     // Both consumers are past their last wgmma: the stages can hold the output tile.
     named_barrier_sync(2, 256);
@@ -256,7 +242,7 @@ __global__ void __launch_bounds__(kThreads, 1)
                                        first_row + 64 * consumer, first_col, thread, 3 + consumer);
   }
   // Neither CTA of a pair exits while the other may still arrive on its barriers.
-  if constexpr (kClustered) cluster_sync();
+  if constexpr (kPaired) cluster_sync();
 #endif
 }
 
@@ -361,11 +347,11 @@ inline CUtensorMap x_line_tensor_map(const at::Tensor& x) {
   return map;
 }
 
-template <typename Elem, int BN, bool ChannelsLast, Producer Kind, bool SharesB = false>
+template <typename Elem, int BN, bool ChannelsLast, Producer Kind>
 void launch(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& group_idx,
             const std::optional<at::Tensor>& bias, const ConvGeometry& g, at::Tensor& out) {
   using Config = TileConfig<Elem, BN>;
-  auto* kernel = implicit_conv_kernel<Elem, BN, ChannelsLast, Kind, SharesB>;
+  auto* kernel = implicit_conv_kernel<Elem, BN, ChannelsLast, Kind>;
   static const bool configured = [kernel] {
     C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         Config::kSharedBytes));
@@ -381,14 +367,12 @@ void launch(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& gro
     x_map = x_line_tensor_map(x);
   }
   p.rows = static_cast<int32_t>(x.size(0) * p.row_pitch);
-  const CUtensorMap weight_map = weight_tensor_map(weight, SharesB ? BN / 2 : BN);
-  int64_t m_tiles = (p.rows + kTileRows - 1) / kTileRows;
-  if constexpr (SharesB) m_tiles += m_tiles % 2;  // a last tile past the rows stores nothing
-  const int64_t tiles = m_tiles * ((p.out_channels + BN - 1) / BN);
-  if constexpr (Kind == Producer::kRunPairs || SharesB) {
-    // Clusters of two neighbouring blocks: neighbouring output-channel tiles of one pixel
-    // tile (kRunPairs, whose channel tiles are even in number: run_pairs_apply) or, with
-    // SharesB, neighbouring pixel tiles of one output-channel tile.
+  const CUtensorMap weight_map = weight_tensor_map(weight, BN);
+  const int64_t tiles = ((p.rows + kTileRows - 1) / kTileRows) * ((p.out_channels + BN - 1) / BN);
+  if constexpr (Kind == Producer::kRunPairs) {
+    // Neighbouring blocks take neighbouring output-channel tiles of one pixel tile (the
+    // tile order in the kernel), so a cluster of two is a pair when the channel tiles are
+    // even in number (run_pairs_apply).
     cudaLaunchConfig_t config{};
     config.gridDim = dim3(static_cast<unsigned>(tiles));
     config.blockDim = dim3(kThreads);
@@ -409,20 +393,6 @@ void launch(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& gro
   }
 }
 
-// Whether 256-wide tiles run in pixel-tile pairs that share each weight tile (SharesB):
-// the register producers, more than one pixel tile. GWPRUNE_IMPLICIT_SHARE_B=0 turns it
-// off (read per call, for a benchmark's side-by-side run).
-template <Producer Kind>
-bool shares_weight_tiles(const at::Tensor& x, const ConvGeometry& g) {
-  if constexpr (Kind != Producer::kRows && Kind != Producer::kRuns) {
-    return false;
-  } else {
-    const char* flag = std::getenv("GWPRUNE_IMPLICIT_SHARE_B");
-    if (flag != nullptr && std::string(flag) == "0") return false;
-    return x.size(0) * g.out_pixels() > kTileRows;
-  }
-}
-
 template <typename Elem, bool ChannelsLast, Producer Kind>
 void launch_for_width(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& group_idx,
                       const std::optional<at::Tensor>& bias, const ConvGeometry& g,
@@ -430,11 +400,7 @@ void launch_for_width(const at::Tensor& x, const at::Tensor& weight, const at::T
   // The widest tile that the output channels fill at least half of.
   const int64_t out_channels = weight.size(0);
   if (out_channels > 128) {
-    if (shares_weight_tiles<Kind>(x, g)) {
-      launch<Elem, 256, ChannelsLast, Kind, true>(x, weight, group_idx, bias, g, out);
-    } else {
-      launch<Elem, 256, ChannelsLast, Kind>(x, weight, group_idx, bias, g, out);
-    }
+    launch<Elem, 256, ChannelsLast, Kind>(x, weight, group_idx, bias, g, out);
   } else if (out_channels > 64) {
     launch<Elem, 128, ChannelsLast, Kind>(x, weight, group_idx, bias, g, out);
   } else {

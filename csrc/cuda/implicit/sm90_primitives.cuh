@@ -176,18 +176,6 @@ __device__ __forceinline__ void tma_load_1d(uint32_t destination, const void* te
       : "memory");
 }
 
-// tma_load_2d to the same offset in every CTA of `cta_mask` (a cluster), completing on
-// the barrier at the same offset in each.
-__device__ __forceinline__ void tma_load_2d_multicast(void* destination, const void* tensor_map,
-                                                      uint64_t* barrier, int inner, int outer,
-                                                      uint16_t cta_mask) {
-  asm volatile(
-      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
-      ".multicast::cluster [%0], [%1, {%3, %4}], [%2], %5;" ::"r"(smem_address(destination)),
-      "l"(tensor_map), "r"(smem_address(barrier)), "r"(inner), "r"(outer), "h"(cta_mask)
-      : "memory");
-}
-
 __device__ __forceinline__ void prefetch_tensor_map(const void* tensor_map) {
   asm volatile("prefetch.tensormap [%0];" ::"l"(tensor_map) : "memory");
 }
