@@ -115,13 +115,7 @@ __device__ __forceinline__ void produce_through_registers(const ConvProblem& p,
     const int kt = stage_of(u), part = part_of(u);
     const int stage = kt % kStages;
     if (kPaired || part == 0) {
-      if (kt >= kStages) {
-        if constexpr (kPaired) {
-          mbarrier_wait_cluster(&empty[stage], ((kt / kStages) - 1) & 1);
-        } else {
-          mbarrier_wait(&empty[stage], ((kt / kStages) - 1) & 1);
-        }
-      }
+      if (kt >= kStages) mbarrier_wait<kPaired>(&empty[stage], ((kt / kStages) - 1) & 1);
       if (thread == 0) {
         mbarrier_expect_tx(&full[stage], Config::kBTileBytes);
         tma_load_2d(b_stages + stage * Config::kBTileBytes, weight_map, &full[stage], kt * kBK,
@@ -259,6 +253,22 @@ inline PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
   return encode;
 }
 
+// A tiled tensor map of unit element strides in the 128-byte swizzle; elements outside
+// the tensor read as zeros. `what` names the tensor in the error.
+inline CUtensorMap encode_tiled_map(CUtensorMapDataType type, cuuint32_t rank, void* base,
+                                    const cuuint64_t* dims, const cuuint64_t* strides,
+                                    const cuuint32_t* box, CUtensorMapL2promotion promotion,
+                                    const char* what) {
+  const cuuint32_t element_strides[2] = {1, 1};
+  CUtensorMap map;
+  const CUresult result = tensor_map_encoder()(
+      &map, type, rank, base, dims, strides, box, element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+      CU_TENSOR_MAP_SWIZZLE_128B, promotion, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  TORCH_CHECK(result == CUDA_SUCCESS, "gwprune: cuTensorMapEncodeTiled (", what, ") failed (",
+              result, ")");
+  return map;
+}
+
 // The packed weight [Cout, K'p] as a 2-D tensor map: boxes of BN rows x one 128-byte
 // K slice, written to shared memory in the 128-byte swizzle; rows past Cout and
 // columns past K'p read as zeros.
@@ -272,14 +282,8 @@ inline CUtensorMap weight_tensor_map(const at::Tensor& weight, int box_rows) {
   const cuuint64_t strides[1] = {static_cast<cuuint64_t>(weight.size(1) * elem)};
   const cuuint32_t box[2] = {static_cast<cuuint32_t>(kRowBytes / elem),
                              static_cast<cuuint32_t>(box_rows)};
-  const cuuint32_t element_strides[2] = {1, 1};
-  CUtensorMap map;
-  const CUresult result =
-      tensor_map_encoder()(&map, type, 2, weight.data_ptr(), dims, strides, box, element_strides,
-                           CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-                           CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  TORCH_CHECK(result == CUDA_SUCCESS, "gwprune: cuTensorMapEncodeTiled failed (", result, ")");
-  return map;
+  return encode_tiled_map(type, 2, weight.data_ptr(), dims, strides, box,
+                          CU_TENSOR_MAP_L2_PROMOTION_L2_256B, "weight");
 }
 
 inline ConvProblem make_problem(const at::Tensor& x, const at::Tensor& weight,
@@ -337,14 +341,8 @@ inline CUtensorMap x_line_tensor_map(const at::Tensor& x) {
   const cuuint64_t dims[1] = {static_cast<cuuint64_t>(element_span(x))};
   const cuuint64_t strides[1] = {0};  // a rank-1 map has none
   const cuuint32_t box[1] = {static_cast<cuuint32_t>(kLinePixels)};
-  const cuuint32_t element_strides[1] = {1};
-  CUtensorMap map;
-  const CUresult result =
-      tensor_map_encoder()(&map, type, 1, x.data_ptr(), dims, strides, box, element_strides,
-                           CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-                           CU_TENSOR_MAP_L2_PROMOTION_L2_128B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  TORCH_CHECK(result == CUDA_SUCCESS, "gwprune: cuTensorMapEncodeTiled (x) failed (", result, ")");
-  return map;
+  return encode_tiled_map(type, 1, x.data_ptr(), dims, strides, box,
+                          CU_TENSOR_MAP_L2_PROMOTION_L2_128B, "x");
 }
 
 template <typename Elem, int BN, bool ChannelsLast, Producer Kind>

@@ -35,11 +35,7 @@ __device__ __forceinline__ void consume_stages(float (&acc)[BN / 2], uint8_t* a_
 #pragma unroll 1
   for (int kt = 0; kt < k_tiles; ++kt) {
     const int stage = kt % Stages;
-    if constexpr (Paired) {
-      mbarrier_wait_cluster(&full[stage], (kt / Stages) & 1);
-    } else {
-      mbarrier_wait(&full[stage], (kt / Stages) & 1);
-    }
+    mbarrier_wait<Paired>(&full[stage], (kt / Stages) & 1);
     const uint32_t a = smem_address(a_stages + stage * kATileBytes + consumer * 64 * 128);
     const uint32_t b = smem_address(b_stages + stage * kBTileBytes);
     fence_accumulators(acc);

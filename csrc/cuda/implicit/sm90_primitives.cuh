@@ -93,14 +93,27 @@ __device__ __forceinline__ void mbarrier_expect_tx(uint64_t* barrier, uint32_t b
       : "memory");
 }
 
+// Waits for the barrier's phase `parity` to complete. ClusterScope: the barrier is also
+// arrived on from the other CTA of a cluster, whose writes the wait must acquire.
+template <bool ClusterScope = false>
 __device__ __forceinline__ void mbarrier_wait(uint64_t* barrier, uint32_t parity) {
-  asm volatile(
-      "{\n.reg .pred done;\n"
-      "wait_%=:\n"
-      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
-      "@!done bra wait_%=;\n}" ::"r"(smem_address(barrier)),
-      "r"(parity)
-      : "memory");
+  if constexpr (ClusterScope) {
+    asm volatile(
+        "{\n.reg .pred done;\n"
+        "wait_%=:\n"
+        "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 done, [%0], %1;\n"
+        "@!done bra wait_%=;\n}" ::"r"(smem_address(barrier)),
+        "r"(parity)
+        : "memory");
+  } else {
+    asm volatile(
+        "{\n.reg .pred done;\n"
+        "wait_%=:\n"
+        "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+        "@!done bra wait_%=;\n}" ::"r"(smem_address(barrier)),
+        "r"(parity)
+        : "memory");
+  }
 }
 
 // ---- 2-CTA clusters (distributed shared memory) --------------------------------------------
@@ -129,17 +142,6 @@ __device__ __forceinline__ void store_shared_cluster(uint32_t address, const uin
 __device__ __forceinline__ void mbarrier_arrive_cluster(uint32_t address) {
   asm volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];" ::"r"(address)
                : "memory");
-}
-
-// mbarrier_wait for barriers that the other CTA of the cluster arrives on.
-__device__ __forceinline__ void mbarrier_wait_cluster(uint64_t* barrier, uint32_t parity) {
-  asm volatile(
-      "{\n.reg .pred done;\n"
-      "wait_%=:\n"
-      "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 done, [%0], %1;\n"
-      "@!done bra wait_%=;\n}" ::"r"(smem_address(barrier)),
-      "r"(parity)
-      : "memory");
 }
 
 // Ordinary writes to either CTA's shared memory become visible to wgmma after this.
