@@ -286,11 +286,17 @@ def linear_reference(x, weight, bias, keep) -> torch.Tensor:
 
 
 @contextlib.contextmanager
-def threads(count: int):
-    """torch's CPU thread count set to `count` for the block, restored after."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(count)
+def setting(get, set_, value):
+    """A process-wide setting (read by get(), written by set_(value)) for the block,
+    restored after."""
+    saved = get()
+    set_(value)
     try:
         yield
     finally:
-        torch.set_num_threads(saved)
+        set_(saved)
+
+
+def threads(count: int):
+    """torch's CPU thread count set to `count` for the block, restored after."""
+    return setting(torch.get_num_threads, torch.set_num_threads, count)

@@ -15,7 +15,7 @@ import contextlib
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import DTYPES, assert_matches, linear_reference, threads
+from conftest import DTYPES, assert_matches, linear_reference, setting, threads
 
 import gwprune
 from gwprune import ops, reference
@@ -258,15 +258,9 @@ def test_cpu_linear_padding_entries_and_tiny_workspace():
     assert_matches(out, linear_reference(x, weight, bias, keep), "fp64", "pad -1, 64 B workspace")
 
 
-@contextlib.contextmanager
 def mkl_linear(enabled):
     """The fp32 linear's GEMM on MKL-packed weight copies (enabled) or on addmm."""
-    saved = _C.mkl_linear_enabled()
-    _C.set_mkl_linear_enabled(enabled)
-    try:
-        yield
-    finally:
-        _C.set_mkl_linear_enabled(saved)
+    return setting(_C.mkl_linear_enabled, _C.set_mkl_linear_enabled, enabled)
 
 
 @pytest.mark.parametrize("mkl", [True, False], ids=["mkl-packed", "addmm"])
