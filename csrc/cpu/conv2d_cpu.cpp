@@ -90,12 +90,12 @@ at::Tensor conv_nhwc_mkl_packed(const at::Tensor& x, const at::Tensor& weight,
                                 const ConvGeometry& g, int64_t budget_bytes) {
   const int64_t kept = group_idx.numel();
   const int64_t total = x.size(0) * g.out_pixels();
-  if (x.requires_grad() || !weight.is_contiguous() ||
+  if (!weight.is_contiguous() ||
       plan_chunks(total, kept * x.element_size(), budget_bytes).chunks != 1)
     return {};
-  at::Tensor cols = at::empty({total, kept}, x.options());
-  const at::Tensor packed = mkl_packed_weight(weight, cols, bias);  // reads cols' shape only
+  const at::Tensor packed = mkl_packed_weight(weight, x, total, bias);
   if (!packed.defined()) return {};
+  at::Tensor cols = at::empty({total, kept}, x.options());
   const TapRuns taps = plan_tap_runs(group_idx, g, x.element_size());
   at::parallel_for(0, total, 1, [&](int64_t begin, int64_t end) {
     im2col_gather_nhwc(x, taps, kept, cols.data_ptr(), g, 0, begin, end);

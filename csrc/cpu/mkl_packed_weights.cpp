@@ -83,17 +83,16 @@ bool requires_grad(const std::optional<at::Tensor>& tensor) {
 
 }  // namespace
 
-at::Tensor mkl_packed_weight(const at::Tensor& weight, const at::Tensor& x2d,
+at::Tensor mkl_packed_weight(const at::Tensor& weight, const at::Tensor& input, int64_t rows,
                              const std::optional<at::Tensor>& bias) {
   const MklOps& ops = mkl_ops();
   if (!ops.reorder.has_value() || !enabled_flag.load(std::memory_order_relaxed)) return {};
   // A call autograd may record stays on ATen's ops; inference tensors cannot show edits.
-  if (x2d.scalar_type() != at::kFloat || weight.scalar_type() != at::kFloat || !x2d.is_cpu() ||
-      x2d.requires_grad() || weight.requires_grad() || requires_grad(bias) ||
+  if (input.scalar_type() != at::kFloat || weight.scalar_type() != at::kFloat || !input.is_cpu() ||
+      input.requires_grad() || weight.requires_grad() || requires_grad(bias) ||
       weight.is_inference()) {
     return {};
   }
-  const int64_t rows = x2d.size(0);
   const int64_t version = weight._version();
   const c10::TensorImpl* key = weight.unsafeGetTensorImpl();
   {

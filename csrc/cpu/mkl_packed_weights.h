@@ -48,9 +48,12 @@ namespace gwprune::cpu {
 // Row counts whose copies each weight keeps (least recently used dropped first).
 constexpr int64_t kMaxRowCounts = 4;
 
-// The copy of `weight` ([out, K'] fp32, contiguous) packed for GEMMs of x2d's
-// rows, made now if needed; undefined when the call does not qualify (above).
-at::Tensor mkl_packed_weight(const at::Tensor& weight, const at::Tensor& x2d,
+// The copy of `weight` ([out, K'] fp32, contiguous) packed for GEMMs of `rows` rows
+// gathered from `input` (whose dtype, device and grad mode decide with the weight's
+// whether the call qualifies), made now if needed; undefined when the call does not
+// qualify (above). Asked before the gathered operand exists, so a call that does not
+// qualify allocates nothing here.
+at::Tensor mkl_packed_weight(const at::Tensor& weight, const at::Tensor& input, int64_t rows,
                              const std::optional<at::Tensor>& bias);
 
 // out [rows, out] = xg [rows, K'] (contiguous) @ weight^T (+ bias), through the
