@@ -71,10 +71,16 @@ if stage sanitize; then
   # The implicit kernel's NCHW producers (run, pair, line gathers) on shapes that take them.
   implicit=(tests/test_implicit_conv.py
             -k "nchw_gathers and fp16 and (n3-c64 or n2-c24 or n2-c64-o300 or o512 or o1000)")
+  # The window kernel (csrc/cuda/implicit/windows/) on every geometry of its test grid.
+  windows=(tests/test_implicit_conv.py -k "window_kernel and fp16 and (half or all)")
   for tool in memcheck racecheck initcheck synccheck; do
-    for part in main implicit; do
+    for part in main implicit windows; do
       start=$SECONDS
-      if [ "$part" = main ]; then args=("${subset[@]}"); else args=("${implicit[@]}"); fi
+      case $part in
+        main) args=("${subset[@]}") ;;
+        implicit) args=("${implicit[@]}") ;;
+        *) args=("${windows[@]}") ;;
+      esac
       log="$LOGS/sanitize-$tool-$part.log"
       timeout ${SANITIZE_TIMEOUT:-150} compute-sanitizer --tool "$tool" --error-exitcode 99 --print-limit 20 \
         $PY -m pytest "${args[@]}" -q -p no:cacheprovider -x >"$log" 2>&1

@@ -297,6 +297,18 @@ def setting(get, set_, value):
         set_(saved)
 
 
+def forced_gather(name: str):
+    """GWPRUNE_IMPLICIT_GATHER (the implicit kernel's NCHW producer) set for the block."""
+
+    def set_(value):
+        if value is None:
+            os.environ.pop("GWPRUNE_IMPLICIT_GATHER", None)
+        else:
+            os.environ["GWPRUNE_IMPLICIT_GATHER"] = value
+
+    return setting(lambda: os.environ.get("GWPRUNE_IMPLICIT_GATHER"), set_, name)
+
+
 def threads(count: int):
     """torch's CPU thread count set to `count` for the block, restored after."""
     return setting(torch.get_num_threads, torch.set_num_threads, count)

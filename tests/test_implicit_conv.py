@@ -109,7 +109,7 @@ LINEAR_OFFSET_SHAPES = [
     (2, 40, 512, (14, 14), 3, 1, 1, 1),
     (1, 16, 1000, (9, 9), 3, 1, 1, 1),
 ]
-NCHW_GATHERS = ["rows", "runs", "pairs", "lines"]
+NCHW_GATHERS = ["rows", "runs", "pairs", "lines", "windows"]
 
 
 @needs_implicit
@@ -137,6 +137,34 @@ def test_nchw_gathers_match(shape, gather, precision, monkeypatch):
             with poisoned_outputs("cuda"):
                 out = gwprune.ops.conv2d_packed(source, packed, bias, s, p, d, backend="implicit")
             assert_matches(out, ref, precision, f"implicit {gather} {label} {shape_id(shape)}")
+
+
+# The window kernel (csrc/cuda/implicit/windows/) takes any stride, dilation and padding:
+# the general grid, plus shapes whose channels wrap its ring of window slots many times,
+# tiles that span up to four images, and every tile width.
+WINDOW_SHAPES = IMPLICIT_SHAPES + [
+    (2, 256, 512, (28, 28), 3, 1, 1, 1),
+    (3, 130, 96, (7, 7), 3, 1, 1, 1),
+    (2, 64, 40, (56, 56), 3, 2, 1, 1),
+    (1, 48, 200, (33, 17), 3, 1, 2, 2),
+    (4, 20, 64, (10, 11), (1, 3), 1, (0, 1), 1),
+]
+
+
+@needs_implicit
+@pytest.mark.cuda
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+@pytest.mark.parametrize("keep", KEEPS)
+@pytest.mark.parametrize("shape", WINDOW_SHAPES, ids=shape_id)
+def test_window_kernel_matches(shape, keep, precision, monkeypatch):
+    x, weight, bias, keep_idx, (s, p, d), ref = implicit_case(
+        shape, keep, keep != "one", False, precision, seed=hash((shape_id(shape), keep)) % 2**31
+    )
+    packed = gwprune.pack_conv2d_weight(weight, keep_idx)
+    monkeypatch.setenv("GWPRUNE_IMPLICIT_GATHER", "windows")
+    with precision_flags(precision), poisoned_outputs("cuda"):
+        out = gwprune.ops.conv2d_packed(x, packed, bias, s, p, d, backend="implicit")
+    assert_matches(out, ref, precision, f"implicit windows {shape_id(shape)} keep={keep}")
 
 
 @needs_implicit

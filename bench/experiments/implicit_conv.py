@@ -41,6 +41,8 @@ LAYERS = {
     "r50-1x1-512-28": (64, 512, 128, 28, 1, 1, 0),
     "batch1-512-14": (1, 512, 512, 14, 3, 1, 1),
 }
+# The NCHW producers (GWPRUNE_IMPLICIT_GATHER), each timed on the same call.
+GATHERS = ("rows", "runs", "pairs", "lines", "windows")
 QUICK = ["seed-512-28", "r50-256-14", "r50-1x1-1024-14", "batch1-512-14"]
 
 
@@ -89,7 +91,7 @@ def measure(name, layer, precision, keep, writer):
         if layout_name == "nchw":
             # Each NCHW producer forced on the same call (GWPRUNE_IMPLICIT_GATHER; one
             # that does not apply falls back to the row gather): side by side.
-            for gather in ("rows", "runs", "pairs", "lines"):
+            for gather in GATHERS:
                 os.environ["GWPRUNE_IMPLICIT_GATHER"] = gather
                 try:
 
@@ -106,6 +108,7 @@ def measure(name, layer, precision, keep, writer):
     row["dense"] = min(row["dense_nchw"], row["dense_nhwc"])
     row["implicit"] = min(row["implicit_nchw"], row["implicit_nhwc"])
     row["implicit_vs_anchor"] = row["implicit"] / row["anchor"]
+    row["windows_vs_anchor"] = row["implicit_windows_nchw"] / row["anchor"]
     flops = 2 * n * co * h * h * round(keep * groups) / (s * s)
     row["implicit_tflops"] = flops / row["implicit"] / 1e9
     row["anchor_tflops"] = (
@@ -117,10 +120,11 @@ def measure(name, layer, precision, keep, writer):
         f"{name:>16} {precision} keep={keep:.2f}  implicit {r['implicit_nchw']:.4f}/"
         f"{r['implicit_nhwc']:.4f} (rows {r['implicit_rows_nchw']:.4f} runs "
         f"{r['implicit_runs_nchw']:.4f} pairs {r['implicit_pairs_nchw']:.4f} lines "
-        f"{r['implicit_lines_nchw']:.4f})"
+        f"{r['implicit_lines_nchw']:.4f} windows {r['implicit_windows_nchw']:.4f})"
         f"  explicit {r['explicit_nchw']:.4f}/{r['explicit_nhwc']:.4f}"
         f"  anchor {r['anchor']:.4f}  dense {r['dense']:.4f}  -> {r['implicit_vs_anchor']:.2f}x"
-        f" anchor ({r['implicit_tflops']:.0f} vs {r['anchor_tflops']:.0f} TFLOP/s)",
+        f" anchor ({r['implicit_tflops']:.0f} vs {r['anchor_tflops']:.0f} TFLOP/s), windows"
+        f" {r['windows_vs_anchor']:.2f}x",
         flush=True,
     )
 
@@ -141,12 +145,13 @@ def main(argv=None):
         for w in ("dense", "anchor", "implicit", "explicit")
         for lay in ("nchw", "nhwc")
     ]
-    fields += [f"implicit_{g}_nchw" for g in ("rows", "runs", "pairs", "lines")]
+    fields += [f"implicit_{g}_nchw" for g in GATHERS]
     fields += [
         "anchor",
         "dense",
         "implicit",
         "implicit_vs_anchor",
+        "windows_vs_anchor",
         "implicit_tflops",
         "anchor_tflops",
     ]

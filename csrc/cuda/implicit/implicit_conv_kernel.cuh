@@ -24,6 +24,7 @@
 #include "mma_consumer.cuh"
 #include "run_gather.cuh"
 #include "sm90_primitives.cuh"
+#include "windows/window_kernel.cuh"
 
 namespace gwprune::cuda::implicit {
 namespace detail {
@@ -62,10 +63,12 @@ struct TileConfig {
 // - kRuns, the NCHW run gather (16-bit, stride 1, OW == W; run_gather.cuh);
 // - kRunPairs, the run gather in CTA pairs: a 2-CTA cluster on one pixel tile and two
 //   output-channel tiles, each CTA gathering half of every stage into both;
-// - kLines, the NCHW line gather (the run gather's geometry, by TMA; line_gather.cuh).
+// - kLines, the NCHW line gather (the run gather's geometry, by TMA; line_gather.cuh);
+// - kWindows, the window kernel (windows/): each channel's input rows copied once per tile
+//   by TMA, the consumers reading their A fragments from them (no A tile).
 // The first three move the data through the producer's registers (register sets
 // pipelined by parts); kLines starts copies.
-enum class Producer { kRows, kRuns, kRunPairs, kLines };
+enum class Producer { kRows, kRuns, kRunPairs, kLines, kWindows };
 
 #ifdef GWPRUNE_SM90A_DEVICE
 template <Producer Kind>
@@ -253,17 +256,18 @@ inline PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
   return encode;
 }
 
-// A tiled tensor map of unit element strides in the 128-byte swizzle; elements outside
-// the tensor read as zeros. `what` names the tensor in the error.
+// A tiled tensor map of unit element strides, in the 128-byte swizzle unless told
+// otherwise; elements outside the tensor read as zeros. `what` names the tensor in the error.
 inline CUtensorMap encode_tiled_map(CUtensorMapDataType type, cuuint32_t rank, void* base,
                                     const cuuint64_t* dims, const cuuint64_t* strides,
                                     const cuuint32_t* box, CUtensorMapL2promotion promotion,
-                                    const char* what) {
+                                    const char* what,
+                                    CUtensorMapSwizzle swizzle = CU_TENSOR_MAP_SWIZZLE_128B) {
   const cuuint32_t element_strides[2] = {1, 1};
   CUtensorMap map;
   const CUresult result = tensor_map_encoder()(
       &map, type, rank, base, dims, strides, box, element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
-      CU_TENSOR_MAP_SWIZZLE_128B, promotion, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+      swizzle, promotion, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   TORCH_CHECK(result == CUDA_SUCCESS, "gwprune: cuTensorMapEncodeTiled (", what, ") failed (",
               result, ")");
   return map;
@@ -343,6 +347,18 @@ inline CUtensorMap x_line_tensor_map(const at::Tensor& x) {
   const cuuint32_t box[1] = {static_cast<cuuint32_t>(kLinePixels)};
   return encode_tiled_map(type, 1, x.data_ptr(), dims, strides, box,
                           CU_TENSOR_MAP_L2_PROMOTION_L2_128B, "x");
+}
+
+// x as one 1-D tensor of its span in boxes of `box` elements, unswizzled (the window
+// kernel's channel windows).
+inline CUtensorMap x_window_tensor_map(const at::Tensor& x, int box) {
+  const CUtensorMapDataType type = x.scalar_type() == at::kHalf ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16
+                                                                : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
+  const cuuint64_t dims[1] = {static_cast<cuuint64_t>(element_span(x))};
+  const cuuint64_t strides[1] = {0};
+  const cuuint32_t boxes[1] = {static_cast<cuuint32_t>(box)};
+  return encode_tiled_map(type, 1, x.data_ptr(), dims, strides, boxes,
+                          CU_TENSOR_MAP_L2_PROMOTION_L2_256B, "x", CU_TENSOR_MAP_SWIZZLE_NONE);
 }
 
 template <typename Elem, int BN, bool ChannelsLast, Producer Kind>
@@ -467,24 +483,111 @@ inline bool run_pairs_apply(const at::Tensor& x, const at::Tensor& weight, const
   return out_channels > 256 && ((out_channels + 255) / 256) % 2 == 0 && run_gather_applies(x, g);
 }
 
-// The NCHW 16-bit producer: the line gather where it applies, else the run gather, else
-// the row gather. GWPRUNE_IMPLICIT_GATHER=rows|runs|lines forces one (one that does not
+// The window kernel's rule (windows/window_geometry.cuh): 16-bit NCHW with contiguous
+// rows, x 16-byte aligned (the copies' base), at most 29 taps, tiles touching at most 4
+// images (out_pixels >= 43), more than 64 window slots beside the weight stages, and
+// 32-bit copy coordinates past x's last element.
+template <int BN>
+inline bool window_launch(const at::Tensor& x, const ConvGeometry& g, const ConvProblem& p,
+                          windows::WindowLaunch& w) {
+  if (x.element_size() != 2 || x.stride(3) != 1 || x.stride(2) != g.width ||
+      reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 != 0 ||
+      g.kernel_h * g.kernel_w > windows::kMaxTaps || p.rows <= 0 || !rows_fit(x, g.out_pixels()))
+    return false;
+  w = windows::window_plan(p);
+  if (w.max_segments > windows::kMaxSegments) return false;
+  if (element_span(x) + 4 * int64_t{w.slot_elements} >= std::numeric_limits<int32_t>::max())
+    return false;
+  return windows::choose_ring<BN>(w);
+}
+
+template <int BN>
+inline bool window_path_applies(const at::Tensor& x, const at::Tensor& weight,
+                                const ConvGeometry& g) {
+  // The fields window_plan reads (make_problem needs the output tensor).
+  ConvProblem p{};
+  p.rows = static_cast<int32_t>(x.size(0) * g.out_pixels());
+  p.out_pixels = static_cast<int32_t>(g.out_pixels());
+  p.out_h = static_cast<int32_t>(g.out_h);
+  p.out_w = static_cast<int32_t>(g.out_w);
+  p.height = static_cast<int32_t>(g.height);
+  p.width = static_cast<int32_t>(g.width);
+  p.kernel_h = static_cast<int32_t>(g.kernel_h);
+  p.stride_h = static_cast<int32_t>(g.stride_h);
+  p.dilation_h = static_cast<int32_t>(g.dilation_h);
+  windows::WindowLaunch w;
+  return weight.size(0) > 0 && window_launch<BN>(x, g, p, w);
+}
+
+template <typename Elem, int BN>
+void launch_windows(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& group_idx,
+                    const std::optional<at::Tensor>& bias, const ConvGeometry& g, at::Tensor& out) {
+  const ConvProblem p = make_problem(x, weight, group_idx, bias, g, out, windows::kBK);
+  windows::WindowLaunch w;
+  TORCH_CHECK(window_launch<BN>(x, g, p, w), "gwprune: the window kernel does not take this call");
+  const CUtensorMap weight_map = weight_tensor_map(weight, BN);
+  const CUtensorMap x_map = x_window_tensor_map(x, w.box);
+  const int shared_bytes = windows::WindowLayout<BN>::shared_bytes(w);
+  const bool aligned = x.stride(1) % 8 == 0;
+  auto* kernel = aligned ? windows::window_conv_kernel<Elem, BN, true>
+                         : windows::window_conv_kernel<Elem, BN, false>;
+  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      windows::kMaxSharedBytes));
+  const int64_t tiles = ((p.rows + kTileRows - 1) / kTileRows) * ((p.out_channels + BN - 1) / BN);
+  kernel<<<static_cast<unsigned>(tiles), windows::kThreads, shared_bytes,
+           at::cuda::getCurrentCUDAStream()>>>(weight_map, x_map, p, w);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+template <typename Elem>
+void launch_windows_for_width(const at::Tensor& x, const at::Tensor& weight,
+                              const at::Tensor& group_idx, const std::optional<at::Tensor>& bias,
+                              const ConvGeometry& g, at::Tensor& out) {
+  const int64_t out_channels = weight.size(0);
+  if (out_channels > 128) {
+    launch_windows<Elem, 256>(x, weight, group_idx, bias, g, out);
+  } else if (out_channels > 64) {
+    launch_windows<Elem, 128>(x, weight, group_idx, bias, g, out);
+  } else {
+    launch_windows<Elem, 64>(x, weight, group_idx, bias, g, out);
+  }
+}
+
+// Where the window kernel is the default (measured, bench/NOTES.md change 21, H200
+// 2026-12-02): kernels of more than one tap on images of 196 output pixels or more, where
+// each channel's window serves several kept groups and a tile touches at most two images.
+// It ran slower on 1x1 convs (one group per window) and 7 x 7 images (four segments per
+// window), so those keep the older producers.
+inline bool window_kernel_is_default(const at::Tensor& x, const at::Tensor& weight,
+                                     const ConvGeometry& g) {
+  return g.kernel_h * g.kernel_w > 1 && g.out_pixels() >= 196 &&
+         window_path_applies<256>(x, weight, g);
+}
+
+// The NCHW 16-bit producer: the window kernel where it is the default, else the line
+// gather where it applies, else the run gather in pairs, alone, else the row gather.
+// GWPRUNE_IMPLICIT_GATHER=rows|runs|pairs|lines|windows forces one (one that does not
 // apply falls back to the row gather); it is read per call so that a benchmark can time
-// the three on one call (bench/experiments/implicit_conv.py).
+// them all on one call (bench/experiments/implicit_conv.py).
 inline Producer nchw_producer(const at::Tensor& x, const at::Tensor& weight,
                               const ConvGeometry& g) {
   const char* forced = std::getenv("GWPRUNE_IMPLICIT_GATHER");
   if (forced != nullptr && forced[0] != '\0') {
     const std::string name(forced);
-    TORCH_CHECK(name == "rows" || name == "runs" || name == "pairs" || name == "lines",
-                "GWPRUNE_IMPLICIT_GATHER must be 'rows', 'runs', 'pairs' or 'lines', not '", name,
-                "'");
+    TORCH_CHECK(
+        name == "rows" || name == "runs" || name == "pairs" || name == "lines" || name == "windows",
+        "GWPRUNE_IMPLICIT_GATHER must be 'rows', 'runs', 'pairs', 'lines' or 'windows', "
+        "not '",
+        name, "'");
+    if (name == "windows")
+      return window_path_applies<256>(x, weight, g) ? Producer::kWindows : Producer::kRows;
     if (name == "lines") return line_gather_applies(x, g) ? Producer::kLines : Producer::kRows;
     if (name == "runs") return run_gather_applies(x, g) ? Producer::kRuns : Producer::kRows;
     if (name == "pairs")
       return run_pairs_apply(x, weight, g) ? Producer::kRunPairs : Producer::kRows;
     return Producer::kRows;
   }
+  if (window_kernel_is_default(x, weight, g)) return Producer::kWindows;
   if (line_gather_applies(x, g)) return Producer::kLines;
   if (run_pairs_apply(x, weight, g)) return Producer::kRunPairs;
   if (run_gather_applies(x, g)) return Producer::kRuns;
@@ -501,6 +604,9 @@ void launch_for_layout(const at::Tensor& x, const at::Tensor& weight, const at::
   }
   if constexpr (sizeof(Elem) == 2) {
     switch (nchw_producer(x, weight, g)) {
+      case Producer::kWindows:
+        launch_windows_for_width<Elem>(x, weight, group_idx, bias, g, out);
+        return;
       case Producer::kLines:
         launch_for_width<Elem, false, Producer::kLines>(x, weight, group_idx, bias, g, out);
         return;

@@ -1,0 +1,178 @@
+// The window path's consumers (contract in window_geometry.cuh): warpgroup w multiplies
+// tile rows [64 w, 64 w + 64) by each stage's weight tile with wgmma, its A fragments read
+// by the threads themselves from the channel windows into registers (wgmma with A in
+// registers), so no A tile is ever stored.
+//
+// A thread's fragment rows are two fixed pixels for the whole K loop; for each it keeps
+//   its element offset in a slot (segment offset, input row and column of tap (0, 0)),
+//   the mask of its in-image taps, and (for x channel strides that are not a multiple of
+//   8) its segment's start residue mod 8.
+// Element (pixel, group) is then ring[view(group) + offset(pixel) + residue], or zero
+// where the tap falls in the padding. A thread reads its 16 table entries once per stage
+// and 8 elements per K step of 16 groups; two register sets let one step's loads overlap
+// the previous step's wgmma, with at most two in flight.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+
+#include "../sm90_primitives.cuh"
+#include "../wgmma_ops.cuh"
+#include "window_geometry.cuh"
+#include "window_producer.cuh"
+
+namespace gwprune::cuda::implicit::windows {
+
+#ifdef GWPRUNE_SM90A_DEVICE
+
+struct FragmentPixel {
+  uint32_t base;  // shared address, in the ring, of tap (0, 0)'s element in slot 0
+  uint32_t taps;
+  uint32_t residue;  // segment start mod 8 (only for channel strides not a multiple of 8)
+};
+
+template <bool ChannelsAligned>
+__device__ __forceinline__ FragmentPixel fragment_pixel(const ConvProblem& p,
+                                                        const TileWindows& tile, uint32_t ring,
+                                                        int row) {
+  FragmentPixel f{ring, 0u, 0u};
+  if (row >= p.rows) return f;
+  const int n = row / p.out_pixels;
+  const int pixel = row - n * p.out_pixels;
+  const int oh = pixel / p.out_w;
+  const int ow = pixel - oh * p.out_w;
+  const int k = n - tile.first_image;
+  int first_row = 0, segment_offset = 0;
+#pragma unroll
+  for (int s = 0; s < kMaxSegments; ++s) {
+    if (s == k) {
+      first_row = tile.first_row[s];
+      segment_offset = tile.offset[s];
+    }
+  }
+  const int top = oh * p.stride_h - p.pad_h;
+  const int left = ow * p.stride_w - p.pad_w;
+  const int offset = segment_offset + (top - first_row) * p.width + left;
+  f.residue = static_cast<uint32_t>(n * p.x_stride_n + first_row * p.width) & 7u;
+  // With aligned channel strides the residue is the segment's alone: fold it in.
+  f.base = ring + 2 * (offset + (ChannelsAligned ? static_cast<int>(f.residue) : 0));
+  for (int i = 0; i < p.kernel_h; ++i) {
+    const int ih = top + i * p.dilation_h;
+    if (ih < 0 || ih >= p.height) continue;
+    for (int j = 0; j < p.kernel_w; ++j) {
+      const int iw = left + j * p.dilation_w;
+      if (iw >= 0 && iw < p.width) f.taps |= 1u << (i * p.kernel_w + j);
+    }
+  }
+  return f;
+}
+
+// A real (if useless) read of a fragment's registers: ptxas treats wgmma's A registers
+// as free once the wgmma is issued, and where it reuses them for the next step's loads it
+// has to wait for that wgmma right away (WARPGROUP.DEPBAR 0 after every HGMMA). Reading
+// the fragment after the wait that covers its wgmma keeps the registers live until then.
+__device__ __forceinline__ uint32_t fragment_parity(const uint32_t (&a)[4]) {
+  return a[0] ^ a[1] ^ a[2] ^ a[3];
+}
+
+// Element (pixel, group): a predicated load, zero in the padding, so the warp never
+// branches per element.
+template <bool ChannelsAligned>
+__device__ __forceinline__ uint32_t window_element(int2 entry, const FragmentPixel& f) {
+  uint32_t address = f.base + static_cast<uint32_t>(entry.x);
+  if constexpr (!ChannelsAligned)
+    address += 2 * ((f.residue + (static_cast<uint32_t>(entry.y) >> 29)) & 7u);
+  const uint32_t valid = f.taps & static_cast<uint32_t>(entry.y);
+  uint16_t bits;
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %2, 0;\nmov.b16 %0, 0;\n@p ld.shared.b16 %0, [%1];\n}"
+      : "=h"(bits)
+      : "r"(address), "r"(valid));
+  return bits;
+}
+
+template <typename MmaType, int BN, int Stages, int BK, bool ChannelsAligned>
+__device__ __forceinline__ void consume_windows(float (&acc)[BN / 2], const ConvProblem& p,
+                                                const WindowShared& s, const TileWindows& tile,
+                                                const WindowLaunch& w, int first_row, int consumer,
+                                                int thread) {
+  using Mma = WgmmaRegisterA<MmaType, BN>;
+  constexpr int kBTileBytes = BN * 128;
+  constexpr int kSteps = BK / 16;
+  const int warp = thread / 32, lane = thread % 32;
+  const int row = first_row + 64 * consumer + 16 * warp + lane / 4;
+  const FragmentPixel pixel[2] = {fragment_pixel<ChannelsAligned>(p, tile, s.ring, row),
+                                  fragment_pixel<ChannelsAligned>(p, tile, s.ring, row + 8)};
+  const int ring_slots = static_cast<int>(w.ring.divisor);
+  int released = 0, released_slot = 0;  // lane 0's: channels handed back, and the next's slot
+  uint32_t a[2][4] = {};
+  uint32_t sink = 0;
+#pragma unroll 1
+  for (int kt = 0; kt < p.k_tiles; ++kt) {
+    const int stage = kt % Stages;
+    mbarrier_wait(&s.full[stage], (kt / Stages) & 1);
+    const uint32_t table = smem_address(s.tables + stage * BK);
+    const uint32_t b = smem_address(s.b_stages + stage * kBTileBytes);
+    const int last_channel = load_shared<int>(smem_address(s.stage_last + stage));
+    // The stage's table entries this thread needs, for all its K steps at once.
+    int2 entry[kSteps][4];
+#pragma unroll
+    for (int step = 0; step < kSteps; ++step) {
+      const int group = 16 * step + 2 * (lane % 4);
+      const uint4 low = load_shared<uint4>(table + group * 8);
+      const uint4 high = load_shared<uint4>(table + (group + 8) * 8);
+      entry[step][0] = make_int2(low.x, low.y);
+      entry[step][1] = make_int2(low.z, low.w);
+      entry[step][2] = make_int2(high.x, high.y);
+      entry[step][3] = make_int2(high.z, high.w);
+    }
+#pragma unroll
+    for (int step = 0; step < kSteps; ++step) {
+      uint32_t v[4][2];
+#pragma unroll
+      for (int e = 0; e < 4; ++e)
+#pragma unroll
+        for (int h = 0; h < 2; ++h)
+          v[e][h] = window_element<ChannelsAligned>(entry[step][e], pixel[h]);
+      // The wgmma two steps back, which read this register set, is done (and at a stage's
+      // second step the previous stage's weight tile is free).
+      wgmma_wait_group<1>();
+      if (step == 1 && kt > 0) {
+        // Every warp hands the stage back for itself: its own reads of the stage's table
+        // are then ordered before the producer rewrites it.
+        __syncwarp();
+        if (lane == 0) mbarrier_arrive(&s.empty[(kt - 1) % Stages]);
+      }
+      uint32_t (&frag)[4] = a[step % 2];
+      sink ^= fragment_parity(frag);
+      frag[0] = v[0][0] | (v[1][0] << 16);
+      frag[1] = v[0][1] | (v[1][1] << 16);
+      frag[2] = v[2][0] | (v[3][0] << 16);
+      frag[3] = v[2][1] | (v[3][1] << 16);
+      fence_accumulators(acc);
+      wgmma_fence();
+      Mma::mma(acc, frag, sw128_kmajor_descriptor(b + 32 * step), (kt > 0 || step > 0) ? 1 : 0);
+      wgmma_commit_group();
+      fence_accumulators(acc);
+    }
+    // Channels before this stage's last appear in no later stage: this warp has read them.
+    __syncwarp();
+    if (lane == 0) {
+      for (; released < last_channel; ++released) {
+        mbarrier_arrive(&s.ring_empty[released_slot]);
+        released_slot = released_slot + 1 == ring_slots ? 0 : released_slot + 1;
+      }
+    }
+  }
+  wgmma_wait_group<0>();
+  fence_accumulators(acc);
+  // Never true (rows is positive): only so that `sink`, and with it the fragments' last
+  // reads, cannot be removed.
+  if (p.rows < 0) acc[0] += __uint_as_float(sink);
+}
+
+#endif  // GWPRUNE_SM90A_DEVICE
+
+}  // namespace gwprune::cuda::implicit::windows

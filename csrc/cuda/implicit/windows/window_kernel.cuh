@@ -1,0 +1,129 @@
+// The window kernel (contract in window_geometry.cuh): one CTA per 128-pixel x BN-channel
+// output tile; warpgroup 0's first two warps produce (window_producer.cuh), warpgroups 1
+// and 2 consume (register_consumer.cuh) and store through the shared epilogue
+// (../epilogue.cuh).
+//
+// Shared memory: kStages weight tiles | the window ring (R slots) | the stage tables |
+// scratch and each stage's last channel | barriers.
+#pragma once
+
+#include <cuda.h>
+
+#include <cstdint>
+
+#include "../epilogue.cuh"
+#include "../sm90_primitives.cuh"
+#include "register_consumer.cuh"
+#include "window_geometry.cuh"
+#include "window_producer.cuh"
+
+namespace gwprune::cuda::implicit::windows {
+
+constexpr int kStages = 4;
+constexpr int kBK = 64;  // kept groups per stage (16-bit elements: one 128-byte K slice)
+constexpr int kThreads = 384;
+constexpr int kMaxSharedBytes = 227 * 1024;
+// The producer copies; the consumers hold 128 accumulators plus their fragments, views
+// and pixel offsets. The two moves balance: 128 * (168 - 56) == 256 * (224 - 168).
+constexpr int kLaunchRegisters = 168;
+constexpr int kProducerRegisters = 56;
+constexpr int kConsumerRegisters = 224;
+static_assert(128 * (kLaunchRegisters - kProducerRegisters) ==
+                  256 * (kConsumerRegisters - kLaunchRegisters),
+              "registers released by the producer must equal those the consumers claim");
+
+template <int BN>
+struct WindowLayout {
+  static constexpr int kBTileBytes = BN * 128;
+  static constexpr int kRingOffset = kStages * kBTileBytes;
+  static constexpr int kTableBytes = kStages * kBK * 8;
+  static constexpr int kScratchBytes = 128;
+  __host__ __device__ static int ring_bytes(const WindowLaunch& w) {
+    return w.slot_elements * 2 * static_cast<int>(w.ring.divisor);
+  }
+  static int shared_bytes(const WindowLaunch& w) {
+    return 1024 + kRingOffset + ring_bytes(w) + kTableBytes + kScratchBytes +
+           8 * (2 * kStages + static_cast<int>(w.ring.divisor));
+  }
+};
+
+// The largest ring (up to kMaxRingSlots) that shared memory holds next to BN-wide weight
+// stages, or false when fewer than kMinRingSlots fit: the producer copies a channel only
+// once the channel R before it is released, so R is how far the copies run ahead.
+template <int BN>
+inline bool choose_ring(WindowLaunch& w) {
+  w.ring = FastDivision::of(1);
+  const int fixed = WindowLayout<BN>::shared_bytes(w) - w.slot_elements * 2 - 8;
+  int slots = (kMaxSharedBytes - fixed) / (w.slot_elements * 2 + 8);
+  if (slots > kMaxRingSlots) slots = kMaxRingSlots;
+  if (slots < kMinRingSlots) return false;
+  w.ring = FastDivision::of(slots);
+  return WindowLayout<BN>::shared_bytes(w) <= kMaxSharedBytes;
+}
+
+template <typename Elem, int BN, bool ChannelsAligned>
+__global__ void __launch_bounds__(kThreads, 1)
+    window_conv_kernel(const __grid_constant__ CUtensorMap weight_map,
+                       const __grid_constant__ CUtensorMap x_map, const ConvProblem p,
+                       const WindowLaunch w) {
+#ifdef GWPRUNE_SM90A_DEVICE
+  using Layout = WindowLayout<BN>;
+  extern __shared__ uint8_t shared_raw[];
+  uint8_t* shared = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(shared_raw) + 1023) &
+                                               ~static_cast<uintptr_t>(1023));
+  const int ring_slots = static_cast<int>(w.ring.divisor);
+  uint8_t* ring = shared + Layout::kRingOffset;
+  WindowShared s;
+  s.b_stages = shared;
+  s.ring = smem_address(ring);
+  s.tables = reinterpret_cast<int2*>(ring + Layout::ring_bytes(w));
+  s.scratch = reinterpret_cast<int*>(reinterpret_cast<uint8_t*>(s.tables) + Layout::kTableBytes);
+  s.stage_last = s.scratch + 4;
+  s.full =
+      reinterpret_cast<uint64_t*>(reinterpret_cast<uint8_t*>(s.scratch) + Layout::kScratchBytes);
+  s.empty = s.full + kStages;
+  s.ring_empty = s.empty + kStages;
+
+  // Output-channel tiles vary fastest, so the CTAs of one pixel tile run together and
+  // its windows are read from L2.
+  const int n_tiles = (p.out_channels + BN - 1) / BN;
+  const int first_col = (blockIdx.x % n_tiles) * BN;
+  const int first_row = (blockIdx.x / n_tiles) * kTileRows;
+  const int warpgroup = threadIdx.x / 128;
+  const int thread = threadIdx.x % 128;
+
+  if (threadIdx.x == 0) {
+    for (int i = 0; i < kStages; ++i) {
+      mbarrier_init(&s.full[i], kTableThreads);  // every table entry's writer
+      mbarrier_init(&s.empty[i], 8);             // every consumer warp
+    }
+    for (int i = 0; i < ring_slots; ++i) mbarrier_init(&s.ring_empty[i], 8);  // consumer warps
+    fence_barrier_init();
+    prefetch_tensor_map(&weight_map);
+    prefetch_tensor_map(&x_map);
+  }
+  __syncthreads();
+  const TileWindows tile = tile_windows(p, first_row, w.box);
+
+  if (warpgroup == 0) {
+    release_registers<kProducerRegisters>();
+    if (thread < kTableThreads)
+      produce_windows<kStages, Layout::kBTileBytes, kBK>(p, &weight_map, &x_map, s, tile, w,
+                                                         first_col, thread);
+  } else {
+    claim_registers<kConsumerRegisters>();
+    const int consumer = warpgroup - 1;
+    float acc[BN / 2];
+    consume_windows<typename ElemTraits<Elem>::Mma, BN, kStages, kBK, ChannelsAligned>(
+        acc, p, s, tile, w, first_row, consumer, thread);
+    // Both consumers are past their last wgmma: the weight stages can hold the output.
+    named_barrier_sync(2, 256);
+    constexpr int kStagingBytes = BN * (64 * sizeof(Elem) + 16);
+    static_assert(2 * kStagingBytes <= Layout::kRingOffset, "the output tiles fit the stages");
+    store_tile<Elem, BN, false>(p, acc, shared + consumer * kStagingBytes,
+                                first_row + 64 * consumer, first_col, thread, 3 + consumer);
+  }
+#endif
+}
+
+}  // namespace gwprune::cuda::implicit::windows

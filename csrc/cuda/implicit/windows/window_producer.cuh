@@ -1,0 +1,118 @@
+// The window path's producer (contract in window_geometry.cuh): per K stage of 64 kept
+// groups it writes the stage's group table and starts the weight tile's copy, then starts
+// the window copies of the channels that first appear in the stage. All of them complete
+// on the stage's one full barrier, so a consumer waits once per stage.
+//
+// Channels are numbered in K order (ordinal q); channel q lives in ring slot q % R until
+// every consumer warp has finished the stage after its last group. With R > 64 (at most
+// 64 channels start in a stage) a stage's copies never wait for that stage's own consumers.
+// A stage's table entry for group g is
+//   {byte offset of g's view in the ring (slot, bank skew, tap shift),
+//    the bit of g's tap (0 for padding columns) | (c * x_stride_c mod 8) << 29},
+// and the stage's last channel ordinal goes to `stage_last`.
+#pragma once
+
+#include <cstdint>
+
+#include "../sm90_primitives.cuh"
+#include "window_geometry.cuh"
+
+namespace gwprune::cuda::implicit::windows {
+
+// Where the pieces of the window kernel live in shared memory.
+struct WindowShared {
+  uint8_t* b_stages;
+  int2* tables;     // [stages][64]
+  int* scratch;     // [2][2]: new channels per producer warp, by stage parity
+  int* stage_last;  // [stages]: the ordinal of each stage's last channel
+  uint32_t ring;    // shared address of slot 0
+  uint64_t* full;   // weight tile, table and the stage's new windows landed
+  uint64_t* empty;
+  uint64_t* ring_empty;  // a slot's channel released by every consumer warp
+};
+
+#ifdef GWPRUNE_SM90A_DEVICE
+
+constexpr int kTableThreads = 64;  // one per kept group of a stage
+constexpr int kTableBarrier = 1;   // named barrier of those threads
+
+__device__ __forceinline__ void decode_group(const ConvProblem& p, int group, int& c, int& i,
+                                             int& j) {
+  c = -1;
+  i = j = 0;
+  if (group < 0) return;
+  c = p.by_taps.divide(group);
+  const int tap = group - c * p.taps;
+  i = p.by_kernel_w.divide(tap);
+  j = tap - i * p.kernel_w;
+}
+
+// Run by producer threads [0, 64); thread 0 also copies the weight tiles.
+template <int Stages, int BTileBytes, int BK>
+__device__ __forceinline__ void produce_windows(const ConvProblem& p, const void* weight_map,
+                                                const void* x_map, const WindowShared& s,
+                                                const TileWindows& tile, const WindowLaunch& w,
+                                                int first_col, int thread) {
+  const int warp = thread / 32, lane = thread % 32;
+  int boxes = 0;
+  for (int k = 0; k < kMaxSegments; ++k)
+    if (k < tile.segments) boxes += tile.boxes[k];
+  const uint32_t window_bytes = static_cast<uint32_t>(boxes * w.box * 2);
+  int channels_before = 0;  // channels that start in earlier stages
+  const int32_t* group_idx = p.group_idx;
+#pragma unroll 1
+  for (int kt = 0; kt < p.k_tiles; ++kt) {
+    const int stage = kt % Stages;
+    if (kt >= Stages) mbarrier_wait(&s.empty[stage], ((kt / Stages) - 1) & 1);
+    const int g = kt * BK + thread;
+    int c, i, j, previous, pi, pj;
+    decode_group(p, g < p.kept_padded ? group_idx[g] : -1, c, i, j);
+    decode_group(p, (g > 0 && g - 1 < p.kept_padded) ? group_idx[g - 1] : -1, previous, pi, pj);
+    const bool starts_channel = c >= 0 && c != previous;
+    const uint32_t starts = __ballot_sync(0xffffffffu, starts_channel);
+    if (lane == 0) s.scratch[(kt & 1) * 2 + warp] = __popc(starts);
+    named_barrier_sync(kTableBarrier, kTableThreads);
+    const int before_warp = warp == 0 ? 0 : s.scratch[(kt & 1) * 2];
+    const int in_stage = s.scratch[(kt & 1) * 2] + s.scratch[(kt & 1) * 2 + 1];
+    // Ordinal of this group's channel: the channels started up to and including it, less one.
+    const int q = channels_before + before_warp + __popc(starts & ((2u << lane) - 1)) - 1;
+    const int turn = w.ring.divide(q);  // how many times the ring has wrapped before q
+    const int slot = q - turn * w.ring.divisor;
+    const int view =
+        slot * w.slot_elements + 8 * (q & 3) + i * p.dilation_h * p.width + j * p.dilation_w;
+    const uint32_t tap_bit = c >= 0 ? 1u << (i * p.kernel_w + j) : 0u;
+    const uint32_t residue = c >= 0 ? static_cast<uint32_t>(c * p.x_stride_c) & 7u : 0u;
+    const uint32_t entry = smem_address(s.tables + stage * BK + thread);
+    store_shared(entry, 2 * view);
+    store_shared(entry + 4, static_cast<int>(tap_bit | residue << 29));
+    if (thread == BK - 1) store_shared(smem_address(s.stage_last + stage), q);
+    // Each thread publishes its own entry by arriving; thread 0 first adds the bytes of the
+    // weight tile and of the stage's windows, so the stage cannot complete without them.
+    if (thread == 0) {
+      mbarrier_expect_tx(&s.full[stage], BTileBytes + in_stage * window_bytes);
+      tma_load_2d(s.b_stages + stage * BTileBytes, weight_map, &s.full[stage], kt * BK, first_col);
+    }
+    mbarrier_arrive(&s.full[stage]);
+    channels_before += in_stage;
+    if (starts_channel) {
+      // The slot's previous channel (q - R) must be released by every consumer warp.
+      if (turn > 0) mbarrier_wait(&s.ring_empty[slot], (turn - 1) & 1);
+      const uint32_t slot_address = s.ring + slot * w.slot_elements * 2;
+      const int skew = 8 * (q & 3);
+#pragma unroll
+      for (int k = 0; k < kMaxSegments; ++k) {
+        if (k >= tile.segments) break;
+        const int first =
+            (tile.first_image + k) * p.x_stride_n + c * p.x_stride_c + tile.first_row[k] * p.width;
+        const int start = (first & ~7) - skew;
+        for (int b = 0; b < tile.boxes[k]; ++b)
+          tma_load_1d(slot_address + (tile.offset[k] + b * w.box) * 2, x_map, &s.full[stage],
+                      start + b * w.box);
+      }
+    }
+  }
+}
+
+#endif  // GWPRUNE_SM90A_DEVICE
+
+}  // namespace gwprune::cuda::implicit::windows
