@@ -1,11 +1,12 @@
 // The backend rule (docs/design.md states it). "auto" runs the explicit path: on an
-// H200 (2026-12-02, bench/results/implicit-NVIDIA-H200-2026-12-02, v5b) the implicit
-// kernel reaches 100-280 TFLOP/s in fp16 and is slower than gather + cuBLAS on the seed
-// conv, at batch 1 and on channels_last inputs, faster only on some NCHW layers
-// (ResNet-50's 3x3 at 14 x 14 and 28 x 28, 1024 -> 256 1x1). Until it wins broadly, a
-// layer runs implicit when asked ("implicit", e.g. by gwprune.autotune after timing both)
-// and the kernel can take it (implicit_conv_unsupported_reason: sm_90 GPU, sm_90a build, fp16 /
-// bf16 / TF32, at most 64 taps, 32-bit offsets); strict fp32 always runs explicit.
+// H200 (2026-12-02, bench/results/implicit-NVIDIA-H200-2026-12-02, v6c) the implicit
+// kernel reaches 120-370 TFLOP/s in fp16 and is slower than gather + cuBLAS on the seed
+// conv at keep .5 and .25, at batch 1 and on channels_last inputs, faster on some NCHW
+// layers (the seed conv at keep .75, ResNet-50's 3x3 at 14 x 14 and 28 x 28). Until it
+// wins broadly, a layer runs implicit when asked ("implicit", e.g. by gwprune.autotune
+// after timing both) and the kernel can take it (implicit_conv_unsupported_reason: sm_90
+// GPU, sm_90a build, fp16 / bf16 / TF32, at most 64 taps, 32-bit offsets); strict fp32
+// always runs explicit.
 #include "conv_backend.h"
 
 #include "../error_message.h"

@@ -25,7 +25,10 @@
 // (one TMA copy per aligned 64-pixel line); nchw_producer picks one. mma_consumer.cuh is
 // the two wgmma warpgroups, epilogue.cuh the bias and the store in the output layout,
 // implicit_conv_kernel.cuh the kernel, its tile configurations and the launch
-// (instantiated per dtype by implicit_conv_{fp16,bf16,tf32}.cu).
+// (instantiated per dtype by implicit_conv_{fp16,bf16,tf32}.cu). windows/ is a second
+// kernel for NCHW 16-bit inputs (its contract in windows/window_geometry.cuh): each
+// channel's input rows copied once per tile, the consumers reading A from them into
+// registers; nchw_producer picks it too, and it shares the epilogue.
 #pragma once
 
 #include <ATen/ATen.h>
