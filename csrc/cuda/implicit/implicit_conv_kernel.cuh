@@ -290,14 +290,10 @@ inline CUtensorMap weight_tensor_map(const at::Tensor& weight, int box_rows) {
                           CU_TENSOR_MAP_L2_PROMOTION_L2_256B, "weight");
 }
 
-inline ConvProblem make_problem(const at::Tensor& x, const at::Tensor& weight,
-                                const at::Tensor& group_idx, const std::optional<at::Tensor>& bias,
-                                const ConvGeometry& g, at::Tensor& out, int bk) {
+// The problem's shapes and strides (no pointers): what the producers' rules read.
+inline ConvProblem problem_shape(const at::Tensor& x, const at::Tensor& weight,
+                                 const ConvGeometry& g, int bk) {
   ConvProblem p{};
-  p.x = x.data_ptr();
-  p.out = out.data_ptr();
-  p.bias = bias.has_value() ? bias->data_ptr() : nullptr;
-  p.group_idx = group_idx.data_ptr<int32_t>();
   p.row_pitch = static_cast<int32_t>(g.out_pixels());
   p.rows = static_cast<int32_t>(x.size(0) * g.out_pixels());
   p.out_channels = static_cast<int32_t>(weight.size(0));
@@ -323,6 +319,17 @@ inline ConvProblem make_problem(const at::Tensor& x, const at::Tensor& weight,
   p.x_stride_h = static_cast<int32_t>(x.stride(2));
   p.x_stride_w = static_cast<int32_t>(x.stride(3));
   p.k_tiles = static_cast<int32_t>((weight.size(1) + bk - 1) / bk);
+  return p;
+}
+
+inline ConvProblem make_problem(const at::Tensor& x, const at::Tensor& weight,
+                                const at::Tensor& group_idx, const std::optional<at::Tensor>& bias,
+                                const ConvGeometry& g, at::Tensor& out, int bk) {
+  ConvProblem p = problem_shape(x, weight, g, bk);
+  p.x = x.data_ptr();
+  p.out = out.data_ptr();
+  p.bias = bias.has_value() ? bias->data_ptr() : nullptr;
+  p.group_idx = group_idx.data_ptr<int32_t>();
   return p;
 }
 
@@ -504,17 +511,7 @@ inline bool window_launch(const at::Tensor& x, const ConvGeometry& g, const Conv
 template <int BN>
 inline bool window_path_applies(const at::Tensor& x, const at::Tensor& weight,
                                 const ConvGeometry& g) {
-  // The fields window_plan reads (make_problem needs the output tensor).
-  ConvProblem p{};
-  p.rows = static_cast<int32_t>(x.size(0) * g.out_pixels());
-  p.out_pixels = static_cast<int32_t>(g.out_pixels());
-  p.out_h = static_cast<int32_t>(g.out_h);
-  p.out_w = static_cast<int32_t>(g.out_w);
-  p.height = static_cast<int32_t>(g.height);
-  p.width = static_cast<int32_t>(g.width);
-  p.kernel_h = static_cast<int32_t>(g.kernel_h);
-  p.stride_h = static_cast<int32_t>(g.stride_h);
-  p.dilation_h = static_cast<int32_t>(g.dilation_h);
+  const ConvProblem p = problem_shape(x, weight, g, windows::kBK);
   windows::WindowLaunch w;
   return weight.size(0) > 0 && window_launch<BN>(x, g, p, w);
 }
