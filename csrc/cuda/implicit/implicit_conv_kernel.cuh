@@ -528,8 +528,15 @@ void launch_windows(const at::Tensor& x, const at::Tensor& weight, const at::Ten
   const bool aligned = x.stride(1) % 8 == 0;
   auto* kernel = aligned ? windows::window_conv_kernel<Elem, BN, true>
                          : windows::window_conv_kernel<Elem, BN, false>;
-  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                      windows::kMaxSharedBytes));
+  // Once per instantiation, not per call (host time: issue 15), as launch() does.
+  static const bool configured = [] {
+    for (auto* each : {windows::window_conv_kernel<Elem, BN, true>,
+                       windows::window_conv_kernel<Elem, BN, false>})
+      C10_CUDA_CHECK(cudaFuncSetAttribute(each, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                          windows::kMaxSharedBytes));
+    return true;
+  }();
+  (void)configured;
   const int64_t tiles = ((p.rows + kTileRows - 1) / kTileRows) * ((p.out_channels + BN - 1) / BN);
   kernel<<<static_cast<unsigned>(tiles), windows::kThreads, shared_bytes,
            at::cuda::getCurrentCUDAStream()>>>(weight_map, x_map, p, w);
