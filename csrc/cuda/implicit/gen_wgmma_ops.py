@@ -17,18 +17,24 @@ TYPES = {  # C++ tag -> (PTX operand type, K of one instruction, takes transpose
 WIDTHS = (64, 128, 256)
 
 
+def accumulators(regs):
+    """The accumulators' asm operand numbers and their "+f" constraints, 8 per line."""
+    numbers = ", ".join(f"%{i}" for i in range(regs))
+    constraints = ",\n        ".join(
+        ", ".join(f'"+f"(d[{i + j}])' for j in range(min(8, regs - i))) for i in range(0, regs, 8)
+    )
+    return numbers, constraints
+
+
 def wrapper(tag, ptx_type, k, has_transpose, n):
     regs = n // 2
-    reg_list = ", ".join(f"%{i}" for i in range(regs))
+    reg_list, outputs = accumulators(regs)
     desc_a, desc_b, scale_d = regs, regs + 1, regs + 2
     # 16-bit types take the transpose immediates: A's is a template argument (an
     # MN-major A tile, as the NCHW run gather writes it), B stays K-major.
     immediates = f"1, 1, %{scale_d + 1}, 0" if has_transpose else "1, 1"
     template = "template <int TransposeA = 0>\n  " if has_transpose else ""
     transpose_operand = ', "n"(TransposeA)' if has_transpose else ""
-    outputs = ",\n        ".join(
-        ", ".join(f'"+f"(d[{i + j}])' for j in range(min(8, regs - i))) for i in range(0, regs, 8)
-    )
     return f"""template <>
 struct Wgmma<{tag}, {n}> {{
   static constexpr int kK = {k};
@@ -49,13 +55,10 @@ def register_a_wrapper(tag, ptx_type, k, has_transpose, n):
     # A in registers (four 32-bit registers per thread, the m64k(16|8) A fragment), B in
     # shared memory: the window consumers gather their A fragments themselves.
     regs = n // 2
-    reg_list = ", ".join(f"%{i}" for i in range(regs))
+    reg_list, outputs = accumulators(regs)
     a_list = ", ".join(f"%{regs + i}" for i in range(4))
     desc_b, scale_d = regs + 4, regs + 5
     immediates = "1, 1, 0" if has_transpose else "1, 1"
-    outputs = ",\n        ".join(
-        ", ".join(f'"+f"(d[{i + j}])' for j in range(min(8, regs - i))) for i in range(0, regs, 8)
-    )
     return f"""template <>
 struct WgmmaRegisterA<{tag}, {n}> {{
   static constexpr int kK = {k};
