@@ -4,13 +4,14 @@
 // registers), so no A tile is ever stored.
 //
 // A thread's fragment rows are two fixed pixels for the whole K loop; for each it keeps
-//   its element offset in a slot (segment offset, input row and column of tap (0, 0)),
-//   the mask of its in-image taps, and (for x channel strides that are not a multiple of
-//   8) its segment's start residue mod 8.
-// Element (pixel, group) is then ring[view(group) + offset(pixel) + residue], or zero
-// where the tap falls in the padding. A thread reads its 16 table entries once per stage
-// and 8 elements per K step of 16 groups; two register sets let one step's loads overlap
-// the previous step's wgmma, with at most two in flight.
+//   the shared address its tap (0, 0) would have in slot 0 (ring base, segment offset,
+//   input row and column, and the segment's start residue mod 8 where x's channel stride
+//   is a multiple of 8), the mask of its in-image taps, and otherwise that residue apart.
+// Element (pixel, group) is then the 2 bytes at base(pixel) + view(group) (+ the residue
+// of the channel's and the segment's starts together), or zero where the tap's bit is not
+// in the pixel's mask. A thread reads its 16 table entries once per stage and 8 elements
+// per K step of 16 groups; two register sets let one step's loads overlap the previous
+// step's wgmma, with at most two in flight.
 #pragma once
 
 #include <cuda_bf16.h>
