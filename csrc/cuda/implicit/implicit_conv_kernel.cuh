@@ -344,28 +344,17 @@ inline int64_t element_span(const at::Tensor& x) {
   return span;
 }
 
-// x as one 1-D tensor of its span, in boxes of one 128-byte line (the line gather's
-// copies); elements outside the span read as zeros.
-inline CUtensorMap x_line_tensor_map(const at::Tensor& x) {
+// x (16-bit) as one 1-D tensor of its span, in boxes of `box` elements; elements outside
+// the span read as zeros. The line gather's copies take one 128-byte swizzled line per
+// box, the window kernel's a whole unswizzled channel window.
+inline CUtensorMap x_span_tensor_map(const at::Tensor& x, int box, CUtensorMapL2promotion promotion,
+                                     CUtensorMapSwizzle swizzle) {
   const CUtensorMapDataType type = x.scalar_type() == at::kHalf ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16
                                                                 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
   const cuuint64_t dims[1] = {static_cast<cuuint64_t>(element_span(x))};
   const cuuint64_t strides[1] = {0};  // a rank-1 map has none
-  const cuuint32_t box[1] = {static_cast<cuuint32_t>(kLinePixels)};
-  return encode_tiled_map(type, 1, x.data_ptr(), dims, strides, box,
-                          CU_TENSOR_MAP_L2_PROMOTION_L2_128B, "x");
-}
-
-// x as one 1-D tensor of its span in boxes of `box` elements, unswizzled (the window
-// kernel's channel windows).
-inline CUtensorMap x_window_tensor_map(const at::Tensor& x, int box) {
-  const CUtensorMapDataType type = x.scalar_type() == at::kHalf ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16
-                                                                : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
-  const cuuint64_t dims[1] = {static_cast<cuuint64_t>(element_span(x))};
-  const cuuint64_t strides[1] = {0};
   const cuuint32_t boxes[1] = {static_cast<cuuint32_t>(box)};
-  return encode_tiled_map(type, 1, x.data_ptr(), dims, strides, boxes,
-                          CU_TENSOR_MAP_L2_PROMOTION_L2_256B, "x", CU_TENSOR_MAP_SWIZZLE_NONE);
+  return encode_tiled_map(type, 1, x.data_ptr(), dims, strides, boxes, promotion, "x", swizzle);
 }
 
 template <typename Elem, int BN, bool ChannelsLast, Producer Kind>
@@ -385,7 +374,8 @@ void launch(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& gro
     p.row_pitch = static_cast<int32_t>(run_row_pitch(g));
   if constexpr (Kind == Producer::kLines) {
     p.row_pitch = static_cast<int32_t>(line_row_pitch(g.out_pixels()));
-    x_map = x_line_tensor_map(x);
+    x_map = x_span_tensor_map(x, kLinePixels, CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
+                              CU_TENSOR_MAP_SWIZZLE_128B);
   }
   p.rows = static_cast<int32_t>(x.size(0) * p.row_pitch);
   const CUtensorMap weight_map = weight_tensor_map(weight, BN);
@@ -523,7 +513,8 @@ void launch_windows(const at::Tensor& x, const at::Tensor& weight, const at::Ten
   windows::WindowLaunch w;
   TORCH_CHECK(window_launch<BN>(x, g, p, w), "gwprune: the window kernel does not take this call");
   const CUtensorMap weight_map = weight_tensor_map(weight, BN);
-  const CUtensorMap x_map = x_window_tensor_map(x, w.box);
+  const CUtensorMap x_map =
+      x_span_tensor_map(x, w.box, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_SWIZZLE_NONE);
   const int shared_bytes = windows::WindowLayout<BN>::shared_bytes(w);
   const bool aligned = x.stride(1) % 8 == 0;
   auto* kernel = aligned ? windows::window_conv_kernel<Elem, BN, true>
