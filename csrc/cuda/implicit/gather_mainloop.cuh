@@ -116,14 +116,25 @@ __device__ __forceinline__ int32_t fetch_group(const ConvProblem& p, int k) {
   return k < p.kept_padded ? __ldg(p.group_idx + k) : -1;
 }
 
-__device__ __forceinline__ GroupColumn decode_group(const ConvProblem& p, int32_t group) {
-  if (group < 0) return {0, 64};
+// A kept group (c * taps + i * kernel_w + j, not -1): its channel, tap, kernel row and
+// column. Every producer decodes group_idx through this.
+struct GroupTap {
+  int c, tap, i, j;
+};
+
+__device__ __forceinline__ GroupTap decode_tap(const ConvProblem& p, int32_t group) {
   const int c = p.by_taps.divide(group);
   const int tap = group - c * p.taps;
   const int i = p.by_kernel_w.divide(tap);
-  const int j = tap - i * p.kernel_w;
-  return {c * p.x_stride_c + i * p.dilation_h * p.x_stride_h + j * p.dilation_w * p.x_stride_w,
-          tap};
+  return {c, tap, i, tap - i * p.kernel_w};
+}
+
+__device__ __forceinline__ GroupColumn decode_group(const ConvProblem& p, int32_t group) {
+  if (group < 0) return {0, 64};
+  const GroupTap t = decode_tap(p, group);
+  return {
+      t.c * p.x_stride_c + t.i * p.dilation_h * p.x_stride_h + t.j * p.dilation_w * p.x_stride_w,
+      t.tap};
 }
 
 // Per element type: the raw bits the gather moves and the wgmma operand type.

@@ -108,12 +108,9 @@ struct RunGather {
     offset = 0;
     tap = 0xffffu;
     if (group < 0) return;
-    const int c = p.by_taps.divide(group);
-    const int t = group - c * p.taps;
-    const int i = p.by_kernel_w.divide(t);
-    const int j = t - i * p.kernel_w;
-    offset = c * p.x_stride_c + i * p.dilation_h * p.width + j * p.dilation_w;
-    tap = static_cast<uint32_t>(i) | (static_cast<uint32_t>(j) << 8);
+    const GroupTap t = decode_tap(p, group);
+    offset = t.c * p.x_stride_c + t.i * p.dilation_h * p.width + t.j * p.dilation_w;
+    tap = static_cast<uint32_t>(t.i) | (static_cast<uint32_t>(t.j) << 8);
   }
 
   // k_ahead: the first column of the part four parts on, whose groups this set fetches.

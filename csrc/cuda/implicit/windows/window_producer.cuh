@@ -36,17 +36,6 @@ struct WindowShared {
 constexpr int kTableThreads = 64;  // one per kept group of a stage
 constexpr int kTableBarrier = 1;   // named barrier of those threads
 
-__device__ __forceinline__ void decode_group(const ConvProblem& p, int group, int& c, int& i,
-                                             int& j) {
-  c = -1;
-  i = j = 0;
-  if (group < 0) return;
-  c = p.by_taps.divide(group);
-  const int tap = group - c * p.taps;
-  i = p.by_kernel_w.divide(tap);
-  j = tap - i * p.kernel_w;
-}
-
 // Run by producer threads [0, 64); thread 0 also copies the weight tiles.
 template <int Stages, int BTileBytes, int BK>
 __device__ __forceinline__ void produce_windows(const ConvProblem& p, const void* weight_map,
@@ -59,15 +48,17 @@ __device__ __forceinline__ void produce_windows(const ConvProblem& p, const void
     if (k < tile.segments) boxes += tile.boxes[k];
   const uint32_t window_bytes = static_cast<uint32_t>(boxes * w.box * 2);
   int channels_before = 0;  // channels that start in earlier stages
-  const int32_t* group_idx = p.group_idx;
 #pragma unroll 1
   for (int kt = 0; kt < p.k_tiles; ++kt) {
     const int stage = kt % Stages;
     if (kt >= Stages) mbarrier_wait(&s.empty[stage], ((kt / Stages) - 1) & 1);
     const int g = kt * BK + thread;
-    int c, i, j, previous, pi, pj;
-    decode_group(p, g < p.kept_padded ? group_idx[g] : -1, c, i, j);
-    decode_group(p, (g > 0 && g - 1 < p.kept_padded) ? group_idx[g - 1] : -1, previous, pi, pj);
+    const int32_t group = fetch_group(p, g);
+    const int32_t previous_group = g > 0 ? fetch_group(p, g - 1) : -1;
+    // Padding columns (-1) have no channel and start none.
+    const GroupTap t = group >= 0 ? decode_tap(p, group) : GroupTap{-1, 0, 0, 0};
+    const int c = t.c;
+    const int previous = previous_group >= 0 ? decode_tap(p, previous_group).c : -1;
     const bool starts_channel = c >= 0 && c != previous;
     const uint32_t starts = __ballot_sync(0xffffffffu, starts_channel);
     if (lane == 0) s.scratch[(kt & 1) * 2 + warp] = __popc(starts);
@@ -79,8 +70,8 @@ __device__ __forceinline__ void produce_windows(const ConvProblem& p, const void
     const int turn = w.ring.divide(q);  // how many times the ring has wrapped before q
     const int slot = q - turn * w.ring.divisor;
     const int view =
-        slot * w.slot_elements + 8 * (q & 3) + i * p.dilation_h * p.width + j * p.dilation_w;
-    const uint32_t tap_bit = c >= 0 ? 1u << (i * p.kernel_w + j) : 0u;
+        slot * w.slot_elements + 8 * (q & 3) + t.i * p.dilation_h * p.width + t.j * p.dilation_w;
+    const uint32_t tap_bit = c >= 0 ? 1u << t.tap : 0u;
     const uint32_t residue = c >= 0 ? static_cast<uint32_t>(c * p.x_stride_c) & 7u : 0u;
     const uint32_t entry = smem_address(s.tables + stage * BK + thread);
     store_shared(entry, 2 * view);
