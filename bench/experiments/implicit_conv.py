@@ -1,6 +1,7 @@
 """The implicit-GEMM conv against the explicit path, the equal-FLOPs anchor and dense.
 
     python bench/experiments/implicit_conv.py --out FILE.csv [--quick] [--layers a,b]
+        [--gathers windows,framed]
 
 For each layer, precision (tf32, fp16, bf16) and keep ratio: gwprune with
 backend="implicit" and backend="explicit" (packed weight, x in the layout given),
@@ -42,7 +43,7 @@ LAYERS = {
     "batch1-512-14": (1, 512, 512, 14, 3, 1, 1),
 }
 # The NCHW producers (GWPRUNE_IMPLICIT_GATHER), each timed on the same call.
-GATHERS = ("rows", "runs", "pairs", "lines", "windows")
+GATHERS = ("rows", "runs", "pairs", "lines", "windows", "framed")
 QUICK = ["seed-512-28", "r50-256-14", "r50-1x1-1024-14", "batch1-512-14"]
 
 
@@ -54,7 +55,7 @@ def relative_error(out, ref) -> float:
     return float((out.double() - ref).norm() / ref.norm())
 
 
-def measure(name, layer, precision, keep, writer):
+def measure(name, layer, precision, keep, writer, gathers=GATHERS):
     n, c, co, h, k, s, p = layer
     dtype = DTYPE[precision]
     torch.backends.cudnn.allow_tf32 = precision == "tf32"
@@ -91,7 +92,7 @@ def measure(name, layer, precision, keep, writer):
         if layout_name == "nchw":
             # Each NCHW producer forced on the same call (GWPRUNE_IMPLICIT_GATHER; one
             # that does not apply falls back to the row gather): side by side.
-            for gather in GATHERS:
+            for gather in gathers:
                 os.environ["GWPRUNE_IMPLICIT_GATHER"] = gather
                 try:
 
@@ -108,7 +109,8 @@ def measure(name, layer, precision, keep, writer):
     row["dense"] = min(row["dense_nchw"], row["dense_nhwc"])
     row["implicit"] = min(row["implicit_nchw"], row["implicit_nhwc"])
     row["implicit_vs_anchor"] = row["implicit"] / row["anchor"]
-    row["windows_vs_anchor"] = row["implicit_windows_nchw"] / row["anchor"]
+    for window in ("windows", "framed"):
+        row[f"{window}_vs_anchor"] = row.get(f"implicit_{window}_nchw", nan) / row["anchor"]
     flops = 2 * n * co * h * h * round(keep * groups) / (s * s)
     row["implicit_tflops"] = flops / row["implicit"] / 1e9
     row["anchor_tflops"] = (
@@ -116,15 +118,14 @@ def measure(name, layer, precision, keep, writer):
     )
     writer.writerow(row)
     r = row
+    forced = " ".join(f"{g} {r[f'implicit_{g}_nchw']:.4f}" for g in gathers)
     print(
         f"{name:>16} {precision} keep={keep:.2f}  implicit {r['implicit_nchw']:.4f}/"
-        f"{r['implicit_nhwc']:.4f} (rows {r['implicit_rows_nchw']:.4f} runs "
-        f"{r['implicit_runs_nchw']:.4f} pairs {r['implicit_pairs_nchw']:.4f} lines "
-        f"{r['implicit_lines_nchw']:.4f} windows {r['implicit_windows_nchw']:.4f})"
+        f"{r['implicit_nhwc']:.4f} ({forced})"
         f"  explicit {r['explicit_nchw']:.4f}/{r['explicit_nhwc']:.4f}"
         f"  anchor {r['anchor']:.4f}  dense {r['dense']:.4f}  -> {r['implicit_vs_anchor']:.2f}x"
         f" anchor ({r['implicit_tflops']:.0f} vs {r['anchor_tflops']:.0f} TFLOP/s), windows"
-        f" {r['windows_vs_anchor']:.2f}x",
+        f" {r['windows_vs_anchor']:.2f}x, framed {r['framed_vs_anchor']:.2f}x",
         flush=True,
     )
 
@@ -135,6 +136,9 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--precisions", default="fp16,bf16,tf32")
     parser.add_argument("--layers", help="comma-separated names (default: all, or --quick's)")
+    parser.add_argument(
+        "--gathers", default=",".join(GATHERS), help="NCHW producers to force and time"
+    )
     args = parser.parse_args(argv)
     names = QUICK if args.quick else list(LAYERS)
     if args.layers:
@@ -145,13 +149,15 @@ def main(argv=None):
         for w in ("dense", "anchor", "implicit", "explicit")
         for lay in ("nchw", "nhwc")
     ]
-    fields += [f"implicit_{g}_nchw" for g in GATHERS]
+    gathers = tuple(args.gathers.split(",")) if args.gathers else ()
+    fields += [f"implicit_{g}_nchw" for g in gathers]
     fields += [
         "anchor",
         "dense",
         "implicit",
         "implicit_vs_anchor",
         "windows_vs_anchor",
+        "framed_vs_anchor",
         "implicit_tflops",
         "anchor_tflops",
     ]
@@ -163,7 +169,7 @@ def main(argv=None):
             keeps = (0.75, 0.5, 0.25) if name == "seed-512-28" else (0.5,)
             for precision in args.precisions.split(","):
                 for keep in keeps:
-                    measure(name, LAYERS[name], precision, keep, writer)
+                    measure(name, LAYERS[name], precision, keep, writer, gathers)
                     handle.flush()
     return 0
 

@@ -1,7 +1,11 @@
-"""One implicit-GEMM call per layout on the seed conv (keep .5, fp16), for a profiler:
+"""One implicit-GEMM call per layout on the seed conv (keep .5, fp16), for a profiler;
+NCHW once more per NCHW producer named on the command line (GWPRUNE_IMPLICIT_GATHER):
 
-ncu --kernel-name regex:implicit_conv_kernel python bench/experiments/implicit_profile_target.py
+ncu --kernel-name regex:conv_kernel python bench/experiments/implicit_profile_target.py [windows framed]
 """
+
+import os
+import sys
 
 import torch
 
@@ -15,4 +19,9 @@ for layout in (torch.contiguous_format, torch.channels_last):
     packed = gwprune.pack_conv2d_weight(weight, keep_idx, layout)
     xl = x.contiguous(memory_format=layout)
     gwprune.ops.conv2d_packed(xl, packed, padding=1, backend="implicit")
+    if layout == torch.contiguous_format:
+        for gather in sys.argv[1:]:
+            os.environ["GWPRUNE_IMPLICIT_GATHER"] = gather
+            gwprune.ops.conv2d_packed(xl, packed, padding=1, backend="implicit")
+            del os.environ["GWPRUNE_IMPLICIT_GATHER"]
 torch.cuda.synchronize()

@@ -21,6 +21,8 @@
 
 #include "../sm90_primitives.cuh"
 #include "../wgmma_ops.cuh"
+#include "framed_geometry.cuh"
+#include "framed_producer.cuh"
 #include "window_geometry.cuh"
 #include "window_producer.cuh"
 
@@ -28,47 +30,122 @@ namespace gwprune::cuda::implicit::windows {
 
 #ifdef GWPRUNE_SM90A_DEVICE
 
-struct FragmentPixel {
-  uint32_t base;  // shared address, in the ring, of tap (0, 0)'s element in slot 0
-  uint32_t taps;
-  uint32_t residue;  // segment start mod 8 (only for channel strides not a multiple of 8)
+// How a consumer reads element (pixel, group) of a window layout. Each view gives
+//   Pixel  what a thread keeps per fragment pixel for the whole K loop,
+//   pixel  its value for tile row `row`,
+//   Entry  what the thread reads of a stage table per group,
+//   entries  its four groups' entries of one K step (groups 2 (lane % 4) + {0, 1, 8, 9}),
+//   element  the element's 16 bits in the low half of a 32-bit word.
+
+// Row windows (window_geometry.cuh): x's rows back to back, so each element is tested
+// against the pixel's in-image taps.
+template <bool ChannelsAligned>
+struct RowWindowView {
+  struct Pixel {
+    uint32_t base;  // shared address, in the ring, of tap (0, 0)'s element in slot 0
+    uint32_t taps;
+    uint32_t residue;  // segment start mod 8 (only for channel strides not a multiple of 8)
+  };
+  using Entry = int2;  // {byte offset of the group's view, tap bit | channel residue << 29}
+
+  __device__ __forceinline__ static Pixel pixel(const ConvProblem& p, const TileWindows& tile,
+                                                const WindowLaunch& /*w*/, uint32_t ring, int row) {
+    Pixel f{ring, 0u, 0u};
+    if (row >= p.rows) return f;
+    const int n = row / p.out_pixels;
+    const int pixel = row - n * p.out_pixels;
+    const int oh = pixel / p.out_w;
+    const int ow = pixel - oh * p.out_w;
+    const int k = n - tile.first_image;
+    int first_row = 0, segment_offset = 0;
+#pragma unroll
+    for (int s = 0; s < kMaxSegments; ++s) {
+      if (s == k) {
+        first_row = tile.first_row[s];
+        segment_offset = tile.offset[s];
+      }
+    }
+    const int top = oh * p.stride_h - p.pad_h;
+    const int left = ow * p.stride_w - p.pad_w;
+    const int offset = segment_offset + (top - first_row) * p.width + left;
+    f.residue = static_cast<uint32_t>(n * p.x_stride_n + first_row * p.width) & 7u;
+    // With aligned channel strides the residue is the segment's alone: fold it in.
+    f.base = ring + 2 * (offset + (ChannelsAligned ? static_cast<int>(f.residue) : 0));
+    for (int i = 0; i < p.kernel_h; ++i) {
+      const int ih = top + i * p.dilation_h;
+      if (ih < 0 || ih >= p.height) continue;
+      for (int j = 0; j < p.kernel_w; ++j) {
+        const int iw = left + j * p.dilation_w;
+        if (iw >= 0 && iw < p.width) f.taps |= 1u << (i * p.kernel_w + j);
+      }
+    }
+    return f;
+  }
+
+  __device__ __forceinline__ static void entries(uint32_t table, int group, Entry (&e)[4]) {
+    const uint4 low = load_shared<uint4>(table + group * 8);
+    const uint4 high = load_shared<uint4>(table + (group + 8) * 8);
+    e[0] = make_int2(low.x, low.y);
+    e[1] = make_int2(low.z, low.w);
+    e[2] = make_int2(high.x, high.y);
+    e[3] = make_int2(high.z, high.w);
+  }
+
+  // A predicated load, zero in the padding, so the warp never branches per element.
+  __device__ __forceinline__ static uint32_t element(Entry entry, const Pixel& f) {
+    uint32_t address = f.base + static_cast<uint32_t>(entry.x);
+    if constexpr (!ChannelsAligned)
+      address += 2 * ((f.residue + (static_cast<uint32_t>(entry.y) >> 29)) & 7u);
+    const uint32_t valid = f.taps & static_cast<uint32_t>(entry.y);
+    // Into a 32-bit register, zero-extended: two elements then pack with one PRMT (16-bit
+    // registers cost a PRMT per element to clear and another to insert).
+    uint32_t bits;
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %2, 0;\nmov.b32 %0, 0;\n@p ld.shared.u16 %0, [%1];\n}"
+        : "=r"(bits)
+        : "r"(address), "r"(valid));
+    return bits;
+  }
 };
 
-template <bool ChannelsAligned>
-__device__ __forceinline__ FragmentPixel fragment_pixel(const ConvProblem& p,
-                                                        const TileWindows& tile, uint32_t ring,
-                                                        int row) {
-  FragmentPixel f{ring, 0u, 0u};
-  if (row >= p.rows) return f;
-  const int n = row / p.out_pixels;
-  const int pixel = row - n * p.out_pixels;
-  const int oh = pixel / p.out_w;
-  const int ow = pixel - oh * p.out_w;
-  const int k = n - tile.first_image;
-  int first_row = 0, segment_offset = 0;
+// Framed windows (framed_geometry.cuh): every tap reads an element or a framing zero, so
+// an element is one plain load.
+struct FramedWindowView {
+  using Pixel = uint32_t;  // shared address, in the ring, of tap (0, 0)'s element in slot 0
+  using Entry = int;       // byte offset of the group's view
+
+  __device__ __forceinline__ static Pixel pixel(const ConvProblem& p, const FramedTile& tile,
+                                                const FramedLaunch& w, uint32_t ring, int row) {
+    if (row >= p.rows) return ring;  // any element: the row is not stored
+    const int n = row / p.out_pixels;
+    const int pixel = row - n * p.out_pixels;
+    const int oh = pixel / p.out_w;
+    const int ow = pixel - oh * p.out_w;
+    const int k = n - tile.first_image;
+    int top = 0;
 #pragma unroll
-  for (int s = 0; s < kMaxSegments; ++s) {
-    if (s == k) {
-      first_row = tile.first_row[s];
-      segment_offset = tile.offset[s];
-    }
+    for (int s = 0; s < kMaxSegments; ++s)
+      if (s == k) top = tile.top[s];
+    const int offset = k * w.segment_elements + (oh * p.stride_h - p.pad_h - top) * w.pitch +
+                       ow * p.stride_w - p.pad_w + w.lead;
+    return ring + 2 * offset;
   }
-  const int top = oh * p.stride_h - p.pad_h;
-  const int left = ow * p.stride_w - p.pad_w;
-  const int offset = segment_offset + (top - first_row) * p.width + left;
-  f.residue = static_cast<uint32_t>(n * p.x_stride_n + first_row * p.width) & 7u;
-  // With aligned channel strides the residue is the segment's alone: fold it in.
-  f.base = ring + 2 * (offset + (ChannelsAligned ? static_cast<int>(f.residue) : 0));
-  for (int i = 0; i < p.kernel_h; ++i) {
-    const int ih = top + i * p.dilation_h;
-    if (ih < 0 || ih >= p.height) continue;
-    for (int j = 0; j < p.kernel_w; ++j) {
-      const int iw = left + j * p.dilation_w;
-      if (iw >= 0 && iw < p.width) f.taps |= 1u << (i * p.kernel_w + j);
-    }
+
+  __device__ __forceinline__ static void entries(uint32_t table, int group, Entry (&e)[4]) {
+    const int2 low = load_shared<int2>(table + group * 4);
+    const int2 high = load_shared<int2>(table + (group + 8) * 4);
+    e[0] = low.x;
+    e[1] = low.y;
+    e[2] = high.x;
+    e[3] = high.y;
   }
-  return f;
-}
+
+  __device__ __forceinline__ static uint32_t element(Entry entry, Pixel base) {
+    uint32_t bits;
+    asm volatile("ld.shared.u16 %0, [%1];" : "=r"(bits) : "r"(base + static_cast<uint32_t>(entry)));
+    return bits;
+  }
+};
 
 // A real (if useless) read of a fragment's registers: ptxas treats wgmma's A registers
 // as free once the wgmma is issued, and where it reuses them for the next step's loads it
@@ -78,34 +155,20 @@ __device__ __forceinline__ uint32_t fragment_parity(const uint32_t (&a)[4]) {
   return a[0] ^ a[1] ^ a[2] ^ a[3];
 }
 
-// Element (pixel, group): a predicated load, zero in the padding, so the warp never
-// branches per element.
-template <bool ChannelsAligned>
-__device__ __forceinline__ uint32_t window_element(int2 entry, const FragmentPixel& f) {
-  uint32_t address = f.base + static_cast<uint32_t>(entry.x);
-  if constexpr (!ChannelsAligned)
-    address += 2 * ((f.residue + (static_cast<uint32_t>(entry.y) >> 29)) & 7u);
-  const uint32_t valid = f.taps & static_cast<uint32_t>(entry.y);
-  uint16_t bits;
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %2, 0;\nmov.b16 %0, 0;\n@p ld.shared.b16 %0, [%1];\n}"
-      : "=h"(bits)
-      : "r"(address), "r"(valid));
-  return bits;
-}
-
-template <typename MmaType, int BN, int Stages, int BK, bool ChannelsAligned>
+// The K loop of one consumer warpgroup over the window layout `View` reads
+// (RowWindowView or FramedWindowView), with its shared-memory map, tile and launch sizes.
+template <typename View, typename MmaType, int BN, int Stages, int BK, typename Shared,
+          typename Tile, typename Launch>
 __device__ __forceinline__ void consume_windows(float (&acc)[BN / 2], const ConvProblem& p,
-                                                const WindowShared& s, const TileWindows& tile,
-                                                const WindowLaunch& w, int first_row, int consumer,
-                                                int thread) {
+                                                const Shared& s, const Tile& tile, const Launch& w,
+                                                int first_row, int consumer, int thread) {
   using Mma = WgmmaRegisterA<MmaType, BN>;
   constexpr int kBTileBytes = BN * 128;
   constexpr int kSteps = BK / 16;
   const int warp = thread / 32, lane = thread % 32;
   const int row = first_row + 64 * consumer + 16 * warp + lane / 4;
-  const FragmentPixel pixel[2] = {fragment_pixel<ChannelsAligned>(p, tile, s.ring, row),
-                                  fragment_pixel<ChannelsAligned>(p, tile, s.ring, row + 8)};
+  const typename View::Pixel pixel[2] = {View::pixel(p, tile, w, s.ring, row),
+                                         View::pixel(p, tile, w, s.ring, row + 8)};
   const int ring_slots = static_cast<int>(w.ring.divisor);
   int released = 0, released_slot = 0;  // lane 0's: channels handed back, and the next's slot
   uint32_t a[2][4] = {};
@@ -118,25 +181,17 @@ __device__ __forceinline__ void consume_windows(float (&acc)[BN / 2], const Conv
     const uint32_t b = smem_address(s.b_stages + stage * kBTileBytes);
     const int last_channel = load_shared<int>(smem_address(s.stage_last + stage));
     // The stage's table entries this thread needs, for all its K steps at once.
-    int2 entry[kSteps][4];
+    typename View::Entry entry[kSteps][4];
 #pragma unroll
-    for (int step = 0; step < kSteps; ++step) {
-      const int group = 16 * step + 2 * (lane % 4);
-      const uint4 low = load_shared<uint4>(table + group * 8);
-      const uint4 high = load_shared<uint4>(table + (group + 8) * 8);
-      entry[step][0] = make_int2(low.x, low.y);
-      entry[step][1] = make_int2(low.z, low.w);
-      entry[step][2] = make_int2(high.x, high.y);
-      entry[step][3] = make_int2(high.z, high.w);
-    }
+    for (int step = 0; step < kSteps; ++step)
+      View::entries(table, 16 * step + 2 * (lane % 4), entry[step]);
 #pragma unroll
     for (int step = 0; step < kSteps; ++step) {
       uint32_t v[4][2];
 #pragma unroll
       for (int e = 0; e < 4; ++e)
 #pragma unroll
-        for (int h = 0; h < 2; ++h)
-          v[e][h] = window_element<ChannelsAligned>(entry[step][e], pixel[h]);
+        for (int h = 0; h < 2; ++h) v[e][h] = View::element(entry[step][e], pixel[h]);
       // The wgmma two steps back, which read this register set, is done (and at a stage's
       // second step the previous stage's weight tile is free).
       wgmma_wait_group<1>();

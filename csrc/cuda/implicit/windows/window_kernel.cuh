@@ -61,6 +61,57 @@ inline bool choose_ring(WindowLaunch& w) {
   return WindowLayout<BN>::shared_bytes(w) <= kMaxSharedBytes;
 }
 
+#ifdef GWPRUNE_SM90A_DEVICE
+
+// The barriers every window kernel uses, initialised by thread 0 of the CTA.
+__device__ __forceinline__ void init_window_barriers(uint64_t* full, uint64_t* empty,
+                                                     uint64_t* ring_empty, int ring_slots,
+                                                     uint32_t stage_writers) {
+  for (int i = 0; i < kStages; ++i) {
+    mbarrier_init(&full[i], stage_writers);  // every table entry's writer
+    mbarrier_init(&empty[i], 8);             // every consumer warp
+  }
+  for (int i = 0; i < ring_slots; ++i) mbarrier_init(&ring_empty[i], 8);  // consumer warps
+  fence_barrier_init();
+}
+
+// A consumer warpgroup's part of a window kernel: the K loop over the window layout View,
+// then the output tile through the shared epilogue, staged where the weight stages were.
+template <typename View, typename Elem, int BN, typename Shared, typename Tile, typename Launch>
+__device__ __forceinline__ void consume_and_store(const ConvProblem& p, const Shared& s,
+                                                  const Tile& tile, const Launch& w,
+                                                  uint8_t* shared, int first_row, int first_col,
+                                                  int consumer, int thread) {
+  claim_registers<kConsumerRegisters>();
+  float acc[BN / 2];
+  consume_windows<View, typename ElemTraits<Elem>::Mma, BN, kStages, kBK>(
+      acc, p, s, tile, w, first_row, consumer, thread);
+  // Both consumers are past their last wgmma: the weight stages can hold the output.
+  named_barrier_sync(2, 256);
+  constexpr int kStagingBytes = BN * (64 * sizeof(Elem) + 16);
+  static_assert(2 * kStagingBytes <= kStages * BN * 128, "the output tiles fit the stages");
+  store_tile<Elem, BN, false>(p, acc, shared + consumer * kStagingBytes, first_row + 64 * consumer,
+                              first_col, thread, 3 + consumer);
+}
+
+// The CTA's shared memory, 1024-byte aligned, and its output tile: output-channel tiles
+// vary fastest, so the CTAs of one pixel tile run together and its windows are read from L2.
+struct WindowTile {
+  uint8_t* shared;
+  int first_row, first_col;
+};
+
+template <int BN>
+__device__ __forceinline__ WindowTile window_tile(const ConvProblem& p, uint8_t* shared_raw) {
+  const int n_tiles = (p.out_channels + BN - 1) / BN;
+  return {reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(shared_raw) + 1023) &
+                                     ~static_cast<uintptr_t>(1023)),
+          static_cast<int>(blockIdx.x / n_tiles) * kTileRows,
+          static_cast<int>(blockIdx.x % n_tiles) * BN};
+}
+
+#endif  // GWPRUNE_SM90A_DEVICE
+
 template <typename Elem, int BN, bool ChannelsAligned>
 __global__ void __launch_bounds__(kThreads, 1)
     window_conv_kernel(const __grid_constant__ CUtensorMap weight_map,
@@ -69,8 +120,8 @@ __global__ void __launch_bounds__(kThreads, 1)
 #ifdef GWPRUNE_SM90A_DEVICE
   using Layout = WindowLayout<BN>;
   extern __shared__ uint8_t shared_raw[];
-  uint8_t* shared = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(shared_raw) + 1023) &
-                                               ~static_cast<uintptr_t>(1023));
+  const WindowTile cta = window_tile<BN>(p, shared_raw);
+  uint8_t* shared = cta.shared;
   const int ring_slots = static_cast<int>(w.ring.divisor);
   uint8_t* ring = shared + Layout::kRingOffset;
   WindowShared s;
@@ -83,45 +134,25 @@ __global__ void __launch_bounds__(kThreads, 1)
       reinterpret_cast<uint64_t*>(reinterpret_cast<uint8_t*>(s.scratch) + Layout::kScratchBytes);
   s.empty = s.full + kStages;
   s.ring_empty = s.empty + kStages;
-
-  // Output-channel tiles vary fastest, so the CTAs of one pixel tile run together and
-  // its windows are read from L2.
-  const int n_tiles = (p.out_channels + BN - 1) / BN;
-  const int first_col = (blockIdx.x % n_tiles) * BN;
-  const int first_row = (blockIdx.x / n_tiles) * kTileRows;
   const int warpgroup = threadIdx.x / 128;
   const int thread = threadIdx.x % 128;
 
   if (threadIdx.x == 0) {
-    for (int i = 0; i < kStages; ++i) {
-      mbarrier_init(&s.full[i], kTableThreads);  // every table entry's writer
-      mbarrier_init(&s.empty[i], 8);             // every consumer warp
-    }
-    for (int i = 0; i < ring_slots; ++i) mbarrier_init(&s.ring_empty[i], 8);  // consumer warps
-    fence_barrier_init();
+    init_window_barriers(s.full, s.empty, s.ring_empty, ring_slots, kTableThreads);
     prefetch_tensor_map(&weight_map);
     prefetch_tensor_map(&x_map);
   }
   __syncthreads();
-  const TileWindows tile = tile_windows(p, first_row, w.box);
+  const TileWindows tile = tile_windows(p, cta.first_row, w.box);
 
   if (warpgroup == 0) {
     release_registers<kProducerRegisters>();
     if (thread < kTableThreads)
       produce_windows<kStages, Layout::kBTileBytes, kBK>(p, &weight_map, &x_map, s, tile, w,
-                                                         first_col, thread);
+                                                         cta.first_col, thread);
   } else {
-    claim_registers<kConsumerRegisters>();
-    const int consumer = warpgroup - 1;
-    float acc[BN / 2];
-    consume_windows<typename ElemTraits<Elem>::Mma, BN, kStages, kBK, ChannelsAligned>(
-        acc, p, s, tile, w, first_row, consumer, thread);
-    // Both consumers are past their last wgmma: the weight stages can hold the output.
-    named_barrier_sync(2, 256);
-    constexpr int kStagingBytes = BN * (64 * sizeof(Elem) + 16);
-    static_assert(2 * kStagingBytes <= Layout::kRingOffset, "the output tiles fit the stages");
-    store_tile<Elem, BN, false>(p, acc, shared + consumer * kStagingBytes,
-                                first_row + 64 * consumer, first_col, thread, 3 + consumer);
+    consume_and_store<RowWindowView<ChannelsAligned>, Elem, BN>(
+        p, s, tile, w, shared, cta.first_row, cta.first_col, warpgroup - 1, thread);
   }
 #endif
 }

@@ -48,13 +48,17 @@ __device__ __forceinline__ void produce_windows(const ConvProblem& p, const void
     if (k < tile.segments) boxes += tile.boxes[k];
   const uint32_t window_bytes = static_cast<uint32_t>(boxes * w.box * 2);
   int channels_before = 0;  // channels that start in earlier stages
+  int32_t next_group = fetch_group(p, thread);
+  int32_t next_previous = thread > 0 ? fetch_group(p, thread - 1) : -1;
 #pragma unroll 1
   for (int kt = 0; kt < p.k_tiles; ++kt) {
     const int stage = kt % Stages;
+    // This stage's groups were fetched a stage ahead; start the next stage's fetch (an L2
+    // round trip) before waiting for anything.
+    const int32_t group = next_group, previous_group = next_previous;
+    next_group = fetch_group(p, (kt + 1) * BK + thread);
+    next_previous = fetch_group(p, (kt + 1) * BK + thread - 1);
     if (kt >= Stages) mbarrier_wait(&s.empty[stage], ((kt / Stages) - 1) & 1);
-    const int g = kt * BK + thread;
-    const int32_t group = fetch_group(p, g);
-    const int32_t previous_group = g > 0 ? fetch_group(p, g - 1) : -1;
     // Padding columns (-1) have no channel and start none.
     const GroupTap t = group >= 0 ? decode_tap(p, group) : GroupTap{-1, 0, 0, 0};
     const int c = t.c;
