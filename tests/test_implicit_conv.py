@@ -109,7 +109,7 @@ LINEAR_OFFSET_SHAPES = [
     (2, 40, 512, (14, 14), 3, 1, 1, 1),
     (1, 16, 1000, (9, 9), 3, 1, 1, 1),
 ]
-NCHW_GATHERS = ["rows", "runs", "pairs", "lines", "windows", "framed"]
+NCHW_GATHERS = ["rows", "runs", "pairs", "lines", "windows"]
 
 
 @needs_implicit
@@ -139,10 +139,9 @@ def test_nchw_gathers_match(shape, gather, precision, monkeypatch):
             assert_matches(out, ref, precision, f"implicit {gather} {label} {shape_id(shape)}")
 
 
-# The window kernels (csrc/cuda/implicit/windows/: row and framed windows) take any
-# stride, dilation and padding: the general grid, plus shapes whose channels wrap the ring
-# of window slots many times, tiles that span up to four images, and every tile width.
-# (Framed windows need even W: the odd ones check the fallback.)
+# The window kernel (csrc/cuda/implicit/windows/) takes any stride, dilation and padding:
+# the general grid, plus shapes whose channels wrap its ring of window slots many times,
+# tiles that span up to four images, and every tile width.
 WINDOW_SHAPES = IMPLICIT_SHAPES + [
     (2, 256, 512, (28, 28), 3, 1, 1, 1),
     (3, 130, 96, (7, 7), 3, 1, 1, 1),
@@ -156,25 +155,24 @@ WINDOW_SHAPES = IMPLICIT_SHAPES + [
 @pytest.mark.cuda
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
 @pytest.mark.parametrize("keep", KEEPS)
-@pytest.mark.parametrize("window", ["windows", "framed"])
 @pytest.mark.parametrize("shape", WINDOW_SHAPES, ids=shape_id)
-def test_window_kernel_matches(shape, window, keep, precision, monkeypatch):
+def test_window_kernel_matches(shape, keep, precision, monkeypatch):
     x, weight, bias, keep_idx, (s, p, d), ref = implicit_case(
         shape, keep, keep != "one", False, precision, seed=hash((shape_id(shape), keep)) % 2**31
     )
     packed = gwprune.pack_conv2d_weight(weight, keep_idx)
-    monkeypatch.setenv("GWPRUNE_IMPLICIT_GATHER", window)
+    monkeypatch.setenv("GWPRUNE_IMPLICIT_GATHER", "windows")
     with precision_flags(precision), poisoned_outputs("cuda"):
         out = gwprune.ops.conv2d_packed(x, packed, bias, s, p, d, backend="implicit")
-    assert_matches(out, ref, precision, f"implicit {window} {shape_id(shape)} keep={keep}")
+    assert_matches(out, ref, precision, f"implicit windows {shape_id(shape)} keep={keep}")
 
 
 @needs_implicit
 @pytest.mark.cuda
-@pytest.mark.parametrize("window", ["windows", "framed"])
-def test_window_kernels_keep_infinities_out_of_padding_columns(window, monkeypatch):
-    """K' = 3 pads each 64-group stage with zero-weight columns: they must read zeros, not
-    x, or an infinity in x would come out as NaN in every output channel."""
+@pytest.mark.parametrize("window", ["windows", "rows"])
+def test_padding_columns_keep_infinities_out(window, monkeypatch):
+    """K' = 1 pads the 64-group stage with 63 zero-weight columns: they must read zeros,
+    not x, or an infinity in x would come out as NaN in every output channel."""
     x, weight, bias, keep_idx, (s, p, d), _ = implicit_case(
         (2, 8, 64, (14, 14), 3, 1, 1, 1), "one", False, False, "fp16", seed=5
     )

@@ -1,7 +1,7 @@
 """The implicit-GEMM conv against the explicit path, the equal-FLOPs anchor and dense.
 
     python bench/experiments/implicit_conv.py --out FILE.csv [--quick] [--layers a,b]
-        [--gathers windows,framed]
+        [--gathers rows,windows]
 
 For each layer, precision (tf32, fp16, bf16) and keep ratio: gwprune with
 backend="implicit" and backend="explicit" (packed weight, x in the layout given),
@@ -43,7 +43,7 @@ LAYERS = {
     "batch1-512-14": (1, 512, 512, 14, 3, 1, 1),
 }
 # The NCHW producers (GWPRUNE_IMPLICIT_GATHER), each timed on the same call.
-GATHERS = ("rows", "runs", "pairs", "lines", "windows", "framed")
+GATHERS = ("rows", "runs", "pairs", "lines", "windows")
 QUICK = ["seed-512-28", "r50-256-14", "r50-1x1-1024-14", "batch1-512-14"]
 
 
@@ -109,8 +109,7 @@ def measure(name, layer, precision, keep, writer, gathers=GATHERS):
     row["dense"] = min(row["dense_nchw"], row["dense_nhwc"])
     row["implicit"] = min(row["implicit_nchw"], row["implicit_nhwc"])
     row["implicit_vs_anchor"] = row["implicit"] / row["anchor"]
-    for window in ("windows", "framed"):
-        row[f"{window}_vs_anchor"] = row.get(f"implicit_{window}_nchw", nan) / row["anchor"]
+    row["windows_vs_anchor"] = row.get("implicit_windows_nchw", nan) / row["anchor"]
     flops = 2 * n * co * h * h * round(keep * groups) / (s * s)
     row["implicit_tflops"] = flops / row["implicit"] / 1e9
     row["anchor_tflops"] = (
@@ -125,7 +124,7 @@ def measure(name, layer, precision, keep, writer, gathers=GATHERS):
         f"  explicit {r['explicit_nchw']:.4f}/{r['explicit_nhwc']:.4f}"
         f"  anchor {r['anchor']:.4f}  dense {r['dense']:.4f}  -> {r['implicit_vs_anchor']:.2f}x"
         f" anchor ({r['implicit_tflops']:.0f} vs {r['anchor_tflops']:.0f} TFLOP/s), windows"
-        f" {r['windows_vs_anchor']:.2f}x, framed {r['framed_vs_anchor']:.2f}x",
+        f" {r['windows_vs_anchor']:.2f}x",
         flush=True,
     )
 
@@ -157,7 +156,6 @@ def main(argv=None):
         "implicit",
         "implicit_vs_anchor",
         "windows_vs_anchor",
-        "framed_vs_anchor",
         "implicit_tflops",
         "anchor_tflops",
     ]

@@ -1,7 +1,7 @@
 """One implicit-GEMM call per layout on the seed conv (keep .5, fp16), for a profiler;
 NCHW once more per NCHW producer named on the command line (GWPRUNE_IMPLICIT_GATHER):
 
-ncu --kernel-name regex:conv_kernel python bench/experiments/implicit_profile_target.py [windows framed]
+ncu --kernel-name regex:conv_kernel python bench/experiments/implicit_profile_target.py rows
 """
 
 import os

@@ -24,7 +24,6 @@
 #include "mma_consumer.cuh"
 #include "run_gather.cuh"
 #include "sm90_primitives.cuh"
-#include "windows/framed_kernel.cuh"
 #include "windows/window_kernel.cuh"
 
 namespace gwprune::cuda::implicit {
@@ -69,7 +68,7 @@ struct TileConfig {
 //   by TMA, the consumers reading their A fragments from them (no A tile).
 // The first three move the data through the producer's registers (register sets
 // pipelined by parts); kLines starts copies.
-enum class Producer { kRows, kRuns, kRunPairs, kLines, kWindows, kFramed };
+enum class Producer { kRows, kRuns, kRunPairs, kLines, kWindows };
 
 #ifdef GWPRUNE_SM90A_DEVICE
 template <Producer Kind>
@@ -549,75 +548,6 @@ void launch_windows_for_width(const at::Tensor& x, const at::Tensor& weight,
   }
 }
 
-// The framed-window kernel's rule (windows/framed_geometry.cuh): 16-bit NCHW with
-// contiguous rows, x's address, W and its N and C strides in 4-byte units at least (the
-// copies' chunks), tiles touching at most 4 images, and more than 64 framed slots beside
-// the weight stages.
-template <int BN>
-inline bool framed_launch(const at::Tensor& x, const ConvGeometry& g, const ConvProblem& p,
-                          windows::FramedLaunch& w) {
-  if (x.element_size() != 2 || x.stride(3) != 1 || x.stride(2) != g.width || p.rows <= 0 ||
-      !rows_fit(x, g.out_pixels()) || element_span(x) >= std::numeric_limits<int32_t>::max())
-    return false;
-  if (!windows::framed_plan(p, reinterpret_cast<uintptr_t>(x.data_ptr()), w)) return false;
-  return windows::choose_framed_ring<BN>(w);
-}
-
-template <int BN>
-inline bool framed_path_applies(const at::Tensor& x, const at::Tensor& weight,
-                                const ConvGeometry& g) {
-  const ConvProblem p = problem_shape(x, weight, g, windows::kBK);
-  windows::FramedLaunch w;
-  return weight.size(0) > 0 && framed_launch<BN>(x, g, p, w);
-}
-
-template <typename Elem, int BN>
-void launch_framed(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& group_idx,
-                   const std::optional<at::Tensor>& bias, const ConvGeometry& g, at::Tensor& out) {
-  const ConvProblem p = make_problem(x, weight, group_idx, bias, g, out, windows::kBK);
-  windows::FramedLaunch w;
-  TORCH_CHECK(framed_launch<BN>(x, g, p, w),
-              "gwprune: the framed-window kernel does not take this call");
-  const CUtensorMap weight_map = weight_tensor_map(weight, BN);
-  auto* kernel = windows::framed_conv_kernel<Elem, BN>;
-  // Once per instantiation, not per call (host time: issue 15), as launch() does.
-  static const bool configured = [] {
-    C10_CUDA_CHECK(cudaFuncSetAttribute(windows::framed_conv_kernel<Elem, BN>,
-                                        cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        windows::kMaxSharedBytes));
-    return true;
-  }();
-  (void)configured;
-  const int64_t tiles = ((p.rows + kTileRows - 1) / kTileRows) * ((p.out_channels + BN - 1) / BN);
-  kernel<<<static_cast<unsigned>(tiles), windows::kThreads,
-           windows::FramedLayout<BN>::shared_bytes(w), at::cuda::getCurrentCUDAStream()>>>(
-      weight_map, p, w);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-}
-
-template <typename Elem>
-void launch_framed_for_width(const at::Tensor& x, const at::Tensor& weight,
-                             const at::Tensor& group_idx, const std::optional<at::Tensor>& bias,
-                             const ConvGeometry& g, at::Tensor& out) {
-  const int64_t out_channels = weight.size(0);
-  if (out_channels > 128) {
-    launch_framed<Elem, 256>(x, weight, group_idx, bias, g, out);
-  } else if (out_channels > 64) {
-    launch_framed<Elem, 128>(x, weight, group_idx, bias, g, out);
-  } else {
-    launch_framed<Elem, 64>(x, weight, group_idx, bias, g, out);
-  }
-}
-
-// The tile width launch_framed_for_width picks, for the rule.
-inline bool framed_applies_at_width(const at::Tensor& x, const at::Tensor& weight,
-                                    const ConvGeometry& g) {
-  const int64_t out_channels = weight.size(0);
-  if (out_channels > 128) return framed_path_applies<256>(x, weight, g);
-  if (out_channels > 64) return framed_path_applies<128>(x, weight, g);
-  return framed_path_applies<64>(x, weight, g);
-}
-
 // Where the window kernel is the default (measured, bench/NOTES.md change 21, H200
 // 2026-12-02): kernels of more than one tap on images of 196 output pixels or more, where
 // each channel's window serves several kept groups and a tile touches at most two images.
@@ -631,7 +561,7 @@ inline bool window_kernel_is_default(const at::Tensor& x, const at::Tensor& weig
 
 // The NCHW 16-bit producer: the window kernel where it is the default, else the line
 // gather where it applies, else the run gather in pairs, alone, else the row gather.
-// GWPRUNE_IMPLICIT_GATHER=rows|runs|pairs|lines|windows|framed forces one (one that does not
+// GWPRUNE_IMPLICIT_GATHER=rows|runs|pairs|lines|windows forces one (one that does not
 // apply falls back to the row gather); it is read per call so that a benchmark can time
 // them all on one call (bench/experiments/implicit_conv.py).
 inline Producer nchw_producer(const at::Tensor& x, const at::Tensor& weight,
@@ -639,13 +569,11 @@ inline Producer nchw_producer(const at::Tensor& x, const at::Tensor& weight,
   const char* forced = std::getenv("GWPRUNE_IMPLICIT_GATHER");
   if (forced != nullptr && forced[0] != '\0') {
     const std::string name(forced);
-    TORCH_CHECK(name == "rows" || name == "runs" || name == "pairs" || name == "lines" ||
-                    name == "windows" || name == "framed",
-                "GWPRUNE_IMPLICIT_GATHER must be 'rows', 'runs', 'pairs', 'lines', 'windows' or "
-                "'framed', not '",
-                name, "'");
-    if (name == "framed")
-      return framed_applies_at_width(x, weight, g) ? Producer::kFramed : Producer::kRows;
+    TORCH_CHECK(
+        name == "rows" || name == "runs" || name == "pairs" || name == "lines" || name == "windows",
+        "GWPRUNE_IMPLICIT_GATHER must be 'rows', 'runs', 'pairs', 'lines' or 'windows', "
+        "not '",
+        name, "'");
     if (name == "windows")
       return window_path_applies<256>(x, weight, g) ? Producer::kWindows : Producer::kRows;
     if (name == "lines") return line_gather_applies(x, g) ? Producer::kLines : Producer::kRows;
@@ -673,9 +601,6 @@ void launch_for_layout(const at::Tensor& x, const at::Tensor& weight, const at::
     switch (nchw_producer(x, weight, g)) {
       case Producer::kWindows:
         launch_windows_for_width<Elem>(x, weight, group_idx, bias, g, out);
-        return;
-      case Producer::kFramed:
-        launch_framed_for_width<Elem>(x, weight, group_idx, bias, g, out);
         return;
       case Producer::kLines:
         launch_for_width<Elem, false, Producer::kLines>(x, weight, group_idx, bias, g, out);

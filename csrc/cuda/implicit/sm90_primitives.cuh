@@ -21,7 +21,7 @@ __device__ __forceinline__ uint32_t smem_address(const void* pointer) {
 
 // ---- shared memory ------------------------------------------------------------------------
 
-// st.shared / ld.shared of 2, 4 (8: loads) or 16 bytes at a shared-window address. The kernel
+// st.shared / ld.shared of 2, 4 or 16 bytes at a shared-window address. The kernel
 // aligns its dynamic shared memory by integer arithmetic, after which the compiler no
 // longer knows a pointer is shared and would emit generic ST.E/LD.E (slower, and
 // each one costs the producer issue slots it does not have).
@@ -55,12 +55,8 @@ __device__ __forceinline__ T load_shared(uint32_t address) {
     uint32_t bits;
     asm volatile("ld.shared.b32 %0, [%1];" : "=r"(bits) : "r"(address));
     memcpy(&value, &bits, 4);
-  } else if constexpr (sizeof(T) == 8) {
-    uint2 bits;
-    asm volatile("ld.shared.v2.b32 {%0, %1}, [%2];" : "=r"(bits.x), "=r"(bits.y) : "r"(address));
-    memcpy(&value, &bits, 8);
   } else {
-    static_assert(sizeof(T) == 16, "load_shared moves 2, 4, 8 or 16 bytes");
+    static_assert(sizeof(T) == 16, "load_shared moves 2, 4 or 16 bytes");
     uint4 bits;
     asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];"
                  : "=r"(bits.x), "=r"(bits.y), "=r"(bits.z), "=r"(bits.w)
@@ -180,30 +176,6 @@ __device__ __forceinline__ void tma_load_1d(uint32_t destination, const void* te
       " [%0], [%1, {%3}], [%2];" ::"r"(destination),
       "l"(tensor_map), "r"(smem_address(barrier)), "r"(coordinate)
       : "memory");
-}
-
-// ---- cp.async (per-thread copies, no registers held) ----------------------------------------
-
-// Copies Bytes (4, 8 or 16; both addresses aligned to it) from global to shared memory.
-template <int Bytes>
-__device__ __forceinline__ void cp_async(uint32_t destination, const void* source) {
-  static_assert(Bytes == 4 || Bytes == 8 || Bytes == 16, "cp.async moves 4, 8 or 16 bytes");
-  if constexpr (Bytes == 16) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(destination), "l"(source)
-                 : "memory");
-  } else {
-    asm volatile("cp.async.ca.shared.global [%0], [%1], %2;" ::"r"(destination), "l"(source),
-                 "n"(Bytes)
-                 : "memory");
-  }
-}
-
-// The barrier's phase cannot complete before this thread's earlier cp.async copies have
-// landed (its pending count is raised now and lowered when they land), and their writes
-// are visible to whoever waits for that phase.
-__device__ __forceinline__ void cp_async_mbarrier_arrive(uint64_t* barrier) {
-  asm volatile("cp.async.mbarrier.arrive.shared::cta.b64 [%0];" ::"r"(smem_address(barrier))
-               : "memory");
 }
 
 __device__ __forceinline__ void prefetch_tensor_map(const void* tensor_map) {

@@ -21,8 +21,6 @@
 
 #include "../sm90_primitives.cuh"
 #include "../wgmma_ops.cuh"
-#include "framed_geometry.cuh"
-#include "framed_producer.cuh"
 #include "window_geometry.cuh"
 #include "window_producer.cuh"
 
@@ -108,45 +106,6 @@ struct RowWindowView {
   }
 };
 
-// Framed windows (framed_geometry.cuh): every tap reads an element or a framing zero, so
-// an element is one plain load.
-struct FramedWindowView {
-  using Pixel = uint32_t;  // shared address, in the ring, of tap (0, 0)'s element in slot 0
-  using Entry = int;       // byte offset of the group's view
-
-  __device__ __forceinline__ static Pixel pixel(const ConvProblem& p, const FramedTile& tile,
-                                                const FramedLaunch& w, uint32_t ring, int row) {
-    if (row >= p.rows) return ring;  // any element: the row is not stored
-    const int n = row / p.out_pixels;
-    const int pixel = row - n * p.out_pixels;
-    const int oh = pixel / p.out_w;
-    const int ow = pixel - oh * p.out_w;
-    const int k = n - tile.first_image;
-    int top = 0;
-#pragma unroll
-    for (int s = 0; s < kMaxSegments; ++s)
-      if (s == k) top = tile.top[s];
-    const int offset = k * w.segment_elements + (oh * p.stride_h - p.pad_h - top) * w.pitch +
-                       ow * p.stride_w - p.pad_w + w.lead;
-    return ring + 2 * offset;
-  }
-
-  __device__ __forceinline__ static void entries(uint32_t table, int group, Entry (&e)[4]) {
-    const int2 low = load_shared<int2>(table + group * 4);
-    const int2 high = load_shared<int2>(table + (group + 8) * 4);
-    e[0] = low.x;
-    e[1] = low.y;
-    e[2] = high.x;
-    e[3] = high.y;
-  }
-
-  __device__ __forceinline__ static uint32_t element(Entry entry, Pixel base) {
-    uint32_t bits;
-    asm volatile("ld.shared.u16 %0, [%1];" : "=r"(bits) : "r"(base + static_cast<uint32_t>(entry)));
-    return bits;
-  }
-};
-
 // A real (if useless) read of a fragment's registers: ptxas treats wgmma's A registers
 // as free once the wgmma is issued, and where it reuses them for the next step's loads it
 // has to wait for that wgmma right away (WARPGROUP.DEPBAR 0 after every HGMMA). Reading
@@ -156,7 +115,7 @@ __device__ __forceinline__ uint32_t fragment_parity(const uint32_t (&a)[4]) {
 }
 
 // The K loop of one consumer warpgroup over the window layout `View` reads
-// (RowWindowView or FramedWindowView), with its shared-memory map, tile and launch sizes.
+// (RowWindowView), with its shared-memory map, tile and launch sizes.
 template <typename View, typename MmaType, int BN, int Stages, int BK, typename Shared,
           typename Tile, typename Launch>
 __device__ __forceinline__ void consume_windows(float (&acc)[BN / 2], const ConvProblem& p,
