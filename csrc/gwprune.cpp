@@ -94,6 +94,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "Drop every MKL-packed weight copy");
   m.def("mkl_linear_weights_info", &gwprune::cpu::mkl_linear_weights_info,
         "(weights, copies) of MKL-packed weights held");
+  m.def("packed_gemm_library", &gwprune::cpu::packed_gemm_library,
+        "The library of the fp32 CPU GEMMs' packed weight copies: 'onednn', 'mkl' or 'none'");
+  m.def("set_packed_gemm_library", &gwprune::cpu::set_packed_gemm_library,
+        "Pick the packed copies' library: 'onednn', 'mkl' or 'default'", py::arg("name"));
   m.def("compiled_with_cuda", &gwprune::compiled_with_cuda);
   m.def("compiled_with_cpu_kernels", &gwprune::compiled_with_cpu_kernels);
   m.def("cuda_arch_list", &gwprune::cuda_arch_list);

@@ -89,8 +89,9 @@ at::Tensor linear_packed_cpu(const at::Tensor& x2d, const at::Tensor& weight,
                              const at::Tensor& feature_idx, const std::optional<at::Tensor>& bias,
                              int64_t workspace_bytes);
 
-// The MKL pre-packed weights of the fp32 CPU linear (csrc/cpu/mkl_packed_weights.h):
-// whether torch has MKL's packed-GEMM ops, the switch (on by default; off: every CPU
+// The pre-packed weights of the fp32 CPU linear (csrc/cpu/mkl_packed_weights.h; oneDNN's
+// or MKL's, the names are the first library's): whether torch has either library's
+// packed-GEMM ops, the switch (on by default; off: every CPU
 // linear runs at::addmm, as for comparing the two), dropping every copy, and the
 // (weights, copies) held, after dropping those of weights that died.
 bool mkl_linear_available();
@@ -98,6 +99,10 @@ void set_mkl_linear_enabled(bool enabled);
 bool mkl_linear_enabled();
 void clear_mkl_linear_weights();
 std::pair<int64_t, int64_t> mkl_linear_weights_info();
+// Which library makes and multiplies the copies: "onednn" (the default where torch has
+// it), "mkl", or "none"; the setter takes those two or "default" (an A/B in one process).
+std::string packed_gemm_library();
+void set_packed_gemm_library(const std::string& name);
 }  // namespace cpu
 
 namespace cuda {

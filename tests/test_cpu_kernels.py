@@ -7,7 +7,7 @@ NaN and fails). The thread-count tests ask for bitwise-equal outputs: the chunk 
 (csrc/cpu/chunks_cpu.h) does not depend on the thread count, the gathers are copies, and MKL
 gives a GEMM of a given shape the same bits with one thread or two. The exceptions, linear
 GEMMs of fewer than 16 rows and of up to 128 rows at K' >= 1024, are bounded by float32
-rounding (see the linear tests; the MKL-packed fp32 linear: tests/test_mkl_linear.py).
+rounding (see the linear tests; the pre-packed fp32 linear: tests/test_mkl_linear.py).
 """
 
 import contextlib
@@ -259,7 +259,7 @@ def test_cpu_linear_padding_entries_and_tiny_workspace():
 
 
 def mkl_linear(enabled):
-    """The fp32 linear's GEMM on MKL-packed weight copies (enabled) or on addmm."""
+    """The fp32 linear's GEMM on pre-packed weight copies (enabled) or on addmm."""
     return setting(_C.mkl_linear_enabled, _C.set_mkl_linear_enabled, enabled)
 
 

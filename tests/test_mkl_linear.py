@@ -1,4 +1,5 @@
-"""The fp32 CPU linear on MKL's pre-packed weight copies (csrc/cpu/mkl_packed_weights.h):
+"""The fp32 CPU linear on pre-packed weight copies (csrc/cpu/mkl_packed_weights.h), made and
+multiplied by oneDNN (the default where torch has it) or MKL, every test once per library:
 results against float64 F.linear on masked weights through every public surface, which calls
 take the path and which fall back to addmm, the copies' bound and invalidation, and thread
 counts.
@@ -7,7 +8,8 @@ Whether a call took the path is read from ``_C.mkl_linear_weights_info()`` (weig
 a call of the path leaves a copy for its row count. Thread counts: MKL's packed GEMM gave the
 same bits with one thread and two for 128 rows at every K' tried (256-3072), but not for fewer
 rows with K' >= 1024 nor for one row at K' 384, where the thread count at packing time matters
-too; the bound there is float32 rounding, 1e-6 relative (measured up to 4.4e-7).
+too; the bound there is float32 rounding, 1e-6 relative (measured up to 4.4e-7). oneDNN's
+gave the same bits for 1 and 2 threads on every shape tried (2-core EPYC, 2026-12-03).
 """
 
 import pytest
@@ -27,13 +29,27 @@ WORKSPACE = 256 << 20
 SIZES = [1, 3, 17, 33]
 
 
-@pytest.fixture(autouse=True)
-def fresh_store():
+@pytest.fixture(autouse=True, params=["onednn", "mkl"])
+def fresh_store(request):
     _C.clear_mkl_linear_weights()
     _C.set_mkl_linear_enabled(True)
-    yield
+    _C.set_packed_gemm_library(request.param)
+    if _C.packed_gemm_library() != request.param:
+        _C.set_packed_gemm_library("default")
+        pytest.skip(f"torch has no {request.param} packed-GEMM ops")
+    yield request.param
+    _C.set_packed_gemm_library("default")
     _C.set_mkl_linear_enabled(True)
     _C.clear_mkl_linear_weights()
+
+
+def test_the_default_library_and_a_bad_name():
+    _C.set_packed_gemm_library("default")
+    expected = "onednn" if torch.backends.mkldnn.is_available() else "mkl"
+    assert _C.packed_gemm_library() == expected
+    with pytest.raises(ValueError, match="'onednn', 'mkl' or 'default', not 'blas'"):
+        _C.set_packed_gemm_library("blas")
+    assert _C.packed_gemm_library() == expected
 
 
 def copies() -> int:
@@ -104,7 +120,7 @@ def test_same_as_the_addmm_path_within_float32_rounding():
     plain = gwprune.ops.linear_packed(x, packed, bias)
     assert copies() == 1
     error = float((mkl.double() - plain.double()).norm() / plain.double().norm())
-    assert error <= 1e-6, f"MKL-packed vs addmm: relative difference {error:.2e}"
+    assert error <= 1e-6, f"packed copy vs addmm: relative difference {error:.2e}"
 
 
 # ---- which calls take the path -------------------------------------------------------------
@@ -145,7 +161,7 @@ def test_inputs_of_several_chunks_and_the_switch_fall_back():
     assert_matches(out, linear_reference(x, weight, bias, keep), "fp32", "switched off")
     assert copies() == 0
     assert not _C.mkl_linear_enabled()
-    assert "switched off" in gwprune.info()["CPU fp32 linear on MKL-packed weights"]
+    assert "switched off" in gwprune.info()["CPU fp32 linear on pre-packed weights"]
 
 
 def test_compile_and_fake_tensors():

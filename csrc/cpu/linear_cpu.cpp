@@ -23,7 +23,7 @@ at::Tensor linear_packed_cpu(const at::Tensor& x2d, const at::Tensor& weight,
   const int64_t budget_bytes = std::min(kChunkOperandBytes, workspace_bytes);
   if (rows > 0 && kept > 0 && weight.size(0) > 0 &&
       plan_chunks(rows, kept * x2d.element_size(), budget_bytes).chunks == 1) {
-    const at::Tensor packed = mkl_packed_weight(weight, x2d, rows, bias);
+    const PackedGemmWeight packed = mkl_packed_weight(weight, x2d, rows, bias);
     if (packed.defined()) {
       // _mkl_linear allocates and writes the whole output itself (no poisoning here).
       at::Tensor xg = at::empty({rows, kept}, x2d.options());

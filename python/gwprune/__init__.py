@@ -73,8 +73,9 @@ def _mkl_linear_state() -> str:
     if _C is None or not hasattr(_C, "mkl_linear_available"):
         return "no (no _C, or one built before it)"
     if not _C.mkl_linear_available():
-        return "no (torch has no MKL packed-GEMM ops)"
-    return "yes" if _C.mkl_linear_enabled() else "available, switched off"
+        return "no (torch has neither oneDNN's nor MKL's packed-GEMM ops)"
+    library = getattr(_C, "packed_gemm_library", lambda: "mkl")()
+    return f"yes ({library})" if _C.mkl_linear_enabled() else "available, switched off"
 
 
 def info() -> dict:
@@ -90,7 +91,7 @@ def info() -> dict:
         "workspace limit (MiB)": get_workspace_limit() / 2**20,
         "conv backend": get_conv_backend(),
         "pack cache limit (MiB)": get_pack_cache_limit() / 2**20,
-        "CPU fp32 linear on MKL-packed weights": _mkl_linear_state(),
+        "CPU fp32 linear on pre-packed weights": _mkl_linear_state(),
     }
     if torch.cuda.is_available():
         index = torch.cuda.current_device()

@@ -323,9 +323,9 @@ def get_pack_cache_limit() -> int:
 
 def clear_pack_cache() -> None:
     """Drops every cached packed weight and zeroes the counters of ``pack_cache_info``; also
-    drops the CPU linear's MKL-packed weight copies (csrc/cpu/mkl_packed_weights.h), which
-    are kept per packed weight outside this cache and, like it, miss writes that bypass the
-    version counter."""
+    drops the CPU linear's pre-packed (oneDNN / MKL) weight copies
+    (csrc/cpu/mkl_packed_weights.h), which are kept per packed weight outside this cache
+    and, like it, miss writes that bypass the version counter."""
     _cache.clear()
     clear_mkl = getattr(_C, "clear_mkl_linear_weights", None)  # absent from an older _C
     if clear_mkl is not None:
