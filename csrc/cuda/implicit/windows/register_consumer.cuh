@@ -12,6 +12,11 @@
 // in the pixel's mask. A thread reads its 16 table entries once per stage and 8 elements
 // per K step of 16 groups; two register sets let one step's loads overlap the previous
 // step's wgmma, with at most two in flight.
+//
+// The K loop (consume_windows) is written once over a window view: how a thread keeps its
+// pixels, reads its table entries and loads an element. RowWindowView is the view of the
+// windows above; a window layout tried later (framed windows, bench/NOTES.md change 22)
+// was another view of the same loop.
 #pragma once
 
 #include <cuda_bf16.h>

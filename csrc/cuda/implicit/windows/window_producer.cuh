@@ -9,7 +9,8 @@
 // A stage's table entry for group g is
 //   {byte offset of g's view in the ring (slot, bank skew, tap shift),
 //    the bit of g's tap (0 for padding columns) | (c * x_stride_c mod 8) << 29},
-// and the stage's last channel ordinal goes to `stage_last`.
+// and the stage's last channel ordinal goes to `stage_last`. Each thread fetches its group
+// of the next stage (an L2 round trip) before it waits for that stage to be free.
 #pragma once
 
 #include <cstdint>
