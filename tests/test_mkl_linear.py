@@ -15,7 +15,7 @@ gave the same bits for 1 and 2 threads on every shape tried (2-core EPYC, 2026-1
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import assert_matches, linear_reference, threads
+from conftest import assert_matches, linear_reference, poisoned_outputs, threads
 
 import gwprune
 from gwprune._extension import _C, cpu_kernels_compiled
@@ -325,3 +325,56 @@ def test_channels_last_conv_takes_the_packed_copy_and_matches(shape, with_bias):
         plain = gwprune.ops.conv2d_packed(x, packed, bias, s, p)
     assert_matches(plain, ref, "fp32", f"addmm channels_last conv {shape}")
     torch.testing.assert_close(out, plain, rtol=1e-5, atol=1e-5)
+
+
+NCHW_CONV_SHAPES = [
+    # batch, C, Cout, (H, W), kernel, stride, padding, dilation
+    (2, 16, 24, (14, 14), 3, 1, 1, 1),
+    (1, 3, 17, (9, 13), 3, 2, 0, 1),
+    (3, 17, 33, (12, 10), (3, 1), 1, 2, 2),
+    (2, 1, 8, (7, 7), 3, 1, 1, 1),  # C == 1: channels_last is contiguous, the NCHW path
+    (2, 4, 8, (1, 1), 3, 1, 1, 1),  # 1x1 images likewise
+]
+
+
+@pytest.mark.parametrize("with_bias", [False, True], ids=["no-bias", "bias"])
+@pytest.mark.parametrize("shape", NCHW_CONV_SHAPES, ids=str)
+def test_nchw_conv_runs_as_channels_last_and_matches(shape, with_bias):
+    """An fp32 NCHW conv of more than one tap runs as a channels_last one (conv2d_cpu.cpp:
+    the pack's weight reordered once, kept beside the packed copies): float64 reference,
+    poisoned outputs, NCHW output, the same bits for 1 and 2 threads and, switched off,
+    the NCHW path's result within rounding. An edit of the weight makes fresh copies."""
+    generator = torch.Generator().manual_seed(hash((shape, with_bias)) % 2**31)
+    n, c, co, (h, w), k, s, p, d = shape
+    kh, kw = (k, k) if isinstance(k, int) else k
+    x = torch.randn(n, c, h, w, generator=generator)
+    weight = torch.randn(co, c, kh, kw, generator=generator)
+    bias = torch.randn(co, generator=generator) if with_bias else None
+    keep = torch.randperm(c * kh * kw, generator=generator)[: max(1, c * kh * kw // 2)]
+
+    def reference(weight):
+        masked = gwprune.mask_weight(weight.double(), keep)
+        return F.conv2d(x.double(), masked, None if bias is None else bias.double(), s, p, d)
+
+    packed = gwprune.pack_conv2d_weight(weight, keep)
+    outputs = {}
+    for count in (1, 2):
+        with threads(count), poisoned_outputs("cpu"):
+            outputs[count] = gwprune.ops.conv2d_packed(x, packed, bias, s, p, d)
+    out = outputs[2]
+    assert out.is_contiguous(), "an NCHW input gives an NCHW output"
+    assert_matches(out, reference(weight), "fp32", f"NCHW conv {shape}")
+    assert torch.equal(outputs[1], out), "1 and 2 threads differ"
+    reordered = c > 1 and h * w > 1
+    assert (copies() > 0) == reordered, f"copies held: {_C.mkl_linear_weights_info()}"
+    _C.set_mkl_linear_enabled(False)
+    plain = gwprune.ops.conv2d_packed(x, packed, bias, s, p, d)
+    _C.set_mkl_linear_enabled(True)
+    torch.testing.assert_close(out, plain, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        packed.weight.mul_(-1.0)
+    negated = gwprune.ops.conv2d_packed(x, packed, bias, s, p, d)
+    with torch.no_grad():
+        packed.weight.mul_(-1.0)
+    flipped = weight.neg()
+    assert_matches(negated, reference(flipped), "fp32", f"NCHW conv {shape}, weight edited")

@@ -113,6 +113,8 @@ bool requires_grad(const std::optional<at::Tensor>& tensor) {
   return tensor.has_value() && tensor->requires_grad();
 }
 
+}  // namespace
+
 // A call autograd may record stays on ATen's ops; inference tensors cannot show edits.
 bool may_derive(const at::Tensor& weight, const at::Tensor& input,
                 const std::optional<at::Tensor>& bias) {
@@ -121,7 +123,6 @@ bool may_derive(const at::Tensor& weight, const at::Tensor& input,
          !requires_grad(bias) && !weight.is_inference();
 }
 
-// The copy of `weight` in `form`, made by `make` on a miss (the store's rules: header).
 at::Tensor derived_weight_copy(const at::Tensor& weight, int64_t form,
                                const std::function<at::Tensor()>& make) {
   const int64_t version = weight._version();
@@ -165,8 +166,6 @@ at::Tensor derived_weight_copy(const at::Tensor& weight, int64_t form,
   if (static_cast<int64_t>(copies.size()) > kMaxRowCounts) copies.resize(kMaxRowCounts);
   return packed;
 }
-
-}  // namespace
 
 PackedGemmWeight mkl_packed_weight(const at::Tensor& weight, const at::Tensor& input, int64_t rows,
                                    const std::optional<at::Tensor>& bias) {

@@ -49,6 +49,7 @@
 #include <ATen/ATen.h>
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 
 namespace gwprune::cpu {
@@ -61,6 +62,17 @@ constexpr int64_t kMaxRowCounts = 4;
 // whether the call qualifies), made now if needed; undefined when the call does not
 // qualify (above). Asked before the gathered operand exists, so a call that does not
 // qualify allocates nothing here.
+// The store's core, for any copy derived from a weight: the copy of `weight` in `form`
+// (a library's row-count form above, or a caller's negative one), made by `make` on a
+// miss, under the rules above (validity, lifetime, 4 forms per weight, thread safety).
+at::Tensor derived_weight_copy(const at::Tensor& weight, int64_t form,
+                               const std::function<at::Tensor()>& make);
+
+// Whether copies of `weight` may be kept for this call: fp32 CPU tensors, no operand
+// requiring grad, the weight not an inference tensor (no version counter).
+bool may_derive(const at::Tensor& weight, const at::Tensor& input,
+                const std::optional<at::Tensor>& bias);
+
 // A packed copy and the library that made it (both libraries' copies are MKL-DNN tensors).
 struct PackedGemmWeight {
   at::Tensor copy;
