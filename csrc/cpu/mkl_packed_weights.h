@@ -57,11 +57,6 @@ namespace gwprune::cpu {
 // Row counts whose copies each weight keeps (least recently used dropped first).
 constexpr int64_t kMaxRowCounts = 4;
 
-// The copy of `weight` ([out, K'] fp32, contiguous) packed for GEMMs of `rows` rows
-// gathered from `input` (whose dtype, device and grad mode decide with the weight's
-// whether the call qualifies), made now if needed; undefined when the call does not
-// qualify (above). Asked before the gathered operand exists, so a call that does not
-// qualify allocates nothing here.
 // The store's core, for any copy derived from a weight: the copy of `weight` in `form`
 // (a library's row-count form above, or a caller's negative one), made by `make` on a
 // miss, under the rules above (validity, lifetime, 4 forms per weight, thread safety).
@@ -80,6 +75,10 @@ struct PackedGemmWeight {
   bool defined() const { return copy.defined(); }
 };
 
+// The copy (and its library) of `weight` ([out, K'] fp32, contiguous) packed for GEMMs of `rows`
+// rows gathered from `input` (whose dtype, device and grad mode decide with the weight's whether
+// the call qualifies), made now if needed; undefined when the call does not qualify (above). Asked
+// before the gathered operand exists, so a call that does not qualify allocates nothing here.
 PackedGemmWeight mkl_packed_weight(const at::Tensor& weight, const at::Tensor& input, int64_t rows,
                                    const std::optional<at::Tensor>& bias);
 
