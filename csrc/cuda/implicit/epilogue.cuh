@@ -6,7 +6,8 @@
 //   d[4j + 0] = (r0, c), d[4j + 1] = (r0, c + 1), d[4j + 2] = (r0 + 8, c), d[4j + 3] = (r0 + 8, c +
 //   1).
 // The tile goes through shared memory (the drained pipeline stages) so global stores
-// are 16-byte vectors along Cout (channels_last) or runs of consecutive pixels (NCHW).
+// are 16-byte vectors along Cout (channels_last) or vectors of up to 16 bytes of
+// consecutive pixels (NCHW, nchw_run_pixels).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -38,6 +39,78 @@ __device__ __forceinline__ float from_float<float>(float v) {
 }
 
 #ifdef GWPRUNE_SM90A_DEVICE
+
+// The pixels of one NCHW store: the widest run (16 bytes at most) that divides both the
+// image's pixels and the tile's rows per image and that the output's base is aligned to,
+// so no run crosses an image and every run is aligned. Two-byte stores had been 14 % of
+// the window kernel's stall samples (bench/NOTES.md change 22).
+template <typename Elem>
+__device__ __forceinline__ int nchw_run_pixels(const ConvProblem& p) {
+  int run = 16 / static_cast<int>(sizeof(Elem));
+  while (run > 1 && (p.out_pixels % run != 0 || p.row_pitch % run != 0 ||
+                     reinterpret_cast<uintptr_t>(p.out) % (run * sizeof(Elem)) != 0))
+    run /= 2;
+  return run;
+}
+
+template <int Bytes>
+struct StoreBits;
+template <>
+struct StoreBits<2> {
+  using type = uint16_t;
+};
+template <>
+struct StoreBits<4> {
+  using type = uint32_t;
+};
+template <>
+struct StoreBits<8> {
+  using type = uint2;
+};
+template <>
+struct StoreBits<16> {
+  using type = uint4;
+};
+
+// Column c of the staged tile ([col][row], `Pitch` bytes per column) is output channel
+// first_col + c; its 64 rows go out in runs of Run consecutive pixels, consecutive threads
+// taking consecutive runs so a warp writes whole lines.
+template <typename Elem, int BN, int Pitch, int Run>
+__device__ __forceinline__ void store_nchw_runs_of(const ConvProblem& p, uint32_t staging,
+                                                   int first_row, int first_col, int thread) {
+  using Bits = typename StoreBits<Run * sizeof(Elem)>::type;
+  constexpr int kRuns = 64 / Run;
+  Elem* out = static_cast<Elem*>(p.out);
+  for (int v = thread; v < kRuns * BN; v += 128) {
+    const int c = v / kRuns;
+    const int channel = first_col + c;
+    if (channel >= p.out_channels) break;  // c only grows with v
+    const int r = (v - c * kRuns) * Run;
+    const int row = first_row + r;
+    if (row >= p.rows) continue;
+    const int n = row / p.row_pitch;
+    const int pixel = row - n * p.row_pitch;
+    if (pixel >= p.out_pixels) continue;  // the run gather's padding rows
+    Elem* target =
+        out + (static_cast<int64_t>(n) * p.out_channels + channel) * p.out_pixels + pixel;
+    *reinterpret_cast<Bits*>(target) = load_shared<Bits>(staging + c * Pitch + r * sizeof(Elem));
+  }
+}
+
+template <typename Elem, int BN, int Pitch>
+__device__ __forceinline__ void store_nchw_runs(const ConvProblem& p, uint32_t staging,
+                                                int first_row, int first_col, int thread) {
+  const int run = nchw_run_pixels<Elem>(p);
+  if constexpr (sizeof(Elem) == 2) {
+    if (run == 8)
+      return store_nchw_runs_of<Elem, BN, Pitch, 8>(p, staging, first_row, first_col, thread);
+  }
+  if (run == 4)
+    return store_nchw_runs_of<Elem, BN, Pitch, 4>(p, staging, first_row, first_col, thread);
+  if (run == 2)
+    return store_nchw_runs_of<Elem, BN, Pitch, 2>(p, staging, first_row, first_col, thread);
+  store_nchw_runs_of<Elem, BN, Pitch, 1>(p, staging, first_row, first_col, thread);
+}
 
 // Stages one warpgroup's tile in `staging` and stores it. `first_row` is the tile's first
 // row (output pixels flat over images, row_pitch per image: rows past an image's
@@ -96,22 +169,7 @@ __device__ __forceinline__ void store_tile(const ConvProblem& p, const float (&a
       }
     }
   } else {
-    // Column c is output channel first_col + c; consecutive rows are consecutive
-    // pixels of one image, so consecutive threads store consecutive addresses.
-    Elem* out = static_cast<Elem*>(p.out);
-    const int r = thread % kRows;
-    const int row = first_row + r;
-    const int n = row / p.row_pitch;
-    const int pixel = row - n * p.row_pitch;
-    if (row < p.rows && pixel < p.out_pixels) {
-      Elem* image_out = out + static_cast<int64_t>(n) * p.out_channels * p.out_pixels + pixel;
-      for (int c = thread / kRows; c < BN; c += 128 / kRows) {
-        const int channel = first_col + c;
-        if (channel >= p.out_channels) break;
-        image_out[static_cast<int64_t>(channel) * p.out_pixels] =
-            load_shared<Elem>(staging_address + c * kPitch + r * kElem);
-      }
-    }
+    store_nchw_runs<Elem, BN, kPitch>(p, staging_address, first_row, first_col, thread);
   }
 }
 

@@ -21,7 +21,7 @@ __device__ __forceinline__ uint32_t smem_address(const void* pointer) {
 
 // ---- shared memory ------------------------------------------------------------------------
 
-// st.shared / ld.shared of 2, 4 or 16 bytes at a shared-window address. The kernel
+// st.shared of 2, 4 or 16 bytes, ld.shared of 2, 4, 8 or 16, at a shared-window address. The kernel
 // aligns its dynamic shared memory by integer arithmetic, after which the compiler no
 // longer knows a pointer is shared and would emit generic ST.E/LD.E (slower, and
 // each one costs the producer issue slots it does not have).
@@ -55,8 +55,12 @@ __device__ __forceinline__ T load_shared(uint32_t address) {
     uint32_t bits;
     asm volatile("ld.shared.b32 %0, [%1];" : "=r"(bits) : "r"(address));
     memcpy(&value, &bits, 4);
+  } else if constexpr (sizeof(T) == 8) {
+    uint2 bits;
+    asm volatile("ld.shared.v2.b32 {%0, %1}, [%2];" : "=r"(bits.x), "=r"(bits.y) : "r"(address));
+    memcpy(&value, &bits, 8);
   } else {
-    static_assert(sizeof(T) == 16, "load_shared moves 2, 4 or 16 bytes");
+    static_assert(sizeof(T) == 16, "load_shared moves 2, 4, 8 or 16 bytes");
     uint4 bits;
     asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];"
                  : "=r"(bits.x), "=r"(bits.y), "=r"(bits.z), "=r"(bits.w)
