@@ -109,7 +109,10 @@ LINEAR_OFFSET_SHAPES = [
     (2, 40, 512, (14, 14), 3, 1, 1, 1),
     (1, 16, 1000, (9, 9), 3, 1, 1, 1),
 ]
-NCHW_GATHERS = ["rows", "runs", "pairs", "lines", "windows"]
+NCHW_GATHERS = ["rows", "runs", "pairs", "lines", "windows", "staged", "split"]
+# The window kernels: A read into registers by the consumers, staged in shared memory
+# by gatherer warps, or split between the two.
+WINDOW_KERNELS = ["windows", "staged", "split"]
 
 
 @needs_implicit
@@ -139,7 +142,7 @@ def test_nchw_gathers_match(shape, gather, precision, monkeypatch):
             assert_matches(out, ref, precision, f"implicit {gather} {label} {shape_id(shape)}")
 
 
-# The window kernel (csrc/cuda/implicit/windows/) takes any stride, dilation and padding:
+# The window kernels (csrc/cuda/implicit/windows/) take any stride, dilation and padding:
 # the general grid, plus shapes whose channels wrap its ring of window slots many times,
 # tiles that span up to four images, and every tile width.
 WINDOW_SHAPES = IMPLICIT_SHAPES + [
@@ -155,21 +158,22 @@ WINDOW_SHAPES = IMPLICIT_SHAPES + [
 @pytest.mark.cuda
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
 @pytest.mark.parametrize("keep", KEEPS)
+@pytest.mark.parametrize("kernel", WINDOW_KERNELS)
 @pytest.mark.parametrize("shape", WINDOW_SHAPES, ids=shape_id)
-def test_window_kernel_matches(shape, keep, precision, monkeypatch):
+def test_window_kernel_matches(shape, kernel, keep, precision, monkeypatch):
     x, weight, bias, keep_idx, (s, p, d), ref = implicit_case(
         shape, keep, keep != "one", False, precision, seed=hash((shape_id(shape), keep)) % 2**31
     )
     packed = gwprune.pack_conv2d_weight(weight, keep_idx)
-    monkeypatch.setenv("GWPRUNE_IMPLICIT_GATHER", "windows")
+    monkeypatch.setenv("GWPRUNE_IMPLICIT_GATHER", kernel)
     with precision_flags(precision), poisoned_outputs("cuda"):
         out = gwprune.ops.conv2d_packed(x, packed, bias, s, p, d, backend="implicit")
-    assert_matches(out, ref, precision, f"implicit windows {shape_id(shape)} keep={keep}")
+    assert_matches(out, ref, precision, f"implicit {kernel} {shape_id(shape)} keep={keep}")
 
 
 @needs_implicit
 @pytest.mark.cuda
-@pytest.mark.parametrize("window", ["windows", "rows"])
+@pytest.mark.parametrize("window", [*WINDOW_KERNELS, "rows"])
 def test_padding_columns_keep_infinities_out(window, monkeypatch):
     """K' = 1 pads the 64-group stage with 63 zero-weight columns: they must read zeros,
     not x, or an infinity in x would come out as NaN in every output channel."""

@@ -238,20 +238,23 @@ def check_conv_case(case: ConvCase, device: str) -> None:
                     gwprune.ops.conv2d_packed(x_dev, packed, bias, **args, backend="implicit"),
                 )
             )
-        # The window kernel forced on every case (it takes 16-bit NCHW with contiguous rows
-        # of any geometry; the rest falls back to the row gather, which is then checked again).
+        # The window kernels forced on every case (they take 16-bit NCHW with contiguous
+        # rows of any geometry; the rest falls back to the row gather, then checked again).
         if case.precision in ("fp16", "bf16"):
-            with (
-                precision_flags(case.precision),
-                poisoned_outputs(device),
-                forced_gather("windows"),
-            ):
-                results.append(
-                    (
-                        "implicit windows",
-                        gwprune.ops.conv2d_packed(x_dev, packed, bias, **args, backend="implicit"),
+            for kernel in ("windows", "staged", "split"):
+                with (
+                    precision_flags(case.precision),
+                    poisoned_outputs(device),
+                    forced_gather(kernel),
+                ):
+                    results.append(
+                        (
+                            f"implicit {kernel}",
+                            gwprune.ops.conv2d_packed(
+                                x_dev, packed, bias, **args, backend="implicit"
+                            ),
+                        )
                     )
-                )
     expected_format = conv_output_memory_format(x_dev)
     for name, result in results:
         context = f"conv2d {name} on {device}: {case}"

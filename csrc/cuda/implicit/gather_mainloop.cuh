@@ -30,13 +30,21 @@ constexpr int kTileRows = 128;  // output pixels per tile (two consumer warpgrou
 constexpr int kRowBytes = 128;  // one K slice of a row: the swizzle width
 constexpr int kProducerThreads = 128;
 
+// Host and device where the file is compiled by nvcc (the window kernels size each CTA's
+// ring on the device), host only where a C++ compiler includes it.
+#ifdef __CUDACC__
+#define GWPRUNE_HOST_DEVICE __host__ __device__
+#else
+#define GWPRUNE_HOST_DEVICE
+#endif
+
 // n / d for 0 <= n < 2^31 by a multiply-high and a shift (the round-up method that
 // CUTLASS's FastDivmod uses): group_idx is decoded on the producer every stage, where two
 // integer divisions were about 70 of its instructions per part.
 struct FastDivision {
   uint32_t divisor = 1, multiplier = 0, shift = 0;
 
-  static FastDivision of(int32_t divisor) {
+  GWPRUNE_HOST_DEVICE static FastDivision of(int32_t divisor) {
     FastDivision d;
     d.divisor = static_cast<uint32_t>(divisor);
     if (divisor > 1) {

@@ -28,7 +28,9 @@
 // (instantiated per dtype by implicit_conv_{fp16,bf16,tf32}.cu). windows/ is a second
 // kernel for NCHW 16-bit inputs (its contract in windows/window_geometry.cuh): each
 // channel's input rows copied once per tile, the consumers reading A from them into
-// registers; nchw_producer picks it too, and it shares the epilogue.
+// registers; nchw_producer picks it too, and it shares the epilogue. Its staged and split
+// forms (windows/staged_window_kernel.cuh) add gatherer warps that build A tiles in shared
+// memory from the same windows, for all or half of each stage's K steps.
 #pragma once
 
 #include <ATen/ATen.h>

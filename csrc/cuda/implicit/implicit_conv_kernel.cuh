@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <limits>
 #include <string>
+#include <type_traits>
 
 #include "epilogue.cuh"
 #include "gather_mainloop.cuh"
@@ -24,6 +25,7 @@
 #include "mma_consumer.cuh"
 #include "run_gather.cuh"
 #include "sm90_primitives.cuh"
+#include "windows/staged_window_kernel.cuh"
 #include "windows/window_kernel.cuh"
 
 namespace gwprune::cuda::implicit {
@@ -65,10 +67,14 @@ struct TileConfig {
 //   output-channel tiles, each CTA gathering half of every stage into both;
 // - kLines, the NCHW line gather (the run gather's geometry, by TMA; line_gather.cuh);
 // - kWindows, the window kernel (windows/): each channel's input rows copied once per tile
-//   by TMA, the consumers reading their A fragments from them (no A tile).
+//   by TMA, the consumers reading their A fragments from them (no A tile);
+// - kStagedWindows, the staged window kernel (windows/staged_window_kernel.cuh): the same
+//   windows, gatherer warps building A tiles from them for shared-memory wgmma;
+// - kSplitWindows, the split window kernel (the same file): each stage's A read half by the
+//   consumers into registers, half from the gatherers' tile.
 // The first three move the data through the producer's registers (register sets
 // pipelined by parts); kLines starts copies.
-enum class Producer { kRows, kRuns, kRunPairs, kLines, kWindows };
+enum class Producer { kRows, kRuns, kRunPairs, kLines, kWindows, kStagedWindows, kSplitWindows };
 
 #ifdef GWPRUNE_SM90A_DEVICE
 template <Producer Kind>
@@ -483,8 +489,9 @@ inline bool run_pairs_apply(const at::Tensor& x, const at::Tensor& weight, const
 // The window kernel's rule (windows/window_geometry.cuh): 16-bit NCHW with contiguous
 // rows, x 16-byte aligned (the copies' base), at most 29 taps, tiles touching at most 4
 // images (out_pixels >= 43), more than 64 window slots beside the weight stages, and
-// 32-bit copy coordinates past x's last element.
-template <int BN>
+// 32-bit copy coordinates past x's last element. Layout is the kernel's shared-memory
+// layout (windows::WindowLayout or windows::StagedLayout), which bounds the ring.
+template <typename Layout>
 inline bool window_launch(const at::Tensor& x, const ConvGeometry& g, const ConvProblem& p,
                           windows::WindowLaunch& w) {
   if (x.element_size() != 2 || x.stride(3) != 1 || x.stride(2) != g.width ||
@@ -495,56 +502,74 @@ inline bool window_launch(const at::Tensor& x, const ConvGeometry& g, const Conv
   if (w.max_segments > windows::kMaxSegments) return false;
   if (element_span(x) + 4 * int64_t{w.slot_elements} >= std::numeric_limits<int32_t>::max())
     return false;
-  return windows::choose_ring<BN>(w);
+  return windows::choose_ring<Layout>(w);
 }
 
-template <int BN>
+template <typename Layout>
 inline bool window_path_applies(const at::Tensor& x, const at::Tensor& weight,
                                 const ConvGeometry& g) {
   const ConvProblem p = problem_shape(x, weight, g, windows::kBK);
   windows::WindowLaunch w;
-  return weight.size(0) > 0 && window_launch<BN>(x, g, p, w);
+  return weight.size(0) > 0 && window_launch<Layout>(x, g, p, w);
 }
 
-template <typename Elem, int BN>
+// The window kernels of one tile width: the register consumer's (Staged = -1), or the
+// staged one's with Staged register steps per stage (0: staged, 2: split).
+template <typename Elem, int BN, int Staged>
+struct WindowKernel {
+  using Layout =
+      std::conditional_t<(Staged >= 0), windows::StagedLayout<BN>, windows::WindowLayout<BN>>;
+  static constexpr int kThreads = Staged >= 0 ? windows::kStagedThreads : windows::kThreads;
+  using Kernel = void (*)(CUtensorMap, CUtensorMap, ConvProblem, windows::WindowLaunch);
+  static Kernel of(bool channels_aligned) {
+    if constexpr (Staged >= 0) {
+      return channels_aligned ? windows::staged_window_conv_kernel<Elem, BN, true, Staged>
+                              : windows::staged_window_conv_kernel<Elem, BN, false, Staged>;
+    } else {
+      return channels_aligned ? windows::window_conv_kernel<Elem, BN, true>
+                              : windows::window_conv_kernel<Elem, BN, false>;
+    }
+  }
+};
+
+template <typename Elem, int BN, int Staged>
 void launch_windows(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& group_idx,
                     const std::optional<at::Tensor>& bias, const ConvGeometry& g, at::Tensor& out) {
+  using Kernel = WindowKernel<Elem, BN, Staged>;
   const ConvProblem p = make_problem(x, weight, group_idx, bias, g, out, windows::kBK);
   windows::WindowLaunch w;
-  TORCH_CHECK(window_launch<BN>(x, g, p, w), "gwprune: the window kernel does not take this call");
+  TORCH_CHECK(window_launch<typename Kernel::Layout>(x, g, p, w),
+              "gwprune: the window kernel does not take this call");
   const CUtensorMap weight_map = weight_tensor_map(weight, BN);
   const CUtensorMap x_map =
       x_span_tensor_map(x, w.box, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_SWIZZLE_NONE);
-  const int shared_bytes = windows::WindowLayout<BN>::shared_bytes(w);
-  const bool aligned = x.stride(1) % 8 == 0;
-  auto* kernel = aligned ? windows::window_conv_kernel<Elem, BN, true>
-                         : windows::window_conv_kernel<Elem, BN, false>;
+  const int shared_bytes = Kernel::Layout::shared_bytes(w);
+  auto* kernel = Kernel::of(x.stride(1) % 8 == 0);
   // Once per instantiation, not per call (host time: issue 15), as launch() does.
   static const bool configured = [] {
-    for (auto* each : {windows::window_conv_kernel<Elem, BN, true>,
-                       windows::window_conv_kernel<Elem, BN, false>})
+    for (auto* each : {Kernel::of(true), Kernel::of(false)})
       C10_CUDA_CHECK(cudaFuncSetAttribute(each, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                           windows::kMaxSharedBytes));
     return true;
   }();
   (void)configured;
   const int64_t tiles = ((p.rows + kTileRows - 1) / kTileRows) * ((p.out_channels + BN - 1) / BN);
-  kernel<<<static_cast<unsigned>(tiles), windows::kThreads, shared_bytes,
+  kernel<<<static_cast<unsigned>(tiles), Kernel::kThreads, shared_bytes,
            at::cuda::getCurrentCUDAStream()>>>(weight_map, x_map, p, w);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-template <typename Elem>
+template <typename Elem, int Staged>
 void launch_windows_for_width(const at::Tensor& x, const at::Tensor& weight,
                               const at::Tensor& group_idx, const std::optional<at::Tensor>& bias,
                               const ConvGeometry& g, at::Tensor& out) {
   const int64_t out_channels = weight.size(0);
   if (out_channels > 128) {
-    launch_windows<Elem, 256>(x, weight, group_idx, bias, g, out);
+    launch_windows<Elem, 256, Staged>(x, weight, group_idx, bias, g, out);
   } else if (out_channels > 64) {
-    launch_windows<Elem, 128>(x, weight, group_idx, bias, g, out);
+    launch_windows<Elem, 128, Staged>(x, weight, group_idx, bias, g, out);
   } else {
-    launch_windows<Elem, 64>(x, weight, group_idx, bias, g, out);
+    launch_windows<Elem, 64, Staged>(x, weight, group_idx, bias, g, out);
   }
 }
 
@@ -556,33 +581,47 @@ void launch_windows_for_width(const at::Tensor& x, const at::Tensor& weight,
 inline bool window_kernel_is_default(const at::Tensor& x, const at::Tensor& weight,
                                      const ConvGeometry& g) {
   return g.kernel_h * g.kernel_w > 1 && g.out_pixels() >= 196 &&
-         window_path_applies<256>(x, weight, g);
+         window_path_applies<windows::WindowLayout<256>>(x, weight, g);
 }
 
-// The NCHW 16-bit producer: the window kernel where it is the default, else the line
-// gather where it applies, else the run gather in pairs, alone, else the row gather.
-// GWPRUNE_IMPLICIT_GATHER=rows|runs|pairs|lines|windows forces one (one that does not
-// apply falls back to the row gather); it is read per call so that a benchmark can time
-// them all on one call (bench/experiments/implicit_conv.py).
+// Where the window kernel is the default, its split form is, on images of fewer than 784
+// output pixels (measured, bench/NOTES.md change 23, H200 2026-12-03: 7-9 % faster on 14 x 14
+// layers, within 2 % either way on 28 x 28 ones).
+inline bool split_kernel_is_default(const at::Tensor& x, const at::Tensor& weight,
+                                    const ConvGeometry& g) {
+  return g.out_pixels() < 784 && window_path_applies<windows::StagedLayout<256>>(x, weight, g);
+}
+
+// The NCHW 16-bit producer: the window kernel (or its split form) where it is the default,
+// else the line gather where it applies, else the run gather in pairs, alone, else the row
+// gather. GWPRUNE_IMPLICIT_GATHER=rows|runs|pairs|lines|windows|staged|split forces one (one
+// that does not apply falls back to the row gather); it is read per call so that a benchmark
+// can time them all on one call (bench/experiments/implicit_conv.py).
 inline Producer nchw_producer(const at::Tensor& x, const at::Tensor& weight,
                               const ConvGeometry& g) {
   const char* forced = std::getenv("GWPRUNE_IMPLICIT_GATHER");
   if (forced != nullptr && forced[0] != '\0') {
     const std::string name(forced);
-    TORCH_CHECK(
-        name == "rows" || name == "runs" || name == "pairs" || name == "lines" || name == "windows",
-        "GWPRUNE_IMPLICIT_GATHER must be 'rows', 'runs', 'pairs', 'lines' or 'windows', "
-        "not '",
-        name, "'");
+    TORCH_CHECK(name == "rows" || name == "runs" || name == "pairs" || name == "lines" ||
+                    name == "windows" || name == "staged" || name == "split",
+                "GWPRUNE_IMPLICIT_GATHER must be 'rows', 'runs', 'pairs', 'lines', 'windows', "
+                "'staged' or 'split', not '",
+                name, "'");
     if (name == "windows")
-      return window_path_applies<256>(x, weight, g) ? Producer::kWindows : Producer::kRows;
+      return window_path_applies<windows::WindowLayout<256>>(x, weight, g) ? Producer::kWindows
+                                                                           : Producer::kRows;
+    if (name == "staged" || name == "split") {
+      if (!window_path_applies<windows::StagedLayout<256>>(x, weight, g)) return Producer::kRows;
+      return name == "staged" ? Producer::kStagedWindows : Producer::kSplitWindows;
+    }
     if (name == "lines") return line_gather_applies(x, g) ? Producer::kLines : Producer::kRows;
     if (name == "runs") return run_gather_applies(x, g) ? Producer::kRuns : Producer::kRows;
     if (name == "pairs")
       return run_pairs_apply(x, weight, g) ? Producer::kRunPairs : Producer::kRows;
     return Producer::kRows;
   }
-  if (window_kernel_is_default(x, weight, g)) return Producer::kWindows;
+  if (window_kernel_is_default(x, weight, g))
+    return split_kernel_is_default(x, weight, g) ? Producer::kSplitWindows : Producer::kWindows;
   if (line_gather_applies(x, g)) return Producer::kLines;
   if (run_pairs_apply(x, weight, g)) return Producer::kRunPairs;
   if (run_gather_applies(x, g)) return Producer::kRuns;
@@ -600,7 +639,13 @@ void launch_for_layout(const at::Tensor& x, const at::Tensor& weight, const at::
   if constexpr (sizeof(Elem) == 2) {
     switch (nchw_producer(x, weight, g)) {
       case Producer::kWindows:
-        launch_windows_for_width<Elem>(x, weight, group_idx, bias, g, out);
+        launch_windows_for_width<Elem, -1>(x, weight, group_idx, bias, g, out);
+        return;
+      case Producer::kStagedWindows:
+        launch_windows_for_width<Elem, 0>(x, weight, group_idx, bias, g, out);
+        return;
+      case Producer::kSplitWindows:
+        launch_windows_for_width<Elem, 2>(x, weight, group_idx, bias, g, out);
         return;
       case Producer::kLines:
         launch_for_width<Elem, false, Producer::kLines>(x, weight, group_idx, bias, g, out);

@@ -20,6 +20,9 @@ namespace gwprune::cuda::implicit {
 
 #ifdef GWPRUNE_SM90A_DEVICE
 
+// Where the B tile completes on a barrier of its own (b_full: the staged window kernel,
+// whose A tiles are written by another warpgroup), that is waited for too.
+//
 // Paired (a 2-CTA cluster sharing the A tiles, run_gather.cuh): the peer CTA's producer
 // writes half of every stage, so a stage is waited for at cluster scope and handed back to
 // both producers (peer_empty: the peer's empty barriers as a shared::cluster address).
@@ -27,7 +30,8 @@ template <typename MmaType, int BN, int Stages, bool AMnMajor = false, bool Pair
 __device__ __forceinline__ void consume_stages(float (&acc)[BN / 2], uint8_t* a_stages,
                                                uint8_t* b_stages, uint64_t* full, uint64_t* empty,
                                                int k_tiles, int consumer, bool signals,
-                                               uint32_t peer_empty = 0) {
+                                               uint32_t peer_empty = 0,
+                                               uint64_t* b_full = nullptr) {
   using Mma = Wgmma<MmaType, BN>;
   constexpr int kStepsPerStage = 128 / 32;  // every K step is 32 bytes of a 128-byte row
   constexpr int kATileBytes = 128 * 128;
@@ -36,6 +40,7 @@ __device__ __forceinline__ void consume_stages(float (&acc)[BN / 2], uint8_t* a_
   for (int kt = 0; kt < k_tiles; ++kt) {
     const int stage = kt % Stages;
     mbarrier_wait<Paired>(&full[stage], (kt / Stages) & 1);
+    if (b_full != nullptr) mbarrier_wait(&b_full[stage], (kt / Stages) & 1);
     const uint32_t a = smem_address(a_stages + stage * kATileBytes + consumer * 64 * 128);
     const uint32_t b = smem_address(b_stages + stage * kBTileBytes);
     fence_accumulators(acc);

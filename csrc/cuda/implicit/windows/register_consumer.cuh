@@ -121,20 +121,27 @@ __device__ __forceinline__ uint32_t fragment_parity(const uint32_t (&a)[4]) {
 
 // The K loop of one consumer warpgroup over the window layout `View` reads
 // (RowWindowView), with its shared-memory map, tile and launch sizes.
-template <typename View, typename MmaType, int BN, int Stages, int BK, typename Shared,
-          typename Tile, typename Launch>
+//
+// RegisterSteps < BK / 16 splits each stage (the split kernel, split_window_kernel.cuh): the
+// consumers read A for its first RegisterSteps K steps themselves, and take the rest from
+// the A tile that gatherer warps build in shared memory meanwhile (s.a_stages, complete on
+// s.a_full; K-major, 128-byte swizzle, as tile_gatherer.cuh writes it). Each side then does
+// part of the element reads that bound either alone (bench/NOTES.md change 23).
+template <typename View, typename MmaType, int BN, int Stages, int BK, int RegisterSteps = BK / 16,
+          typename Shared, typename Tile, typename Launch>
 __device__ __forceinline__ void consume_windows(float (&acc)[BN / 2], const ConvProblem& p,
                                                 const Shared& s, const Tile& tile, const Launch& w,
                                                 int first_row, int consumer, int thread) {
   using Mma = WgmmaRegisterA<MmaType, BN>;
   constexpr int kBTileBytes = BN * 128;
   constexpr int kSteps = BK / 16;
+  // The previous stage is handed back at step 1, after the wait that retires it.
+  static_assert(RegisterSteps >= 2 && RegisterSteps <= kSteps, "two register steps at least");
   const int warp = thread / 32, lane = thread % 32;
   const int row = first_row + 64 * consumer + 16 * warp + lane / 4;
   const typename View::Pixel pixel[2] = {View::pixel(p, tile, w, s.ring, row),
                                          View::pixel(p, tile, w, s.ring, row + 8)};
-  const int ring_slots = static_cast<int>(w.ring.divisor);
-  int released = 0, released_slot = 0;  // lane 0's: channels handed back, and the next's slot
+  int released = 0;  // channels this warp has handed back
   uint32_t a[2][4] = {};
   uint32_t sink = 0;
 #pragma unroll 1
@@ -145,12 +152,12 @@ __device__ __forceinline__ void consume_windows(float (&acc)[BN / 2], const Conv
     const uint32_t b = smem_address(s.b_stages + stage * kBTileBytes);
     const int last_channel = load_shared<int>(smem_address(s.stage_last + stage));
     // The stage's table entries this thread needs, for all its K steps at once.
-    typename View::Entry entry[kSteps][4];
+    typename View::Entry entry[RegisterSteps][4];
 #pragma unroll
-    for (int step = 0; step < kSteps; ++step)
+    for (int step = 0; step < RegisterSteps; ++step)
       View::entries(table, 16 * step + 2 * (lane % 4), entry[step]);
 #pragma unroll
-    for (int step = 0; step < kSteps; ++step) {
+    for (int step = 0; step < RegisterSteps; ++step) {
       uint32_t v[4][2];
 #pragma unroll
       for (int e = 0; e < 4; ++e)
@@ -177,14 +184,22 @@ __device__ __forceinline__ void consume_windows(float (&acc)[BN / 2], const Conv
       wgmma_commit_group();
       fence_accumulators(acc);
     }
+    if constexpr (RegisterSteps < kSteps) {
+      using SharedMma = Wgmma<MmaType, BN>;
+      mbarrier_wait(&s.a_full[stage], (kt / Stages) & 1);
+      const uint32_t a = smem_address(s.a_stages + stage * kTileRows * 128 + consumer * 64 * 128);
+      fence_accumulators(acc);
+      wgmma_fence();
+#pragma unroll
+      for (int step = RegisterSteps; step < kSteps; ++step)
+        SharedMma::mma(acc, sw128_kmajor_descriptor(a + 32 * step),
+                       sw128_kmajor_descriptor(b + 32 * step), 1);
+      wgmma_commit_group();
+      fence_accumulators(acc);
+    }
     // Channels before this stage's last appear in no later stage: this warp has read them.
     __syncwarp();
-    if (lane == 0) {
-      for (; released < last_channel; ++released) {
-        mbarrier_arrive(&s.ring_empty[released_slot]);
-        released_slot = released_slot + 1 == ring_slots ? 0 : released_slot + 1;
-      }
-    }
+    release_channels(s.ring_empty, released, last_channel, s.ring_slots.slots, lane);
   }
   wgmma_wait_group<0>();
   fence_accumulators(acc);

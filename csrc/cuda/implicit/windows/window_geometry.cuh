@@ -38,6 +38,9 @@ constexpr int kSegmentSlack = 7 + 24;
 // previous stage's last channel is still held.
 constexpr int kMinRingSlots = 65;
 constexpr int kMaxRingSlots = 128;
+// A CTA whose tile touches fewer images than the launch's worst case has smaller slots, so
+// the same ring bytes hold more of them (tile_ring), up to this many.
+constexpr int kMaxTileRingSlots = 256;
 
 struct TileWindows {
   int first_image;
@@ -87,6 +90,25 @@ struct WindowLaunch {
   int max_segments = 0;
   FastDivision ring;  // R, the ring's slots
 };
+
+// One CTA's ring: its tile's own slot size (the boxes of the segments it touches) and as
+// many slots as the launch's ring bytes hold at that size. Most tiles touch one image, so
+// their rings hold about twice the launch's worst case: at keep .25 a stage starts ~28
+// channels, and a ring of ~95 slots held only 3.4 stages of them (bench/NOTES.md change 23).
+struct TileRing {
+  FastDivision slots;
+  int slot_elements;
+};
+
+__host__ __device__ inline TileRing tile_ring(const TileWindows& t, const WindowLaunch& w) {
+  int elements = 0;
+  for (int k = 0; k < kMaxSegments; ++k)
+    if (k < t.segments) elements += t.boxes[k] * w.box;
+  if (elements < w.box) elements = w.box;  // a tile whose every tap is padding copies nothing
+  int slots = w.slot_elements * static_cast<int>(w.ring.divisor) / elements;
+  if (slots > kMaxTileRingSlots) slots = kMaxTileRingSlots;
+  return {FastDivision::of(slots), elements};
+}
 
 inline WindowLaunch window_plan(const ConvProblem& p) {
   WindowLaunch plan;

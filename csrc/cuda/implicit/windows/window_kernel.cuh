@@ -43,22 +43,24 @@ struct WindowLayout {
   }
   static int shared_bytes(const WindowLaunch& w) {
     return 1024 + kRingOffset + ring_bytes(w) + kTableBytes + kScratchBytes +
-           8 * (2 * kStages + static_cast<int>(w.ring.divisor));
+           8 * (2 * kStages + kMaxTileRingSlots);
   }
 };
 
-// The largest ring (up to kMaxRingSlots) that shared memory holds next to BN-wide weight
-// stages, or false when fewer than kMinRingSlots fit: the producer copies a channel only
-// once the channel R before it is released, so R is how far the copies run ahead.
-template <int BN>
+// The largest ring (up to kMaxRingSlots of the launch's largest slots) that shared memory
+// holds next to a Layout's stages (WindowLayout, or the staged kernel's StagedLayout), or
+// false when fewer than kMinRingSlots fit: the producer copies a channel only once the
+// channel R before it is released, so R is how far the copies run ahead. Each CTA then
+// splits the same bytes into its own slots (tile_ring).
+template <typename Layout>
 inline bool choose_ring(WindowLaunch& w) {
   w.ring = FastDivision::of(1);
-  const int fixed = WindowLayout<BN>::shared_bytes(w) - w.slot_elements * 2 - 8;
-  int slots = (kMaxSharedBytes - fixed) / (w.slot_elements * 2 + 8);
+  const int fixed = Layout::shared_bytes(w) - w.slot_elements * 2;
+  int slots = (kMaxSharedBytes - fixed) / (w.slot_elements * 2);
   if (slots > kMaxRingSlots) slots = kMaxRingSlots;
   if (slots < kMinRingSlots) return false;
   w.ring = FastDivision::of(slots);
-  return WindowLayout<BN>::shared_bytes(w) <= kMaxSharedBytes;
+  return Layout::shared_bytes(w) <= kMaxSharedBytes;
 }
 
 #ifdef GWPRUNE_SM90A_DEVICE
@@ -122,11 +124,12 @@ __global__ void __launch_bounds__(kThreads, 1)
   extern __shared__ uint8_t shared_raw[];
   const WindowTile cta = window_tile<BN>(p, shared_raw);
   uint8_t* shared = cta.shared;
-  const int ring_slots = static_cast<int>(w.ring.divisor);
   uint8_t* ring = shared + Layout::kRingOffset;
+  const TileWindows tile = tile_windows(p, cta.first_row, w.box);
   WindowShared s;
   s.b_stages = shared;
   s.ring = smem_address(ring);
+  s.ring_slots = tile_ring(tile, w);
   s.tables = reinterpret_cast<int2*>(ring + Layout::ring_bytes(w));
   s.scratch = reinterpret_cast<int*>(reinterpret_cast<uint8_t*>(s.tables) + Layout::kTableBytes);
   s.stage_last = s.scratch + 4;
@@ -138,12 +141,12 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int thread = threadIdx.x % 128;
 
   if (threadIdx.x == 0) {
-    init_window_barriers(s.full, s.empty, s.ring_empty, ring_slots, kTableThreads);
+    init_window_barriers(s.full, s.empty, s.ring_empty,
+                         static_cast<int>(s.ring_slots.slots.divisor), kTableThreads);
     prefetch_tensor_map(&weight_map);
     prefetch_tensor_map(&x_map);
   }
   __syncthreads();
-  const TileWindows tile = tile_windows(p, cta.first_row, w.box);
 
   if (warpgroup == 0) {
     release_registers<kProducerRegisters>();

@@ -23,11 +23,12 @@ namespace gwprune::cuda::implicit::windows {
 // Where the pieces of the window kernel live in shared memory.
 struct WindowShared {
   uint8_t* b_stages;
-  int2* tables;     // [stages][64]
-  int* scratch;     // [2][2]: new channels per producer warp, by stage parity
-  int* stage_last;  // [stages]: the ordinal of each stage's last channel
-  uint32_t ring;    // shared address of slot 0
-  uint64_t* full;   // weight tile, table and the stage's new windows landed
+  int2* tables;         // [stages][64]
+  int* scratch;         // [2][2]: new channels per producer warp, by stage parity
+  int* stage_last;      // [stages]: the ordinal of each stage's last channel
+  uint32_t ring;        // shared address of slot 0
+  TileRing ring_slots;  // this CTA's slots (tile_ring)
+  uint64_t* full;       // weight tile, table and the stage's new windows landed
   uint64_t* empty;
   uint64_t* ring_empty;  // a slot's channel released by every consumer warp
 };
@@ -72,10 +73,10 @@ __device__ __forceinline__ void produce_windows(const ConvProblem& p, const void
     const int in_stage = s.scratch[(kt & 1) * 2] + s.scratch[(kt & 1) * 2 + 1];
     // Ordinal of this group's channel: the channels started up to and including it, less one.
     const int q = channels_before + before_warp + __popc(starts & ((2u << lane) - 1)) - 1;
-    const int turn = w.ring.divide(q);  // how many times the ring has wrapped before q
-    const int slot = q - turn * w.ring.divisor;
-    const int view =
-        slot * w.slot_elements + 8 * (q & 3) + t.i * p.dilation_h * p.width + t.j * p.dilation_w;
+    const int turn = s.ring_slots.slots.divide(q);  // how many times the ring wrapped before q
+    const int slot = q - turn * s.ring_slots.slots.divisor;
+    const int view = slot * s.ring_slots.slot_elements + 8 * (q & 3) +
+                     t.i * p.dilation_h * p.width + t.j * p.dilation_w;
     const uint32_t tap_bit = c >= 0 ? 1u << t.tap : 0u;
     const uint32_t residue = c >= 0 ? static_cast<uint32_t>(c * p.x_stride_c) & 7u : 0u;
     const uint32_t entry = smem_address(s.tables + stage * BK + thread);
@@ -93,7 +94,7 @@ __device__ __forceinline__ void produce_windows(const ConvProblem& p, const void
     if (starts_channel) {
       // The slot's previous channel (q - R) must be released by every consumer warp.
       if (turn > 0) mbarrier_wait(&s.ring_empty[slot], (turn - 1) & 1);
-      const uint32_t slot_address = s.ring + slot * w.slot_elements * 2;
+      const uint32_t slot_address = s.ring + slot * s.ring_slots.slot_elements * 2;
       const int skew = 8 * (q & 3);
 #pragma unroll
       for (int k = 0; k < kMaxSegments; ++k) {
@@ -107,6 +108,19 @@ __device__ __forceinline__ void produce_windows(const ConvProblem& p, const void
       }
     }
   }
+}
+
+// A reader warp hands back ring channels [released, last): lane l arrives for channels
+// released + l, released + l + 32, ..., so a stage's channels take one arrive per lane, not
+// one per channel in series (a stage at keep .25 ends ~28 channels; each arrive is a
+// shared-memory round trip on lane 0's path).
+__device__ __forceinline__ void release_channels(uint64_t* ring_empty, int& released, int last,
+                                                 const FastDivision& ring, int lane) {
+  for (int q = released + lane; q < last; q += 32) {
+    const int slot = q - ring.divide(q) * static_cast<int>(ring.divisor);
+    mbarrier_arrive(&ring_empty[slot]);
+  }
+  if (last > released) released = last;
 }
 
 #endif  // GWPRUNE_SM90A_DEVICE
