@@ -1,5 +1,6 @@
-"""One implicit-GEMM call per layout on the seed conv (keep .5, fp16), for a profiler;
-NCHW once more per NCHW producer named on the command line (GWPRUNE_IMPLICIT_GATHER):
+"""One implicit-GEMM call per layout on the seed conv (keep .5, or $KEEP; fp16), for a
+profiler; NCHW once more per NCHW producer named on the command line
+(GWPRUNE_IMPLICIT_GATHER):
 
 ncu --kernel-name regex:conv_kernel python bench/experiments/implicit_profile_target.py rows
 """
@@ -14,7 +15,8 @@ import gwprune
 torch.manual_seed(0)
 x = torch.randn(64, 512, 28, 28, device="cuda", dtype=torch.float16)
 weight = torch.randn(512, 512, 3, 3, device="cuda", dtype=torch.float16)
-keep_idx = torch.randperm(512 * 9, device="cuda")[: 512 * 9 // 2]
+keep = float(os.environ.get("KEEP", "0.5"))
+keep_idx = torch.randperm(512 * 9, device="cuda")[: round(512 * 9 * keep)]
 for layout in (torch.contiguous_format, torch.channels_last):
     packed = gwprune.pack_conv2d_weight(weight, keep_idx, layout)
     xl = x.contiguous(memory_format=layout)

@@ -1,0 +1,43 @@
+"""The markdown rows of docs/benchmarks.md's implicit-GEMM table, from an implicit_conv.py CSV.
+
+    python bench/experiments/implicit_table.py bench/results/.../layers-v8d-verified.csv
+
+Prints one row per layer, precision and keep: the NCHW default / channels_last, the window
+kernels forced (register consumer / split / staged), explicit NCHW / channels_last, the
+anchor, dense and the ratio to the anchor with both sides' TFLOP/s, so that the docs'
+figures come from the CSV, not from a hand.
+"""
+
+import csv
+import sys
+
+NAMES = {
+    "seed-512-28": "seed conv 64x512x28²",
+    "r50-256-14": "ResNet-50 64x256x14²",
+    "r50-128-28": "ResNet-50 64x128x28²",
+    "vgg-512-14": "VGG-16 64x512x14²",
+}
+
+
+def row(r: dict) -> str:
+    def ms(key: str) -> str:
+        return f"{float(r[key]):.3f}"
+
+    forced = " / ".join(ms(f"implicit_{k}_nchw") for k in ("windows", "split", "staged"))
+    return (
+        f"| {NAMES.get(r['layer'], r['layer'])}, {float(r['keep']):g} | {r['precision']} "
+        f"| {ms('implicit_nchw')} / {ms('implicit_nhwc')} | {forced} "
+        f"| {ms('explicit_nchw')} / {ms('explicit_nhwc')} | {ms('anchor')} | {ms('dense')} "
+        f"| {float(r['implicit_vs_anchor']):.2f}x ({float(r['implicit_tflops']):.0f} vs "
+        f"{float(r['anchor_tflops']):.0f}) |"
+    )
+
+
+def main(path: str) -> None:
+    with open(path, newline="") as handle:
+        for r in csv.DictReader(handle):
+            print(row(r))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
