@@ -57,21 +57,9 @@ struct StagedRoles {
   static constexpr int kFirstGatheredChunk = 2 * RegisterSteps;
 };
 
+// full, empty and a_full per stage.
 template <int BN>
-struct StagedLayout {
-  static constexpr int kBTileBytes = BN * 128;
-  static constexpr int kAOffset = kStagedStages * kBTileBytes;
-  static constexpr int kRingOffset = kAOffset + kStagedStages * kATileBytes;
-  static constexpr int kTableBytes = kStagedStages * kBK * 8;
-  static constexpr int kScratchBytes = 128;
-  __host__ __device__ static int ring_bytes(const WindowLaunch& w) {
-    return w.slot_elements * 2 * static_cast<int>(w.ring.divisor);
-  }
-  static int shared_bytes(const WindowLaunch& w) {
-    return 1024 + kRingOffset + ring_bytes(w) + kTableBytes + kScratchBytes +
-           8 * (3 * kStagedStages + kMaxTileRingSlots);
-  }
-};
+using StagedLayout = RingLayout<BN, kStagedStages, kATileBytes, 3>;
 
 template <typename Elem, int BN, bool ChannelsAligned, int RegisterSteps>
 __global__ void __launch_bounds__(kStagedThreads, 1)
@@ -85,22 +73,11 @@ __global__ void __launch_bounds__(kStagedThreads, 1)
   extern __shared__ uint8_t shared_raw[];
   const WindowTile cta = window_tile<BN>(p, shared_raw);
   uint8_t* shared = cta.shared;
-  uint8_t* ring = shared + Layout::kRingOffset;
   const TileWindows tile = tile_windows(p, cta.first_row, w.box);
   StagedShared s;
-  s.b_stages = shared;
+  s.a_full = Layout::place(s, shared, tile, w);
   s.a_stages = shared + Layout::kAOffset;
-  s.ring = smem_address(ring);
-  s.ring_slots = tile_ring(tile, w);
   const int ring_slots = static_cast<int>(s.ring_slots.slots.divisor);
-  s.tables = reinterpret_cast<int2*>(ring + Layout::ring_bytes(w));
-  s.scratch = reinterpret_cast<int*>(reinterpret_cast<uint8_t*>(s.tables) + Layout::kTableBytes);
-  s.stage_last = s.scratch + 4;
-  s.full =
-      reinterpret_cast<uint64_t*>(reinterpret_cast<uint8_t*>(s.scratch) + Layout::kScratchBytes);
-  s.empty = s.full + kS;
-  s.a_full = s.empty + kS;
-  s.ring_empty = s.a_full + kS;
   const int warpgroup = threadIdx.x / 128;
   const int thread = threadIdx.x % 128;
 

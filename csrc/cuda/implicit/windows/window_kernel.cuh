@@ -32,20 +32,43 @@ static_assert(128 * (kLaunchRegisters - kProducerRegisters) ==
                   256 * (kConsumerRegisters - kLaunchRegisters),
               "registers released by the producer must equal those the consumers claim");
 
-template <int BN>
-struct WindowLayout {
+// A window kernel's shared memory: Stages weight tiles of BN rows | as many A tiles of
+// ATileBytes (none for the register kernel) | the ring | the stage tables | scratch and each
+// stage's last channel | BarriersPerStage barriers per stage, then one per ring slot.
+template <int BN, int Stages, int ATileBytes, int BarriersPerStage>
+struct RingLayout {
   static constexpr int kBTileBytes = BN * 128;
-  static constexpr int kRingOffset = kStages * kBTileBytes;
-  static constexpr int kTableBytes = kStages * kBK * 8;
+  static constexpr int kAOffset = Stages * kBTileBytes;
+  static constexpr int kRingOffset = kAOffset + Stages * ATileBytes;
+  static constexpr int kTableBytes = Stages * kBK * 8;
   static constexpr int kScratchBytes = 128;
   __host__ __device__ static int ring_bytes(const WindowLaunch& w) {
     return w.slot_elements * 2 * static_cast<int>(w.ring.divisor);
   }
   static int shared_bytes(const WindowLaunch& w) {
     return 1024 + kRingOffset + ring_bytes(w) + kTableBytes + kScratchBytes +
-           8 * (2 * kStages + kMaxTileRingSlots);
+           8 * (BarriersPerStage * Stages + kMaxTileRingSlots);
+  }
+  // Points s's pieces into `shared` (1024-byte aligned) and sizes this CTA's ring; returns
+  // the barriers past full and empty (BarriersPerStage - 2 per stage).
+  __device__ static uint64_t* place(WindowShared& s, uint8_t* shared, const TileWindows& tile,
+                                    const WindowLaunch& w) {
+    uint8_t* ring = shared + kRingOffset;
+    s.b_stages = shared;
+    s.ring = smem_address(ring);
+    s.ring_slots = tile_ring(tile, w);
+    s.tables = reinterpret_cast<int2*>(ring + ring_bytes(w));
+    s.scratch = reinterpret_cast<int*>(reinterpret_cast<uint8_t*>(s.tables) + kTableBytes);
+    s.stage_last = s.scratch + 4;
+    s.full = reinterpret_cast<uint64_t*>(reinterpret_cast<uint8_t*>(s.scratch) + kScratchBytes);
+    s.empty = s.full + Stages;
+    s.ring_empty = s.full + BarriersPerStage * Stages;
+    return s.empty + Stages;
   }
 };
+
+template <int BN>
+using WindowLayout = RingLayout<BN, kStages, 0, 2>;
 
 // The largest ring (up to kMaxRingSlots of the launch's largest slots) that shared memory
 // holds next to a Layout's stages (WindowLayout, or the staged kernel's StagedLayout), or
@@ -124,19 +147,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   extern __shared__ uint8_t shared_raw[];
   const WindowTile cta = window_tile<BN>(p, shared_raw);
   uint8_t* shared = cta.shared;
-  uint8_t* ring = shared + Layout::kRingOffset;
   const TileWindows tile = tile_windows(p, cta.first_row, w.box);
   WindowShared s;
-  s.b_stages = shared;
-  s.ring = smem_address(ring);
-  s.ring_slots = tile_ring(tile, w);
-  s.tables = reinterpret_cast<int2*>(ring + Layout::ring_bytes(w));
-  s.scratch = reinterpret_cast<int*>(reinterpret_cast<uint8_t*>(s.tables) + Layout::kTableBytes);
-  s.stage_last = s.scratch + 4;
-  s.full =
-      reinterpret_cast<uint64_t*>(reinterpret_cast<uint8_t*>(s.scratch) + Layout::kScratchBytes);
-  s.empty = s.full + kStages;
-  s.ring_empty = s.empty + kStages;
+  Layout::place(s, shared, tile, w);
   const int warpgroup = threadIdx.x / 128;
   const int thread = threadIdx.x % 128;
 
