@@ -122,7 +122,7 @@ __device__ __forceinline__ uint32_t fragment_parity(const uint32_t (&a)[4]) {
 // The K loop of one consumer warpgroup over the window layout `View` reads
 // (RowWindowView), with its shared-memory map, tile and launch sizes.
 //
-// RegisterSteps < BK / 16 splits each stage (the split kernel, split_window_kernel.cuh): the
+// RegisterSteps < BK / 16 splits each stage (the split kernel, staged_window_kernel.cuh): the
 // consumers read A for its first RegisterSteps K steps themselves, and take the rest from
 // the A tile that gatherer warps build in shared memory meanwhile (s.a_stages, complete on
 // s.a_full; K-major, 128-byte swizzle, as tile_gatherer.cuh writes it). Each side then does

@@ -1,6 +1,6 @@
 // The staged window kernel: the window kernel's producer and windows (window_geometry.cuh's
-// contract, window_producer.cuh), with the A tiles built in shared memory by a gatherer
-// warpgroup (tile_gatherer.cuh) and multiplied by the shared-memory consumers
+// contract, window_producer.cuh), with the A tiles built in shared memory by two gatherer
+// warps (tile_gatherer.cuh) and multiplied by the shared-memory consumers
 // (../mma_consumer.cuh), so the consumers' loop holds no element loads at all.
 //
 // Warpgroups: 0 produces (its first two warps) and gathers (its last two), 1 and 2 consume

@@ -1,20 +1,20 @@
-// The staged window kernel's gatherer warpgroup (staged_window_kernel.cuh): per K stage it
-// builds the stage's A tile (128 pixels x 64 kept groups, K-major, 128-byte swizzle) in
-// shared memory from the channel windows, so the consumers run shared-memory wgmma and do
-// nothing but multiply.
+// The staged window kernel's gatherer warps (staged_window_kernel.cuh): per K stage they
+// build the stage's A tile (128 pixels x 64 kept groups, K-major, 128-byte swizzle), or its
+// chunks from FirstChunk on (the split kernel), in shared memory from the channel windows,
+// so the consumers run shared-memory wgmma on it.
 //
 // Why gatherer warps of their own: in the register consumer (register_consumer.cuh) each
 // consumer warp reads its own A fragments, ~75 instructions per K step on the path between
 // two of its wgmmas, with two warps per scheduler to hide their latency (ncu: 0.41 issued
 // per cycle, tensor pipes ~36 % busy; bench/NOTES.md change 22). Here those reads move to
 // Warps (2 or 4) that own no accumulators and run up to a stage ahead, with 16
-// independent loads per thread in flight; the consumers' loop is the one CUTLASS's
-// kernels run.
+// independent loads per thread in flight.
 //
 // Lane l of gatherer warp g owns tile rows r = 32 (g % 2) + l and r + 64 for the whole K
-// loop (their pixels as the window View keeps them) and 16 / Warps of the stage's 8
-// chunks of 8 kept groups, each chunk one 16-byte store per row. A warp's 32 rows are 32
-// consecutive pixels, so each element load of the warp reads one short run of a window.
+// loop (their pixels as the window View keeps them) and (8 - FirstChunk) * 2 / Warps of
+// the stage's chunks of 8 kept groups, each chunk one 16-byte store per row. A warp's 32
+// rows are 32 consecutive pixels, so each element load of the warp reads one short run of
+// a window.
 #pragma once
 
 #include <cstdint>
