@@ -378,3 +378,35 @@ def test_nchw_conv_runs_as_channels_last_and_matches(shape, with_bias):
         packed.weight.mul_(-1.0)
     flipped = weight.neg()
     assert_matches(negated, reference(flipped), "fp32", f"NCHW conv {shape}, weight edited")
+
+
+def test_nchw_conv_follows_an_edit_of_the_index():
+    """The permuted weight and index of the NCHW-as-channels_last path are kept per
+    group_idx (its address and version): an in-place edit of the index makes new ones, so
+    the conv follows the edited groups rather than reusing stale copies."""
+    generator = torch.Generator().manual_seed(23)
+    n, c, co, h, k = 2, 12, 20, 9, 3
+    x = torch.randn(n, c, h, h, generator=generator)
+    weight = torch.randn(co, c, k, k, generator=generator)
+    groups = c * k * k
+    keep = torch.randperm(groups, generator=generator)[: groups // 2]
+    packed = gwprune.pack_conv2d_weight(weight, keep)
+
+    def reference():
+        dense = torch.zeros(co, groups, dtype=torch.float64)
+        for column, group in enumerate(packed.group_idx.tolist()):
+            if group >= 0:
+                dense[:, group] = packed.weight[:, column].double()
+        return F.conv2d(x.double(), dense.view(co, c, k, k), None, 1, 1)
+
+    for _ in range(2):  # the second call reads the copies the first one made
+        assert_matches(
+            gwprune.ops.conv2d_packed(x, packed, None, 1, 1), reference(), "fp32", "as packed"
+        )
+    kept = packed.group_idx >= 0
+    others = torch.randperm(groups, generator=generator)[: int(kept.sum())].sort().values
+    packed.group_idx[kept] = others.to(packed.group_idx.dtype)  # in place: bumps the version
+    for _ in range(2):
+        assert_matches(
+            gwprune.ops.conv2d_packed(x, packed, None, 1, 1), reference(), "fp32", "index edited"
+        )

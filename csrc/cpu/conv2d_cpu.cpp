@@ -108,9 +108,12 @@ at::Tensor conv_nhwc_mkl_packed(const at::Tensor& x, const at::Tensor& weight,
       .permute({0, 3, 1, 2});
 }
 
-// A form of derived_weight_copy for the pack's weight in channels_last order, made for
-// one group_idx (its data pointer and version are folded in, so an edit of the index
-// makes a new copy rather than reusing a stale one).
+// A form of derived_weight_copy for the pack's weight in channels_last order (and, below
+// it, its index permuted alike), made for one group_idx (its data pointer and version are folded
+// in, so an edit of the index makes a new copy rather than reusing a stale one). The index permuted
+// alike is kept under its own form, this far below the weight's (the forms above span 2^40 values).
+constexpr int64_t kOrderedIndexForm = int64_t{1} << 41;
+
 int64_t channels_last_order_form(const at::Tensor& group_idx) {
   const auto address = reinterpret_cast<uintptr_t>(group_idx.const_data_ptr());
   return -2 - static_cast<int64_t>(((address >> 4) * 1000003u + group_idx._version()) &
@@ -118,8 +121,8 @@ int64_t channels_last_order_form(const at::Tensor& group_idx) {
 }
 
 // fp32 NCHW convs of more than one tap run as channels_last ones: x copied to
-// channels_last, the pack's groups in (i, j, c) order (a permuted copy of the weight kept
-// beside the packed copies, the index permuted per call), the channels_last path (its
+// channels_last, the pack's groups in (i, j, c) order (permuted copies of the weight and
+// the index kept beside the packed copies), the channels_last path (its
 // gather moves runs of channels, its GEMM takes the packed copy), the output copied back
 // to NCHW. On a 2-core EPYC that took the ResNet-50 3x3 256 14x14 N=2 layer at keep .5
 // from 1.99 to 1.47 ms and the seed conv at keep .25 from 7.29 to 6.31 (bench/NOTES.md,
@@ -136,24 +139,34 @@ at::Tensor conv_nchw_as_channels_last(const at::Tensor& x, const at::Tensor& wei
   // read as NCHW again: such calls stay on the NCHW path.
   const at::Tensor x_nhwc = x.contiguous(at::MemoryFormat::ChannelsLast);
   if (x_nhwc.is_contiguous()) return {};
-  // (tap, c) order; the packing's -1 entries last.
-  const at::Tensor index = group_idx.to(at::kLong).contiguous();
-  const int64_t* entries = index.const_data_ptr<int64_t>();
-  const int64_t kept = index.numel(), channels = x.size(1);
-  std::vector<int64_t> order(kept);
-  for (int64_t k = 0; k < kept; ++k) order[k] = k;
-  auto key = [&](int64_t k) {
-    const int64_t e = entries[k];
-    return e < 0 ? taps * channels : (e % taps) * channels + e / taps;
+  // (tap, c) order; the packing's -1 entries last. The permuted weight and index are both
+  // kept beside the pack's weight, so a call after the first sorts nothing, and the index
+  // keeps one identity across calls (a fresh tensor each call had cost ~0.1 ms of a 1-2 ms
+  // ResNet-50 3x3 layer on a 2-core EPYC, bench/NOTES.md, CPU path).
+  const int64_t channels = x.size(1);
+  at::Tensor permutation;  // made only when a copy is
+  auto order = [&]() -> const at::Tensor& {
+    if (permutation.defined()) return permutation;
+    const at::Tensor index = group_idx.to(at::kLong).contiguous();
+    const int64_t* entries = index.const_data_ptr<int64_t>();
+    const int64_t kept = index.numel();
+    std::vector<int64_t> sorted(kept);
+    for (int64_t k = 0; k < kept; ++k) sorted[k] = k;
+    auto key = [&](int64_t k) {
+      const int64_t e = entries[k];
+      return e < 0 ? taps * channels : (e % taps) * channels + e / taps;
+    };
+    std::stable_sort(sorted.begin(), sorted.end(),
+                     [&](int64_t a, int64_t b) { return key(a) < key(b); });
+    permutation = at::tensor(sorted, index.options());
+    return permutation;
   };
-  std::stable_sort(order.begin(), order.end(),
-                   [&](int64_t a, int64_t b) { return key(a) < key(b); });
-  const at::Tensor permutation = at::tensor(order, index.options());
-  const at::Tensor ordered_weight =
-      derived_weight_copy(weight, channels_last_order_form(group_idx),
-                          [&] { return weight.index_select(1, permutation).contiguous(); });
-  const at::Tensor ordered_index =
-      group_idx.index_select(0, permutation.to(group_idx.scalar_type()));
+  const int64_t form = channels_last_order_form(group_idx);
+  const at::Tensor ordered_weight = derived_weight_copy(
+      weight, form, [&] { return weight.index_select(1, order()).contiguous(); });
+  const at::Tensor ordered_index = derived_weight_copy(weight, form - kOrderedIndexForm, [&] {
+    return group_idx.index_select(0, order().to(group_idx.scalar_type()));
+  });
   const at::Tensor out =
       conv2d_packed_cpu(x_nhwc, ordered_weight, ordered_index, bias, g, workspace_bytes);
   return out.contiguous();
