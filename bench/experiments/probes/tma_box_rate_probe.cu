@@ -1,15 +1,16 @@
-// Probe: how fast one SM's copy engine turns small 1-D TMA boxes around. The window
-// kernels copy one 512-byte box per input channel and segment (~14 per stage at keep .5,
-// ~28 at .25, beside one 32 KB weight box), and their time per stage grows with the
-// channels a stage starts (bench/NOTES.md change 23): if each box costs the copy engine a
-// fixed ~70-100 cycles whatever its size, fewer, larger boxes (several channels' windows
-// in one) are the lever.
+// Probe: how fast one SM's copy engine turns TMA boxes around, by box shape. The window
+// kernels copy one 1-D box of <= 512 bytes per input channel and segment (~17 per stage at
+// keep .5, ~34 at .25, beside one 32 KB weight box), and their time per stage grows with
+// the channels a stage starts (bench/NOTES.md change 23). If a box costs the copy engine a
+// fixed time whatever its shape, one 2-D box holding several channels' windows (rows of a
+// [channel, plane element] map) is the lever; if a 2-D box costs per row, it is not.
 //
-// One CTA per SM; `issuers` threads of warp 0 start 32 boxes per batch into a 4-batch ring
-// of shared memory, each batch completing on its own mbarrier, 4 batches in flight. Prints
-// cycles per box and bytes per cycle per SM for each box size and issuer count. (A box
-// is at most 256 elements per dimension: the 512- and 1024-element maps fail to encode, and
-// the probe stops there.)
+// One CTA per SM; `issuers` lanes of warp 0 start the boxes of a batch (up to 32 boxes or
+// 48 KB) into a 4-batch ring of shared memory, each batch completing on its own mbarrier,
+// 4 batches in flight. Box origins come from a cheap 32-bit hash (a 64-bit modulo per box
+// had cost the single issuer ~250 cycles in the first version). Prints cycles per box and
+// bytes per cycle per SM for each shape and issuer count. A box is at most 256 elements
+// per dimension.
 //   nvcc -std=c++17 -arch=sm_90a -o tma_box_rate_probe tma_box_rate_probe.cu
 #include <cuda.h>
 #include <cudaTypedefs.h>
@@ -18,15 +19,34 @@
 #include <cstdint>
 #include <cstdio>
 
-constexpr int kBatch = 32;
+constexpr int kMaxBatch = 32;
+constexpr int kBatchBytes = 48 * 1024;
 constexpr int kInFlight = 4;
+constexpr int kRowsLog2 = 12;  // origins' rows: [0, 4096) of a map of 4096 + 256 rows
 
 __device__ __forceinline__ uint32_t smem(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }
 
-__global__ void rate(const __grid_constant__ CUtensorMap map, int box_bytes, int batches,
-                     int issuers, long long span, unsigned long long* cycles) {
+__device__ __forceinline__ void wait_parity(uint32_t bar, uint32_t parity) {
+  asm volatile(
+      "{\n.reg .pred done;\nwait_%=:\nmbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+      "@!done bra wait_%=;\n}" ::"r"(bar),
+      "r"(parity)
+      : "memory");
+}
+
+struct Shape {
+  const char* name;
+  int row_elements;  // the map's row pitch (a channel plane, or a weight row)
+  int box_x, box_y;  // box: elements per row, rows
+  int column_mask;   // origin column = hash & mask (times 8 when aligned)
+  bool aligned;      // origin columns a multiple of 8 elements (16 bytes)
+  bool swizzle;      // 128-byte swizzle, as the weight tiles use
+};
+
+__global__ void rate(const __grid_constant__ CUtensorMap map, Shape shape, int batch,
+                     int batches, int issuers, unsigned long long* cycles) {
   extern __shared__ __align__(1024) uint8_t ring[];
   __shared__ alignas(8) uint64_t barrier[kInFlight];
   if (threadIdx.x == 0) {
@@ -37,55 +57,66 @@ __global__ void rate(const __grid_constant__ CUtensorMap map, int box_bytes, int
   __syncthreads();
   if (threadIdx.x >= 32) return;
   const int lane = threadIdx.x;
+  const int box_bytes = shape.box_x * shape.box_y * 2;
   const long long start = clock64();
   for (int b = 0; b < batches; ++b) {
     const int slot = b % kInFlight;
     const uint32_t bar = smem(&barrier[slot]);
-    if (b >= kInFlight) {
-      const uint32_t parity = ((b / kInFlight) - 1) & 1;
-      asm volatile(
-          "{\n.reg .pred done;\nwait_%=:\nmbarrier.try_wait.parity.shared::cta.b64 done, [%0], "
-          "%1;\n"
-          "@!done bra wait_%=;\n}" ::"r"(bar),
-          "r"(parity)
-          : "memory");
-    }
+    if (b >= kInFlight) wait_parity(bar, ((b / kInFlight) - 1) & 1);
     if (lane == 0)
       asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar),
-                   "r"(kBatch * box_bytes)
+                   "r"(batch * box_bytes)
                    : "memory");
     __syncwarp();
     if (lane < issuers) {
-      for (int k = lane; k < kBatch; k += issuers) {
-        const long long element =
-            ((static_cast<long long>(blockIdx.x) * 7919 + b * 1237 + k * 613) * 8) %
-            (span - box_bytes / 2);
-        const uint32_t dst = smem(ring) + (slot * kBatch + k) * box_bytes;
+      for (int k = lane; k < batch; k += issuers) {
+        const uint32_t hash = (blockIdx.x * 7919u + b * 1237u + k * 613u) * 2654435761u;
+        const int row = static_cast<int>((hash >> 8) & ((1u << kRowsLog2) - 1));
+        int column = static_cast<int>(hash & static_cast<uint32_t>(shape.column_mask));
+        if (shape.aligned) column *= 8;
+        const uint32_t dst = smem(ring) + (slot * batch + k) * box_bytes;
         asm volatile(
-            "cp.async.bulk.tensor.1d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
-            " [%0], [%1, {%3}], [%2];" ::"r"(dst),
-            "l"(&map), "r"(bar), "r"(static_cast<int>(element & ~7ll))
+            "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+            " [%0], [%1, {%3, %4}], [%2];" ::"r"(dst),
+            "l"(&map), "r"(bar), "r"(column), "r"(row)
             : "memory");
       }
     }
   }
-  for (int b = batches - kInFlight; b < batches; ++b) {
-    const uint32_t bar = smem(&barrier[b % kInFlight]);
-    const uint32_t parity = (b / kInFlight) & 1;
-    asm volatile(
-        "{\n.reg .pred done;\nwait_%=:\nmbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
-        "@!done bra wait_%=;\n}" ::"r"(bar),
-        "r"(parity)
-        : "memory");
-  }
+  for (int b = batches - kInFlight; b < batches; ++b)
+    wait_parity(smem(&barrier[b % kInFlight]), (b / kInFlight) & 1);
   if (lane == 0) cycles[blockIdx.x] = clock64() - start;
 }
 
 int main() {
-  const long long span = 8ll << 20;  // fp16 elements: 16 MB, L2-resident once warm (as x is)
+  const Shape shapes[] = {
+      // The window kernels' boxes today: 1-D runs of x (rows of a wide map, one row each).
+      {"1d-128B", 4096, 64, 1, 127, true, false},
+      {"1d-256B", 4096, 128, 1, 127, true, false},
+      {"1d-512B", 4096, 256, 1, 127, true, false},
+      // One window (8 rows of a 28 x 28 plane) for 1-16 channels: rows are channel planes.
+      {"win28-1ch", 784, 248, 1, 511, false, false},
+      {"win28-2ch", 784, 248, 2, 511, false, false},
+      {"win28-4ch", 784, 248, 4, 511, false, false},
+      {"win28-8ch", 784, 248, 8, 511, false, false},
+      {"win28-16ch", 784, 248, 16, 511, false, false},
+      {"win28-8ch-aligned", 784, 248, 8, 63, true, false},
+      // 14 x 14 planes paired (a 392-byte plane is no 16-byte row pitch; two are).
+      {"win14-pair-4", 392, 184, 4, 127, false, false},
+      {"win14-pair-8", 392, 184, 8, 127, false, false},
+      // The weight tiles: 64 K-elements (128 bytes, swizzled) x 128 / 256 output channels.
+      {"weight-16KB", 2304, 64, 128, 31, true, true},
+      {"weight-32KB", 2304, 64, 256, 31, true, true},
+  };
+  const int map_rows = (1 << kRowsLog2) + 256;
+  size_t max_elements = 0;
+  for (const Shape& s : shapes) {
+    const size_t e = static_cast<size_t>(s.row_elements) * map_rows;
+    if (e > max_elements) max_elements = e;
+  }
   uint16_t* x;
-  cudaMalloc(&x, span * 2);
-  cudaMemset(x, 0, span * 2);
+  cudaMalloc(&x, max_elements * 2);  // <= 20 MB: L2-resident once warm, as x and w are
+  cudaMemset(x, 0, max_elements * 2);
   int sms = 0;
   cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0);
   unsigned long long* cycles;
@@ -94,37 +125,45 @@ int main() {
   cudaDriverEntryPointQueryResult q;
   cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &q);
   auto encode = reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
-  printf("box_bytes issuers cycles_per_box bytes_per_cycle_per_sm\n");
-  for (int box_elements : {64, 128, 256, 512, 1024}) {
+  printf("%-18s %9s %5s %7s %14s %22s\n", "shape", "box_bytes", "batch", "issuers",
+         "cycles_per_box", "bytes_per_cycle_per_sm");
+  for (const Shape& s : shapes) {
     CUtensorMap map;
-    cuuint64_t dims[1] = {static_cast<cuuint64_t>(span)};
-    cuuint64_t strides[1] = {0};
-    cuuint32_t box[1] = {static_cast<cuuint32_t>(box_elements)}, es[1] = {1};
-    CUresult r = encode(&map, CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 1, x, dims, strides, box, es,
-                        CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE,
+    cuuint64_t dims[2] = {static_cast<cuuint64_t>(s.row_elements),
+                          static_cast<cuuint64_t>(map_rows)};
+    cuuint64_t strides[1] = {static_cast<cuuint64_t>(s.row_elements) * 2};
+    cuuint32_t box[2] = {static_cast<cuuint32_t>(s.box_x), static_cast<cuuint32_t>(s.box_y)};
+    cuuint32_t es[2] = {1, 1};
+    CUresult r = encode(&map, CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 2, x, dims, strides, box, es,
+                        CU_TENSOR_MAP_INTERLEAVE_NONE,
+                        s.swizzle ? CU_TENSOR_MAP_SWIZZLE_128B : CU_TENSOR_MAP_SWIZZLE_NONE,
                         CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
     if (r != CUDA_SUCCESS) {
-      printf("encode failed %d\n", static_cast<int>(r));
-      return 1;
+      printf("%-18s encode failed %d\n", s.name, static_cast<int>(r));
+      continue;
     }
-    const int box_bytes = box_elements * 2;
-    const int shared = kInFlight * kBatch * box_bytes;
+    const int box_bytes = s.box_x * s.box_y * 2;
+    int batch = kBatchBytes / box_bytes;
+    if (batch > kMaxBatch) batch = kMaxBatch;
+    const int shared = kInFlight * batch * box_bytes;
     cudaFuncSetAttribute(rate, cudaFuncAttributeMaxDynamicSharedMemorySize, shared);
-    for (int issuers : {1, 32}) {
-      const int batches = 256;
+    for (int issuers : {1, batch}) {
+      const int batches = 8192 / batch;
       for (int repeat = 0; repeat < 2; ++repeat)  // the first warms L2 and the clocks
-        rate<<<sms, 128, shared>>>(map, box_bytes, batches, issuers, span, cycles);
+        rate<<<sms, 128, shared>>>(map, s, batch, batches, issuers, cycles);
       const cudaError_t e = cudaDeviceSynchronize();
       if (e != cudaSuccess) {
-        printf("%s\n", cudaGetErrorString(e));
+        printf("%s: %s\n", s.name, cudaGetErrorString(e));
         return 1;
       }
       unsigned long long host[1024];
       cudaMemcpy(host, cycles, sms * sizeof(unsigned long long), cudaMemcpyDeviceToHost);
       double mean = 0;
       for (int i = 0; i < sms; ++i) mean += static_cast<double>(host[i]) / sms;
-      const double boxes = static_cast<double>(batches) * kBatch;
-      printf("%9d %7d %14.1f %22.1f\n", box_bytes, issuers, mean / boxes, boxes * box_bytes / mean);
+      const double boxes = static_cast<double>(batches) * batch;
+      printf("%-18s %9d %5d %7d %14.1f %22.1f\n", s.name, box_bytes, batch, issuers,
+             mean / boxes, boxes * box_bytes / mean);
+      if (batch == 1) break;
     }
   }
   return 0;
