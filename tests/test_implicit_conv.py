@@ -171,61 +171,6 @@ def test_window_kernel_matches(shape, kernel, keep, precision, monkeypatch):
     assert_matches(out, ref, precision, f"implicit {kernel} {shape_id(shape)} keep={keep}")
 
 
-# Shapes with an even number of 128-pixel tiles, where the window and split kernels run in
-# weight pairs (clusters of two CTAs sharing each weight tile): one and two channel tiles of
-# each width, a channel tile past Cout, stride 2, dilation 2, tiles across images.
-WEIGHT_PAIR_SHAPES = [
-    (2, 64, 512, (16, 16), 3, 1, 1, 1),
-    (1, 40, 96, (16, 16), 3, 1, 1, 1),
-    (4, 24, 40, (8, 8), 3, 1, 1, 1),
-    (2, 32, 300, (32, 32), 3, 2, 1, 1),
-    (2, 33, 130, (18, 18), 3, 1, 0, 2),
-    (5, 17, 256, (14, 14), 3, 1, 1, 1),
-]
-
-
-@needs_implicit
-@pytest.mark.cuda
-@pytest.mark.parametrize("precision", ["fp16", "bf16"])
-@pytest.mark.parametrize("kernel", ["windows", "split"])
-@pytest.mark.parametrize("shape", WEIGHT_PAIR_SHAPES, ids=shape_id)
-def test_weight_pairs_match_unpaired_bitwise(shape, kernel, precision, monkeypatch):
-    """Weight pairs change who copies each weight tile, not the arithmetic: paired and
-    unpaired (GWPRUNE_IMPLICIT_WEIGHT_PAIRS=0) outputs are bitwise equal, and both match."""
-    n, _, _, (h, w), k, s, p, d = shape
-    out_h = (h + 2 * p - d * (k - 1) - 1) // s + 1
-    out_w = (w + 2 * p - d * (k - 1) - 1) // s + 1
-    assert -(-n * out_h * out_w // 128) % 2 == 0, "the shape must have even pixel tiles"
-    x, weight, bias, keep_idx, (s, p, d), ref = implicit_case(
-        shape, "half", True, False, precision, seed=hash(shape_id(shape)) % 2**31
-    )
-    packed = gwprune.pack_conv2d_weight(weight, keep_idx)
-    monkeypatch.setenv("GWPRUNE_IMPLICIT_GATHER", kernel)
-    outs = {}
-    with precision_flags(precision):
-        for pairs in ("1", "0"):
-            monkeypatch.setenv("GWPRUNE_IMPLICIT_WEIGHT_PAIRS", pairs)
-            with poisoned_outputs("cuda"):
-                outs[pairs] = gwprune.ops.conv2d_packed(
-                    x, packed, bias, s, p, d, backend="implicit"
-                )
-            assert_matches(outs[pairs], ref, precision, f"{kernel} pairs={pairs}")
-    assert torch.equal(outs["1"], outs["0"]), f"{kernel}: paired and unpaired outputs differ"
-
-
-@needs_implicit
-@pytest.mark.cuda
-def test_unknown_weight_pairs_setting_is_refused(monkeypatch):
-    x, weight, bias, keep_idx, (s, p, d), _ = implicit_case(
-        WEIGHT_PAIR_SHAPES[0], "half", False, False, "fp16", seed=4
-    )
-    packed = gwprune.pack_conv2d_weight(weight, keep_idx)
-    monkeypatch.setenv("GWPRUNE_IMPLICIT_GATHER", "windows")
-    monkeypatch.setenv("GWPRUNE_IMPLICIT_WEIGHT_PAIRS", "yes")
-    with pytest.raises(RuntimeError, match="GWPRUNE_IMPLICIT_WEIGHT_PAIRS must be"):
-        gwprune.ops.conv2d_packed(x, packed, bias, s, p, d, backend="implicit")
-
-
 @needs_implicit
 @pytest.mark.cuda
 @pytest.mark.parametrize("window", [*WINDOW_KERNELS, "rows"])

@@ -363,25 +363,6 @@ inline CUtensorMap x_span_tensor_map(const at::Tensor& x, int box, CUtensorMapL2
   return encode_tiled_map(type, 1, x.data_ptr(), dims, strides, boxes, promotion, "x", swizzle);
 }
 
-// Launches `kernel` on the current stream in clusters of two CTAs (blocks: even).
-template <typename Kernel, typename... Args>
-void launch_in_pairs(Kernel kernel, int64_t blocks, int threads, size_t shared_bytes,
-                     const Args&... args) {
-  cudaLaunchConfig_t config{};
-  config.gridDim = dim3(static_cast<unsigned>(blocks));
-  config.blockDim = dim3(static_cast<unsigned>(threads));
-  config.dynamicSmemBytes = shared_bytes;
-  config.stream = at::cuda::getCurrentCUDAStream();
-  cudaLaunchAttribute cluster{};
-  cluster.id = cudaLaunchAttributeClusterDimension;
-  cluster.val.clusterDim.x = 2;
-  cluster.val.clusterDim.y = 1;
-  cluster.val.clusterDim.z = 1;
-  config.attrs = &cluster;
-  config.numAttrs = 1;
-  C10_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, args...));
-}
-
 template <typename Elem, int BN, bool ChannelsLast, Producer Kind>
 void launch(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& group_idx,
             const std::optional<at::Tensor>& bias, const ConvGeometry& g, at::Tensor& out) {
@@ -409,7 +390,19 @@ void launch(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& gro
     // Neighbouring blocks take neighbouring output-channel tiles of one pixel tile (the
     // tile order in the kernel), so a cluster of two is a pair when the channel tiles are
     // even in number (run_pairs_apply).
-    launch_in_pairs(kernel, tiles, kThreads, Config::kSharedBytes, weight_map, x_map, p);
+    cudaLaunchConfig_t config{};
+    config.gridDim = dim3(static_cast<unsigned>(tiles));
+    config.blockDim = dim3(kThreads);
+    config.dynamicSmemBytes = Config::kSharedBytes;
+    config.stream = at::cuda::getCurrentCUDAStream();
+    cudaLaunchAttribute cluster{};
+    cluster.id = cudaLaunchAttributeClusterDimension;
+    cluster.val.clusterDim.x = 2;
+    cluster.val.clusterDim.y = 1;
+    cluster.val.clusterDim.z = 1;
+    config.attrs = &cluster;
+    config.numAttrs = 1;
+    C10_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, weight_map, x_map, p));
   } else {
     kernel<<<static_cast<unsigned>(tiles), kThreads, Config::kSharedBytes,
              at::cuda::getCurrentCUDAStream()>>>(weight_map, x_map, p);
@@ -539,21 +532,6 @@ struct WindowKernel {
   }
 };
 
-// Weight pairs (windows/window_geometry.cuh) where the pixel tiles are even in number, for
-// the window and split kernels (the staged kernel's consumers free stages for this CTA only).
-// GWPRUNE_IMPLICIT_WEIGHT_PAIRS=0 turns them off (read per call, so that a benchmark can time
-// both on one call: bench/experiments/implicit_conv.py).
-inline bool weight_pairs_apply(const ConvProblem& p, int staged) {
-  const char* setting = std::getenv("GWPRUNE_IMPLICIT_WEIGHT_PAIRS");
-  if (setting != nullptr && setting[0] != '\0') {
-    const std::string value(setting);
-    TORCH_CHECK(value == "0" || value == "1",
-                "GWPRUNE_IMPLICIT_WEIGHT_PAIRS must be '0' or '1', not '", value, "'");
-    if (value == "0") return false;
-  }
-  return staged != 0 && ((p.rows + kTileRows - 1) / kTileRows) % 2 == 0;
-}
-
 template <typename Elem, int BN, int Staged>
 void launch_windows(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& group_idx,
                     const std::optional<at::Tensor>& bias, const ConvGeometry& g, at::Tensor& out) {
@@ -562,9 +540,7 @@ void launch_windows(const at::Tensor& x, const at::Tensor& weight, const at::Ten
   windows::WindowLaunch w;
   TORCH_CHECK(window_launch<typename Kernel::Layout>(x, g, p, w),
               "gwprune: the window kernel does not take this call");
-  w.paired = weight_pairs_apply(p, Staged) ? 1 : 0;
-  // Half-tile boxes: each CTA of a pair copies one half, an unpaired CTA both.
-  const CUtensorMap weight_map = weight_tensor_map(weight, BN / 2);
+  const CUtensorMap weight_map = weight_tensor_map(weight, BN);
   const CUtensorMap x_map =
       x_span_tensor_map(x, w.box, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_SWIZZLE_NONE);
   const int shared_bytes = Kernel::Layout::shared_bytes(w);
@@ -578,13 +554,9 @@ void launch_windows(const at::Tensor& x, const at::Tensor& weight, const at::Ten
   }();
   (void)configured;
   const int64_t tiles = ((p.rows + kTileRows - 1) / kTileRows) * ((p.out_channels + BN - 1) / BN);
-  if (w.paired) {
-    launch_in_pairs(kernel, tiles, Kernel::kThreads, shared_bytes, weight_map, x_map, p, w);
-  } else {
-    kernel<<<static_cast<unsigned>(tiles), Kernel::kThreads, shared_bytes,
-             at::cuda::getCurrentCUDAStream()>>>(weight_map, x_map, p, w);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  }
+  kernel<<<static_cast<unsigned>(tiles), Kernel::kThreads, shared_bytes,
+           at::cuda::getCurrentCUDAStream()>>>(weight_map, x_map, p, w);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 template <typename Elem, int Staged>

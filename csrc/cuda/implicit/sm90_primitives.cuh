@@ -171,18 +171,6 @@ __device__ __forceinline__ void tma_load_2d(void* destination, const void* tenso
       : "memory");
 }
 
-// The same copy written to the same shared-memory offset of every CTA in `cta_mask`
-// (bit r: cluster rank r), completing on the barrier at `barrier`'s offset in each.
-__device__ __forceinline__ void tma_load_2d_multicast(void* destination, const void* tensor_map,
-                                                      uint64_t* barrier, int inner, int outer,
-                                                      uint16_t cta_mask) {
-  asm volatile(
-      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
-      ".multicast::cluster [%0], [%1, {%3, %4}], [%2], %5;" ::"r"(smem_address(destination)),
-      "l"(tensor_map), "r"(smem_address(barrier)), "r"(inner), "r"(outer), "h"(cta_mask)
-      : "memory");
-}
-
 // 1-D tiled copy global -> shared: one box of the map's box size from element
 // `coordinate` (any value: elements outside the tensor read as zeros).
 __device__ __forceinline__ void tma_load_1d(uint32_t destination, const void* tensor_map,

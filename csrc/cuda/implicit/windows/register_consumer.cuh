@@ -170,7 +170,7 @@ __device__ __forceinline__ void consume_windows(float (&acc)[BN / 2], const Conv
         // Every warp hands the stage back for itself: its own reads of the stage's table
         // are then ordered before the producer rewrites it.
         __syncwarp();
-        if (lane == 0) release_stage(s, (kt - 1) % Stages);
+        if (lane == 0) mbarrier_arrive(&s.empty[(kt - 1) % Stages]);
       }
       uint32_t (&frag)[4] = a[step % 2];
       sink ^= fragment_parity(frag);

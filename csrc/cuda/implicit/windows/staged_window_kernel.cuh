@@ -71,7 +71,7 @@ __global__ void __launch_bounds__(kStagedThreads, 1)
   using Roles = StagedRoles<RegisterSteps>;
   constexpr int kS = kStagedStages;
   extern __shared__ uint8_t shared_raw[];
-  const WindowTile cta = window_tile<BN>(p, w, shared_raw);
+  const WindowTile cta = window_tile<BN>(p, shared_raw);
   uint8_t* shared = cta.shared;
   const TileWindows tile = tile_windows(p, cta.first_row, w.box);
   StagedShared s;
@@ -84,7 +84,7 @@ __global__ void __launch_bounds__(kStagedThreads, 1)
   if (threadIdx.x == 0) {
     for (int i = 0; i < kS; ++i) {
       mbarrier_init(&s.full[i], kTableThreads);  // every table entry's writer
-      mbarrier_init(&s.empty[i], Roles::kStageReleases * (s.paired ? 2 : 1));  // of both CTAs
+      mbarrier_init(&s.empty[i], Roles::kStageReleases);
       mbarrier_init(&s.a_full[i], kGathererWarps);
     }
     for (int i = 0; i < ring_slots; ++i) mbarrier_init(&s.ring_empty[i], Roles::kWindowReaders);
@@ -92,7 +92,7 @@ __global__ void __launch_bounds__(kStagedThreads, 1)
     prefetch_tensor_map(&weight_map);
     prefetch_tensor_map(&x_map);
   }
-  sync_after_barrier_init(s);
+  __syncthreads();
 
   if (warpgroup == 0) {
     release_registers<Roles::kProducerRegisters>();
@@ -124,8 +124,6 @@ __global__ void __launch_bounds__(kStagedThreads, 1)
                                 cta.first_row + 64 * consumer, cta.first_col, thread,
                                 kConsumersBarrier + 1 + consumer);
   }
-  // Neither CTA of a pair exits while the other may still arrive on its barriers.
-  if (s.paired) cluster_sync();
 #endif
 }
 

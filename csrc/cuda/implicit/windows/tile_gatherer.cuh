@@ -92,7 +92,7 @@ __device__ __forceinline__ void gather_tiles(const ConvProblem& p, const StagedS
     __syncwarp();
     if (lane == 0) {
       mbarrier_arrive(&s.a_full[stage]);
-      release_stage(s, stage);
+      mbarrier_arrive(&s.empty[stage]);
     }
     release_channels(s.ring_empty, released, last_channel, s.ring_slots.slots, lane);
   }

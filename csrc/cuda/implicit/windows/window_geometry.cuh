@@ -16,14 +16,6 @@
 // - a 128-pixel tile touches at most kMaxSegments images (out_pixels >= 43);
 // - a channel's window fits a ring of more than 64 slots next to the weight stages.
 //
-// Weight pairs: where the launch's pixel tiles are even in number, CTAs run in clusters of
-// two on neighbouring pixel tiles of one output-channel tile, and each copies half of every
-// weight tile to both by TMA multicast. The weight tile is most of a stage's copy-engine
-// bytes (32 KB against ~7-14 KB of windows), and one SM's copies top out at ~24 bytes per
-// cycle with every SM copying (bench/experiments/probes/tma_box_rate_probe.cu): so each SM
-// moves half of it. A stage of either CTA is then free only when both CTAs' readers are
-// done with it (they arrive on both CTAs' empty barriers).
-//
 // A window slot holds one segment per image the tile touches: the rows [first_row, first_row
 // + rows) of channel c of that image, contiguous in x, copied in boxes of `box` elements
 // from the 16-byte aligned element at or before the segment's first one, moved back by
@@ -97,7 +89,6 @@ struct WindowLaunch {
   int slot_elements = 0;
   int max_segments = 0;
   FastDivision ring;  // R, the ring's slots
-  int paired = 0;     // 1: clusters of two CTAs share each weight tile (above)
 };
 
 // One CTA's ring: its tile's own slot size (the boxes of the segments it touches) and as

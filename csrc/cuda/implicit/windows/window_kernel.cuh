@@ -63,10 +63,6 @@ struct RingLayout {
     s.full = reinterpret_cast<uint64_t*>(reinterpret_cast<uint8_t*>(s.scratch) + kScratchBytes);
     s.empty = s.full + Stages;
     s.ring_empty = s.full + BarriersPerStage * Stages;
-    s.paired = w.paired != 0;
-#ifdef GWPRUNE_SM90A_DEVICE
-    s.peer_empty = s.paired ? peer_address(smem_address(s.empty), cluster_rank() ^ 1) : 0;
-#endif
     return s.empty + Stages;
   }
 };
@@ -93,13 +89,13 @@ inline bool choose_ring(WindowLaunch& w) {
 #ifdef GWPRUNE_SM90A_DEVICE
 
 // The barriers every window kernel uses, initialised by thread 0 of the CTA.
-__device__ __forceinline__ void init_window_barriers(const WindowShared& s, int ring_slots,
+__device__ __forceinline__ void init_window_barriers(uint64_t* full, uint64_t* empty,
+                                                     uint64_t* ring_empty, int ring_slots,
                                                      uint32_t stage_writers) {
   for (int i = 0; i < kStages; ++i) {
-    mbarrier_init(&s.full[i], stage_writers);      // every table entry's writer
-    mbarrier_init(&s.empty[i], s.paired ? 16 : 8);  // every consumer warp (of both CTAs)
+    mbarrier_init(&full[i], stage_writers);  // every table entry's writer
+    mbarrier_init(&empty[i], 8);             // every consumer warp
   }
-  uint64_t* ring_empty = s.ring_empty;
   for (int i = 0; i < ring_slots; ++i) mbarrier_init(&ring_empty[i], 8);  // consumer warps
   fence_barrier_init();
 }
@@ -125,35 +121,18 @@ __device__ __forceinline__ void consume_and_store(const ConvProblem& p, const Sh
 
 // The CTA's shared memory, 1024-byte aligned, and its output tile: output-channel tiles
 // vary fastest, so the CTAs of one pixel tile run together and its windows are read from L2.
-// With weight pairs, the two CTAs of a cluster take neighbouring pixel tiles of one
-// output-channel tile, and the clusters of a pixel-tile pair run together.
 struct WindowTile {
   uint8_t* shared;
   int first_row, first_col;
 };
 
 template <int BN>
-__device__ __forceinline__ WindowTile window_tile(const ConvProblem& p, const WindowLaunch& w,
-                                                  uint8_t* shared_raw) {
+__device__ __forceinline__ WindowTile window_tile(const ConvProblem& p, uint8_t* shared_raw) {
   const int n_tiles = (p.out_channels + BN - 1) / BN;
-  uint8_t* shared = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(shared_raw) + 1023) &
-                                               ~static_cast<uintptr_t>(1023));
-  const int block = static_cast<int>(blockIdx.x);
-  if (w.paired) {
-    const int cluster = block / 2;
-    return {shared, (2 * (cluster / n_tiles) + block % 2) * kTileRows, (cluster % n_tiles) * BN};
-  }
-  return {shared, (block / n_tiles) * kTileRows, (block % n_tiles) * BN};
-}
-
-// After thread 0 initialised the barriers: with weight pairs both CTAs' barriers must be
-// initialised before either CTA's copies or releases reach the other's.
-__device__ __forceinline__ void sync_after_barrier_init(const WindowShared& s) {
-  if (s.paired) {
-    cluster_sync();
-  } else {
-    __syncthreads();
-  }
+  return {reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(shared_raw) + 1023) &
+                                     ~static_cast<uintptr_t>(1023)),
+          static_cast<int>(blockIdx.x / n_tiles) * kTileRows,
+          static_cast<int>(blockIdx.x % n_tiles) * BN};
 }
 
 #endif  // GWPRUNE_SM90A_DEVICE
@@ -166,7 +145,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 #ifdef GWPRUNE_SM90A_DEVICE
   using Layout = WindowLayout<BN>;
   extern __shared__ uint8_t shared_raw[];
-  const WindowTile cta = window_tile<BN>(p, w, shared_raw);
+  const WindowTile cta = window_tile<BN>(p, shared_raw);
   uint8_t* shared = cta.shared;
   const TileWindows tile = tile_windows(p, cta.first_row, w.box);
   WindowShared s;
@@ -175,11 +154,12 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int thread = threadIdx.x % 128;
 
   if (threadIdx.x == 0) {
-    init_window_barriers(s, static_cast<int>(s.ring_slots.slots.divisor), kTableThreads);
+    init_window_barriers(s.full, s.empty, s.ring_empty,
+                         static_cast<int>(s.ring_slots.slots.divisor), kTableThreads);
     prefetch_tensor_map(&weight_map);
     prefetch_tensor_map(&x_map);
   }
-  sync_after_barrier_init(s);
+  __syncthreads();
 
   if (warpgroup == 0) {
     release_registers<kProducerRegisters>();
@@ -190,8 +170,6 @@ __global__ void __launch_bounds__(kThreads, 1)
     consume_and_store<RowWindowView<ChannelsAligned>, Elem, BN>(
         p, s, tile, w, shared, cta.first_row, cta.first_col, warpgroup - 1, thread);
   }
-  // Neither CTA of a pair exits while the other may still arrive on its barriers.
-  if (s.paired) cluster_sync();
 #endif
 }
 

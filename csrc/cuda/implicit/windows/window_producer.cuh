@@ -31,35 +31,9 @@ struct WindowShared {
   uint64_t* full;       // weight tile, table and the stage's new windows landed
   uint64_t* empty;
   uint64_t* ring_empty;  // a slot's channel released by every consumer warp
-  bool paired;           // weight pairs (window_geometry.cuh): the peer frees stages too
-  uint32_t peer_empty;   // the peer CTA's empty barriers (shared::cluster), where paired
 };
 
 #ifdef GWPRUNE_SM90A_DEVICE
-
-// A reader of a stage (a consumer or gatherer warp's lane 0) hands it back: to this CTA's
-// producer, and with weight pairs to the peer's too, whose copies write this CTA's half.
-__device__ __forceinline__ void release_stage(const WindowShared& s, int stage) {
-  mbarrier_arrive(&s.empty[stage]);
-  if (s.paired) mbarrier_arrive_cluster(s.peer_empty + 8 * stage);
-}
-
-// The stage's weight tile: two boxes of BTileBytes / 2 (the map's box is half a tile), or,
-// with weight pairs, this CTA's half multicast to both CTAs of the pair.
-template <int BTileBytes>
-__device__ __forceinline__ void load_weight_tile(const WindowShared& s, const void* weight_map,
-                                                 int stage, int k, int first_col) {
-  constexpr int kHalfRows = BTileBytes / 128 / 2;
-  uint8_t* tile = s.b_stages + stage * BTileBytes;
-  if (s.paired) {
-    const int rank = static_cast<int>(cluster_rank());
-    tma_load_2d_multicast(tile + rank * (BTileBytes / 2), weight_map, &s.full[stage], k,
-                          first_col + rank * kHalfRows, 0x3);
-  } else {
-    tma_load_2d(tile, weight_map, &s.full[stage], k, first_col);
-    tma_load_2d(tile + BTileBytes / 2, weight_map, &s.full[stage], k, first_col + kHalfRows);
-  }
-}
 
 constexpr int kTableThreads = 64;  // one per kept group of a stage
 constexpr int kTableBarrier = 1;   // named barrier of those threads
@@ -113,7 +87,7 @@ __device__ __forceinline__ void produce_windows(const ConvProblem& p, const void
     // weight tile and of the stage's windows, so the stage cannot complete without them.
     if (thread == 0) {
       mbarrier_expect_tx(&s.full[stage], BTileBytes + in_stage * window_bytes);
-      load_weight_tile<BTileBytes>(s, weight_map, stage, kt * BK, first_col);
+      tma_load_2d(s.b_stages + stage * BTileBytes, weight_map, &s.full[stage], kt * BK, first_col);
     }
     mbarrier_arrive(&s.full[stage]);
     channels_before += in_stage;
