@@ -297,32 +297,16 @@ def setting(get, set_, value):
         set_(saved)
 
 
-WINDOW_SETTINGS = ("GWPRUNE_IMPLICIT_GATHER", "GWPRUNE_IMPLICIT_WINDOW_COPY")
-
-
-def window_settings(name: str | None) -> tuple[str | None, str | None]:
-    """The settings that force an NCHW producer: "<producer>" or, for the window kernels,
-    "<producer>-tma" (windows copied by the copy engine, GWPRUNE_IMPLICIT_WINDOW_COPY=tma,
-    rather than by the producer threads)."""
-    if name is None:
-        return None, None
-    producer, _, copy = name.partition("-")
-    return producer, copy or None
-
-
 def forced_gather(name: str):
-    """The implicit kernel's NCHW producer (window_settings) set for the block."""
+    """GWPRUNE_IMPLICIT_GATHER (the implicit kernel's NCHW producer) set for the block."""
 
-    def set_(values):
-        for key, value in zip(WINDOW_SETTINGS, values, strict=True):
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    def set_(value):
+        if value is None:
+            os.environ.pop("GWPRUNE_IMPLICIT_GATHER", None)
+        else:
+            os.environ["GWPRUNE_IMPLICIT_GATHER"] = value
 
-    return setting(
-        lambda: tuple(os.environ.get(key) for key in WINDOW_SETTINGS), set_, window_settings(name)
-    )
+    return setting(lambda: os.environ.get("GWPRUNE_IMPLICIT_GATHER"), set_, name)
 
 
 def threads(count: int):

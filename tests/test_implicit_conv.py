@@ -6,13 +6,11 @@ import torch
 import torch.nn.functional as F
 from conftest import (
     DTYPES,
-    WINDOW_SETTINGS,
     assert_matches,
     implicit_kernel_available,
     make_keep_idx,
     poisoned_outputs,
     precision_flags,
-    window_settings,
 )
 
 import gwprune
@@ -114,17 +112,7 @@ LINEAR_OFFSET_SHAPES = [
 NCHW_GATHERS = ["rows", "runs", "pairs", "lines", "windows", "staged", "split"]
 # The window kernels: A read into registers by the consumers, staged in shared memory
 # by gatherer warps, or split between the two.
-# "-tma": the windows copied by the copy engine rather than by the producer threads.
-WINDOW_KERNELS = ["windows", "staged", "split", "windows-tma", "split-tma"]
-
-
-def force_producer(monkeypatch, name):
-    """Forces the NCHW producer `name` (conftest.window_settings) for the test."""
-    for key, value in zip(WINDOW_SETTINGS, window_settings(name), strict=True):
-        if value is None:
-            monkeypatch.delenv(key, raising=False)
-        else:
-            monkeypatch.setenv(key, value)
+WINDOW_KERNELS = ["windows", "staged", "split"]
 
 
 @needs_implicit
@@ -177,23 +165,10 @@ def test_window_kernel_matches(shape, kernel, keep, precision, monkeypatch):
         shape, keep, keep != "one", False, precision, seed=hash((shape_id(shape), keep)) % 2**31
     )
     packed = gwprune.pack_conv2d_weight(weight, keep_idx)
-    force_producer(monkeypatch, kernel)
+    monkeypatch.setenv("GWPRUNE_IMPLICIT_GATHER", kernel)
     with precision_flags(precision), poisoned_outputs("cuda"):
         out = gwprune.ops.conv2d_packed(x, packed, bias, s, p, d, backend="implicit")
     assert_matches(out, ref, precision, f"implicit {kernel} {shape_id(shape)} keep={keep}")
-
-
-@needs_implicit
-@pytest.mark.cuda
-def test_unknown_window_copy_is_refused(monkeypatch):
-    x, weight, bias, keep_idx, (s, p, d), _ = implicit_case(
-        WINDOW_SHAPES[0], "half", False, False, "fp16", seed=4
-    )
-    packed = gwprune.pack_conv2d_weight(weight, keep_idx)
-    monkeypatch.setenv("GWPRUNE_IMPLICIT_GATHER", "windows")
-    monkeypatch.setenv("GWPRUNE_IMPLICIT_WINDOW_COPY", "dma")
-    with pytest.raises(RuntimeError, match="GWPRUNE_IMPLICIT_WINDOW_COPY must be"):
-        gwprune.ops.conv2d_packed(x, packed, bias, s, p, d, backend="implicit")
 
 
 @needs_implicit
@@ -214,7 +189,7 @@ def test_padding_columns_keep_infinities_out(window, monkeypatch):
     touched = F.conv2d(infinite, (masked != 0).double(), None, s, p, d) > 0
     ref = F.conv2d(torch.where(torch.isinf(x), 0, x).double(), masked, None, s, p, d)
     packed = gwprune.pack_conv2d_weight(weight, keep_idx)
-    force_producer(monkeypatch, window)
+    monkeypatch.setenv("GWPRUNE_IMPLICIT_GATHER", window)
     with precision_flags("fp16"), poisoned_outputs("cuda"):
         out = gwprune.ops.conv2d_packed(x, packed, bias, s, p, d, backend="implicit")
     assert touched.any(), "the case must carry the infinity to some output"

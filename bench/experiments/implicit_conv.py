@@ -42,9 +42,7 @@ LAYERS = {
     "r50-1x1-512-28": (64, 512, 128, 28, 1, 1, 0),
     "batch1-512-14": (1, 512, 512, 14, 3, 1, 1),
 }
-# The NCHW producers (GWPRUNE_IMPLICIT_GATHER), each timed on the same call; "windows-tma"
-# and "split-tma" time a window kernel whose windows the copy engine copies
-# (GWPRUNE_IMPLICIT_WINDOW_COPY=tma).
+# The NCHW producers (GWPRUNE_IMPLICIT_GATHER), each timed on the same call.
 GATHERS = ("rows", "runs", "pairs", "lines", "windows", "staged", "split")
 QUICK = ["seed-512-28", "r50-256-14", "r50-1x1-1024-14", "batch1-512-14"]
 
@@ -95,11 +93,7 @@ def measure(name, layer, precision, keep, writer, gathers=GATHERS):
             # Each NCHW producer forced on the same call (GWPRUNE_IMPLICIT_GATHER; one
             # that does not apply falls back to the row gather): side by side.
             for gather in gathers:
-                # "<producer>-tma": a window kernel whose windows the copy engine copies.
-                producer, _, copy = gather.partition("-")
-                os.environ["GWPRUNE_IMPLICIT_GATHER"] = producer
-                if copy:
-                    os.environ["GWPRUNE_IMPLICIT_WINDOW_COPY"] = copy
+                os.environ["GWPRUNE_IMPLICIT_GATHER"] = gather
                 try:
 
                     def forced(xl=xl, packed=packed):
@@ -111,7 +105,6 @@ def measure(name, layer, precision, keep, writer, gathers=GATHERS):
                     )
                 finally:
                     del os.environ["GWPRUNE_IMPLICIT_GATHER"]
-                    os.environ.pop("GWPRUNE_IMPLICIT_WINDOW_COPY", None)
     row["anchor"] = min(row["anchor_nchw"], row["anchor_nhwc"])
     row["dense"] = min(row["dense_nchw"], row["dense_nhwc"])
     row["implicit"] = min(row["implicit_nchw"], row["implicit_nhwc"])

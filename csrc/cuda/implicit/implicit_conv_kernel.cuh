@@ -532,18 +532,6 @@ struct WindowKernel {
   }
 };
 
-// Who copies the windows (windows/window_geometry.cuh): the producer threads by default;
-// GWPRUNE_IMPLICIT_WINDOW_COPY=tma|threads forces one (read per call, so that a benchmark can
-// time both on one call: bench/experiments/implicit_conv.py).
-inline bool window_copy_by_threads() {
-  const char* setting = std::getenv("GWPRUNE_IMPLICIT_WINDOW_COPY");
-  if (setting == nullptr || setting[0] == '\0') return true;
-  const std::string value(setting);
-  TORCH_CHECK(value == "tma" || value == "threads",
-              "GWPRUNE_IMPLICIT_WINDOW_COPY must be 'tma' or 'threads', not '", value, "'");
-  return value == "threads";
-}
-
 template <typename Elem, int BN, int Staged>
 void launch_windows(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& group_idx,
                     const std::optional<at::Tensor>& bias, const ConvGeometry& g, at::Tensor& out) {
@@ -552,8 +540,6 @@ void launch_windows(const at::Tensor& x, const at::Tensor& weight, const at::Ten
   windows::WindowLaunch w;
   TORCH_CHECK(window_launch<typename Kernel::Layout>(x, g, p, w),
               "gwprune: the window kernel does not take this call");
-  w.copy_by_threads = window_copy_by_threads() ? 1 : 0;
-  w.x_elements = static_cast<int>(element_span(x));
   const CUtensorMap weight_map = weight_tensor_map(weight, BN);
   const CUtensorMap x_map =
       x_span_tensor_map(x, w.box, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_SWIZZLE_NONE);

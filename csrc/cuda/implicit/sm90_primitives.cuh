@@ -182,24 +182,6 @@ __device__ __forceinline__ void tma_load_1d(uint32_t destination, const void* te
       : "memory");
 }
 
-// ---- cp.async (through the load/store units, not the copy engine) ----------------------------
-
-// 16 bytes global -> shared, bypassing L1; of them only the first `source_bytes` (0-16)
-// are read, the rest written as zeros.
-__device__ __forceinline__ void cp_async_16(uint32_t destination, const void* source,
-                                            uint32_t source_bytes) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(destination), "l"(source),
-               "r"(source_bytes)
-               : "memory");
-}
-
-// Arrives on `barrier` once every cp.async this thread started before has landed. The
-// arrival is one of the barrier's initial count (noinc).
-__device__ __forceinline__ void cp_async_arrive_noinc(uint64_t* barrier) {
-  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];" ::"r"(smem_address(barrier))
-               : "memory");
-}
-
 __device__ __forceinline__ void prefetch_tensor_map(const void* tensor_map) {
   asm volatile("prefetch.tensormap [%0];" ::"l"(tensor_map) : "memory");
 }

@@ -83,7 +83,7 @@ __global__ void __launch_bounds__(kStagedThreads, 1)
 
   if (threadIdx.x == 0) {
     for (int i = 0; i < kS; ++i) {
-      mbarrier_init(&s.full[i], stage_writers(w));  // table entries' (and chunks') writers
+      mbarrier_init(&s.full[i], kTableThreads);  // every table entry's writer
       mbarrier_init(&s.empty[i], Roles::kStageReleases);
       mbarrier_init(&s.a_full[i], kGathererWarps);
     }

@@ -21,13 +21,6 @@
 // from the 16-byte aligned element at or before the segment's first one, moved back by
 // 8 * (q & 3) elements for the slot's channel ordinal q, so that the four channels a warp
 // reads at once start in different banks. Elements before or past x read as zeros.
-//
-// Who copies (WindowLaunch::copy_by_threads): the 64 producer threads themselves, each
-// stage's new windows split into 16-byte cp.async chunks over all of them, or the copy
-// engine, one 1-D TMA box per channel and segment. A small box costs one SM's copy engine
-// ~59 cycles whatever its size (bench/experiments/probes/tma_box_rate_probe.cu), and a
-// stage's time grew by ~56 cycles per box it starts (bench/NOTES.md changes 23-24), so the
-// threads copy by default.
 #pragma once
 
 #include <cstdint>
@@ -95,31 +88,8 @@ struct WindowLaunch {
   int box = 0;
   int slot_elements = 0;
   int max_segments = 0;
-  FastDivision ring;        // R, the ring's slots
-  int copy_by_threads = 1;  // 1: cp.async chunks by the producer threads, 0: TMA boxes
-  int x_elements = 0;       // x's span from its first element (chunks past it read zeros)
+  FastDivision ring;  // R, the ring's slots
 };
-
-// A CTA's window chunks (copy by threads): 16-byte chunks per channel, and the first chunk
-// of each segment, from the tile's segments. A segment's chunks cover its rows, its start's
-// alignment and the bank skew (kSegmentSlack), and no more than its boxes would.
-struct WindowChunks {
-  FastDivision per_channel;
-  int total;  // per channel (0: every tap of the tile is padding)
-  int first[kMaxSegments];
-};
-
-__host__ __device__ inline WindowChunks window_chunks(const TileWindows& t, int width) {
-  WindowChunks c{};
-  int total = 0;
-  for (int k = 0; k < kMaxSegments; ++k) {
-    c.first[k] = total;
-    if (k < t.segments && t.rows[k] > 0) total += (t.rows[k] * width + kSegmentSlack + 7) / 8;
-  }
-  c.total = total;
-  c.per_channel = FastDivision::of(total > 0 ? total : 1);
-  return c;
-}
 
 // One CTA's ring: its tile's own slot size (the boxes of the segments it touches) and as
 // many slots as the launch's ring bytes hold at that size. Most tiles touch one image, so

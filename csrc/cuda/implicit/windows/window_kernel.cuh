@@ -41,9 +41,7 @@ struct RingLayout {
   static constexpr int kAOffset = Stages * kBTileBytes;
   static constexpr int kRingOffset = kAOffset + Stages * ATileBytes;
   static constexpr int kTableBytes = Stages * kBK * 8;
-  // New channels per producer warp (4 ints), each stage's last channel (Stages ints), from
-  // byte 128 the stage's new channels (64 ints, copy by threads).
-  static constexpr int kScratchBytes = 128 + 256;
+  static constexpr int kScratchBytes = 128;
   __host__ __device__ static int ring_bytes(const WindowLaunch& w) {
     return w.slot_elements * 2 * static_cast<int>(w.ring.divisor);
   }
@@ -62,7 +60,6 @@ struct RingLayout {
     s.tables = reinterpret_cast<int2*>(ring + ring_bytes(w));
     s.scratch = reinterpret_cast<int*>(reinterpret_cast<uint8_t*>(s.tables) + kTableBytes);
     s.stage_last = s.scratch + 4;
-    s.new_channels = s.scratch + 32;
     s.full = reinterpret_cast<uint64_t*>(reinterpret_cast<uint8_t*>(s.scratch) + kScratchBytes);
     s.empty = s.full + Stages;
     s.ring_empty = s.full + BarriersPerStage * Stages;
@@ -96,7 +93,7 @@ __device__ __forceinline__ void init_window_barriers(uint64_t* full, uint64_t* e
                                                      uint64_t* ring_empty, int ring_slots,
                                                      uint32_t stage_writers) {
   for (int i = 0; i < kStages; ++i) {
-    mbarrier_init(&full[i], stage_writers);  // table entries' (and chunks') writers
+    mbarrier_init(&full[i], stage_writers);  // every table entry's writer
     mbarrier_init(&empty[i], 8);             // every consumer warp
   }
   for (int i = 0; i < ring_slots; ++i) mbarrier_init(&ring_empty[i], 8);  // consumer warps
@@ -158,7 +155,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   if (threadIdx.x == 0) {
     init_window_barriers(s.full, s.empty, s.ring_empty,
-                         static_cast<int>(s.ring_slots.slots.divisor), stage_writers(w));
+                         static_cast<int>(s.ring_slots.slots.divisor), kTableThreads);
     prefetch_tensor_map(&weight_map);
     prefetch_tensor_map(&x_map);
   }

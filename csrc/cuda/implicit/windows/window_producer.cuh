@@ -26,7 +26,6 @@ struct WindowShared {
   int2* tables;         // [stages][64]
   int* scratch;         // [2][2]: new channels per producer warp, by stage parity
   int* stage_last;      // [stages]: the ordinal of each stage's last channel
-  int* new_channels;    // [64]: the channels that start in the stage being copied
   uint32_t ring;        // shared address of slot 0
   TileRing ring_slots;  // this CTA's slots (tile_ring)
   uint64_t* full;       // weight tile, table and the stage's new windows landed
@@ -39,50 +38,6 @@ struct WindowShared {
 constexpr int kTableThreads = 64;  // one per kept group of a stage
 constexpr int kTableBarrier = 1;   // named barrier of those threads
 
-// The full barrier's arrivals per stage: each table entry's writer, and with copies by
-// threads each thread again once its chunks have landed.
-__host__ __device__ inline uint32_t stage_writers(const WindowLaunch& w) {
-  return w.copy_by_threads ? 2 * kTableThreads : kTableThreads;
-}
-
-// Copy by threads: the windows of the `count` channels that start at ordinal first_q (their
-// channels in s.new_channels), chunk i of the flattened (channel, chunk) list by thread
-// i % 64, into the slots and at the offsets the TMA boxes would have used.
-__device__ __forceinline__ void copy_windows_by_threads(const ConvProblem& p, const WindowShared& s,
-                                                        const TileWindows& tile,
-                                                        const WindowLaunch& w,
-                                                        const WindowChunks& chunks, int first_q,
-                                                        int count, int thread) {
-  const char* x = static_cast<const char*>(p.x);
-  const int per_channel = chunks.total;
-#pragma unroll 1
-  for (int i = thread; i < count * per_channel; i += kTableThreads) {
-    const int j = chunks.per_channel.divide(i);
-    const int u = i - j * per_channel;
-    const int q = first_q + j;
-    const int c = load_shared<int>(smem_address(s.new_channels + j));
-    const int slot = q - s.ring_slots.slots.divide(q) * s.ring_slots.slots.divisor;
-    int first_row = tile.first_row[0], offset = tile.offset[0], first_chunk = 0, k = 0;
-#pragma unroll
-    for (int m = 1; m < kMaxSegments; ++m) {
-      if (m < tile.segments && u >= chunks.first[m]) {
-        first_row = tile.first_row[m];
-        offset = tile.offset[m];
-        first_chunk = chunks.first[m];
-        k = m;
-      }
-    }
-    const int first =
-        (tile.first_image + k) * p.x_stride_n + c * p.x_stride_c + first_row * p.width;
-    const int chunk = 8 * (u - first_chunk);
-    const int e = (first & ~7) - 8 * (q & 3) + chunk;  // a multiple of 8: x is 16-byte aligned
-    const int left = w.x_elements - e;
-    const uint32_t bytes = e < 0 || left <= 0 ? 0u : left >= 8 ? 16u : 2u * left;
-    const uint32_t destination = s.ring + 2 * (slot * s.ring_slots.slot_elements + offset + chunk);
-    cp_async_16(destination, x + (bytes > 0 ? 2 * static_cast<int64_t>(e) : 0), bytes);
-  }
-}
-
 // Run by producer threads [0, 64); thread 0 also copies the weight tiles.
 template <int Stages, int BTileBytes, int BK>
 __device__ __forceinline__ void produce_windows(const ConvProblem& p, const void* weight_map,
@@ -93,8 +48,7 @@ __device__ __forceinline__ void produce_windows(const ConvProblem& p, const void
   int boxes = 0;
   for (int k = 0; k < kMaxSegments; ++k)
     if (k < tile.segments) boxes += tile.boxes[k];
-  const uint32_t window_bytes = w.copy_by_threads ? 0u : static_cast<uint32_t>(boxes * w.box * 2);
-  const WindowChunks chunks = window_chunks(tile, p.width);
+  const uint32_t window_bytes = static_cast<uint32_t>(boxes * w.box * 2);
   int channels_before = 0;  // channels that start in earlier stages
   int32_t next_group = fetch_group(p, thread);
   int32_t next_previous = thread > 0 ? fetch_group(p, thread - 1) : -1;
@@ -136,19 +90,10 @@ __device__ __forceinline__ void produce_windows(const ConvProblem& p, const void
       tma_load_2d(s.b_stages + stage * BTileBytes, weight_map, &s.full[stage], kt * BK, first_col);
     }
     mbarrier_arrive(&s.full[stage]);
-    const int first_q = channels_before;
     channels_before += in_stage;
     if (starts_channel) {
       // The slot's previous channel (q - R) must be released by every consumer warp.
       if (turn > 0) mbarrier_wait(&s.ring_empty[slot], (turn - 1) & 1);
-      if (w.copy_by_threads) store_shared(smem_address(s.new_channels + (q - first_q)), c);
-    }
-    if (w.copy_by_threads) {
-      // Every new channel listed and its slot free: then all 64 threads copy.
-      named_barrier_sync(kTableBarrier, kTableThreads);
-      copy_windows_by_threads(p, s, tile, w, chunks, first_q, in_stage, thread);
-      cp_async_arrive_noinc(&s.full[stage]);
-    } else if (starts_channel) {
       const uint32_t slot_address = s.ring + slot * s.ring_slots.slot_elements * 2;
       const int skew = 8 * (q & 3);
 #pragma unroll
