@@ -165,12 +165,14 @@ def test_cpu_conv_padding_entries_contribute_nothing(layout):
     [
         (1, 64, 32, (28, 28), 3, 1, 1, 1),
         (4, 32, 16, (9, 9), 3, 2, 1, 1),
+        (3, 40, 24, (7, 7), 1, 1, 0, 1),
         (1, 8, 8, (5, 5), 3, 1, 1, 1),
     ],
     ids=shape_id,
 )
 def test_cpu_conv_identical_for_one_and_two_threads(layout, shape):
-    # One chunk (K' large), several chunks of one image, and several images.
+    # One chunk (K' large), several chunks of one image, and several images (NCHW: one
+    # batched GEMM over them).
     x, weight, bias, keep = conv_case(shape, 0.5, torch.float32, layout, True, 3)
     packed = gwprune.pack_conv2d_weight(weight, keep, torch.channels_last)
     with threads(1):

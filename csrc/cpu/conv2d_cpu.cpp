@@ -32,14 +32,51 @@ void gemm_into(at::Tensor out, const at::Tensor& a, const at::Tensor& b,
   at::addmm_out(out, along.expand(out.sizes()), a, b);
 }
 
+// out[n0 : n0 + B] = W @ cols[B] (+ bias along the channels): one batched GEMM for B images.
+void batched_gemm_into(at::Tensor out, const at::Tensor& weight, const at::Tensor& cols,
+                       const std::optional<at::Tensor>& bias) {
+  const at::Tensor weights = weight.expand({cols.size(0), weight.size(0), weight.size(1)});
+  if (!bias.has_value()) {
+    at::bmm_out(out, weights, cols);
+    return;
+  }
+  at::baddbmm_out(out, bias->view({1, -1, 1}).expand(out.sizes()), weights, cols);
+}
+
 void conv_nchw(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& group_idx,
                const std::optional<at::Tensor>& bias, at::Tensor& out, const ConvGeometry& g,
                int64_t budget_bytes) {
   const int64_t kept = group_idx.numel();
   const int64_t pixels = g.out_pixels();
+  const at::Tensor out_images = out.view({x.size(0), weight.size(0), pixels});
   // Chunks never span two images: chunk c is part c % chunks of image c / chunks.
   const ChunkPlan plan = plan_chunks(pixels, kept * x.element_size(), budget_bytes);
-  const at::Tensor out_images = out.view({x.size(0), weight.size(0), pixels});
+  if (plan.chunks == 1 && x.size(0) > 1) {
+    // Whole images fit a chunk: as many as the budget holds go to one batched GEMM, which
+    // threads better over small images than one GEMM per image (a 1x1 1024->256 14x14
+    // N=2 layer at keep .5 on a 2-core EPYC: 0.66 ms against 0.76 for the two GEMMs).
+    const ChunkPlan images = plan_chunks(x.size(0), kept * pixels * x.element_size(), budget_bytes);
+    run_chunks(
+        images.chunks, images.rows_per_chunk * kept * pixels, x.options(),
+        [&](int64_t) { return kept; },
+        [&](int64_t chunk, at::Tensor& cols, int64_t k_begin, int64_t k_end) {
+          const int64_t n0 = chunk * images.rows_per_chunk;
+          const int64_t count = std::min(images.rows_per_chunk, x.size(0) - n0);
+          for (int64_t n = 0; n < count; ++n)
+            im2col_gather_nchw(
+                x, group_idx,
+                static_cast<char*>(cols.data_ptr()) + n * kept * pixels * x.element_size(), g,
+                n0 + n, 0, pixels, k_begin, k_end);
+        },
+        [&](int64_t chunk, at::Tensor& cols) {
+          const int64_t n0 = chunk * images.rows_per_chunk;
+          const int64_t count = std::min(images.rows_per_chunk, x.size(0) - n0);
+          batched_gemm_into(out_images.narrow(0, n0, count), weight,
+                            cols.narrow(0, 0, count * kept * pixels).view({count, kept, pixels}),
+                            bias);
+        });
+    return;
+  }
   auto origin = [&](int64_t chunk) {  // image, first pixel, pixel count
     const int64_t n = chunk / plan.chunks, p0 = chunk % plan.chunks * plan.rows_per_chunk;
     return std::tuple{n, p0, std::min(plan.rows_per_chunk, pixels - p0)};
@@ -120,20 +157,22 @@ int64_t channels_last_order_form(const at::Tensor& group_idx) {
                                    ((uint64_t{1} << 40) - 1));
 }
 
-// fp32 NCHW convs of more than one tap run as channels_last ones: x copied to
-// channels_last, the pack's groups in (i, j, c) order (permuted copies of the weight and
-// the index kept beside the packed copies), the channels_last path (its
-// gather moves runs of channels, its GEMM takes the packed copy), the output copied back
-// to NCHW. On a 2-core EPYC that took the ResNet-50 3x3 256 14x14 N=2 layer at keep .5
-// from 1.99 to 1.47 ms and the seed conv at keep .25 from 7.29 to 6.31 (bench/NOTES.md,
-// CPU path); 1x1 convs lost (their NCHW gather is one copy per kept channel), so they keep
-// the NCHW path. Undefined when the call does not qualify.
+// fp32 NCHW convs of more than one tap, one image and at least 5/8 of the groups kept run
+// as channels_last ones: x copied to channels_last, the pack's groups in (i, j, c) order
+// (permuted copies of the weight and the index kept beside the packed copies), the
+// channels_last path (its gather moves runs of channels, its GEMM takes the packed copy),
+// the output copied back to NCHW. Measured on a 2-core EPYC (bench/NOTES.md, CPU path),
+// against the NCHW path with its images batched into one GEMM (conv_nchw): the seed conv
+// (N=1) at keep .75 0.97x dense as channels_last against 1.02x, but at .5 0.64x against
+// 0.62x and at .25 0.35x against 0.29x; the ResNet-50 3x3 256 14x14 N=2 layer 0.59 / 0.31x
+// against 0.55 / 0.28x at keep .5 / .25. Undefined when the call does not qualify.
 at::Tensor conv_nchw_as_channels_last(const at::Tensor& x, const at::Tensor& weight,
                                       const at::Tensor& group_idx,
                                       const std::optional<at::Tensor>& bias, const ConvGeometry& g,
                                       int64_t workspace_bytes) {
   const int64_t taps = g.kernel_h * g.kernel_w;
-  if (taps == 1 || !mkl_linear_enabled() || !may_derive(weight, x, bias) || !weight.is_contiguous())
+  if (taps == 1 || x.size(0) != 1 || 8 * group_idx.numel() < 5 * g.num_groups() ||
+      !mkl_linear_enabled() || !may_derive(weight, x, bias) || !weight.is_contiguous())
     return {};
   // Where channels_last memory is also contiguous (C == 1, or 1x1 images) the copy would
   // read as NCHW again: such calls stay on the NCHW path.
