@@ -167,6 +167,8 @@ def test_cpu_conv_padding_entries_contribute_nothing(layout):
         (4, 32, 16, (9, 9), 3, 2, 1, 1),
         (3, 40, 24, (7, 7), 1, 1, 0, 1),
         (1, 8, 8, (5, 5), 3, 1, 1, 1),
+        (1, 320, 64, (7, 7), 3, 1, 1, 1),  # few rows at K' >= 1024 (the packed GEMM's library)
+        (3, 256, 64, (9, 9), 3, 1, 1, 1),  # >= 128 rows at K' >= 1024
     ],
     ids=shape_id,
 )

@@ -17,9 +17,11 @@ namespace gwprune::cpu {
 // The compacted operand of one chunk. Measured on a 2-core Xeon (bench/NOTES.md,
 // change 17): chunks sized for L2 (256-512 KiB) ran up to 1.6x slower than
 // 4 MiB ones, because each GEMM call re-packs the whole weight and small chunks
-// (a few dozen pixels when K' is in the thousands) cannot amortise that; 4 MiB
-// still sits in L3 between the gather and the GEMM.
-constexpr int64_t kChunkOperandBytes = 4 << 20;
+// (a few dozen pixels when K' is in the thousands) cannot amortise that. On a 2-core
+// EPYC (32 MiB L3) 16 MiB did better still: the seed conv (N=1) at keep .75, whose
+// 10.8 MB operand had run as three GEMMs, went from 19.0 to 17.9 ms as one (bench/NOTES.md,
+// CPU path); 16 MiB still sits in that L3 between the gather and the GEMM.
+constexpr int64_t kChunkOperandBytes = 16 << 20;
 // Fewer rows than this would make the GEMM re-pack the weight too often.
 constexpr int64_t kMinChunkRows = 32;
 

@@ -132,7 +132,7 @@ at::Tensor conv_nhwc_mkl_packed(const at::Tensor& x, const at::Tensor& weight,
   if (!weight.is_contiguous() ||
       plan_chunks(total, kept * x.element_size(), budget_bytes).chunks != 1)
     return {};
-  const PackedGemmWeight packed = mkl_packed_weight(weight, x, total, bias);
+  const PackedGemmWeight packed = mkl_packed_weight(weight, x, total, bias, PackedGemmUse::kConv);
   if (!packed.defined()) return {};
   at::Tensor cols = at::empty({total, kept}, x.options());
   const TapRuns taps = plan_tap_runs(group_idx, g, x.element_size());

@@ -64,10 +64,21 @@ enum class Library { kOneDnn = 0, kMkl = 1 };
 // gave the same bits for 1 and 2 threads on every shape tried (bench/NOTES.md, CPU).
 std::atomic<int> library_choice{-1};  // -1: the default
 
-Library library() {
+// Convs take MKL's copy by default where torch has it: their gathered rows times the weight
+// (392-784 rows of K' 576-4608 in the CPU preset) ran 5-12 % slower on oneDNN's copy than on
+// MKL's or on addmm on the same EPYC (ResNet-50 3x3 256 14x14 N=2 channels_last keep .5 1.77
+// against 1.63 ms; bench/NOTES.md, CPU path), from 128 rows on: with fewer rows at K' >= 1024
+// MKL's bits depend on the thread count (above), oneDNN's do not. An explicit choice holds for
+// every call.
+constexpr int64_t kMklConvRows = 128;
+
+Library library(PackedGemmUse use = PackedGemmUse::kLinear, int64_t rows = 0) {
   const int chosen = library_choice.load(std::memory_order_relaxed);
   if (chosen >= 0) return static_cast<Library>(chosen);
-  return packed_gemm_ops().onednn_reorder.has_value() ? Library::kOneDnn : Library::kMkl;
+  const PackedGemmOps& ops = packed_gemm_ops();
+  if (use == PackedGemmUse::kConv && rows >= kMklConvRows && ops.mkl_reorder.has_value())
+    return Library::kMkl;
+  return ops.onednn_reorder.has_value() ? Library::kOneDnn : Library::kMkl;
 }
 
 bool library_available(Library which) {
@@ -168,8 +179,8 @@ at::Tensor derived_weight_copy(const at::Tensor& weight, int64_t form,
 }
 
 PackedGemmWeight mkl_packed_weight(const at::Tensor& weight, const at::Tensor& input, int64_t rows,
-                                   const std::optional<at::Tensor>& bias) {
-  const Library which = library();
+                                   const std::optional<at::Tensor>& bias, PackedGemmUse use) {
+  const Library which = library(use, rows);
   if (!library_available(which) || !enabled_flag.load(std::memory_order_relaxed) ||
       !may_derive(weight, input, bias))
     return {};

@@ -11,7 +11,8 @@
 // MKL's packed GEMM was slower than addmm, gwprune's keep .5 FFN took 1.74 ms with
 // oneDNN's copy, 2.34 with MKL's, 2.35 on addmm (bench/NOTES.md, CPU section). This
 // file keeps such copies between calls. The fp32 channels_last conv of one chunk uses
-// them too: its GEMM (gathered rows @ W^T + bias) is the linear's (conv2d_cpu.cpp).
+// them too: its GEMM (gathered rows @ W^T + bias) is the linear's (conv2d_cpu.cpp), on
+// MKL's copy by default (PackedGemmUse::kConv).
 //
 // Contract:
 // - Which calls: fp32, CPU, one GEMM over all rows of the 2-D input (the caller
@@ -75,12 +76,16 @@ struct PackedGemmWeight {
   bool defined() const { return copy.defined(); }
 };
 
+// Who multiplies by the copy: the library's default differs (mkl_packed_weights.cpp, library).
+enum class PackedGemmUse { kLinear, kConv };
+
 // The copy (and its library) of `weight` ([out, K'] fp32, contiguous) packed for GEMMs of `rows`
 // rows gathered from `input` (whose dtype, device and grad mode decide with the weight's whether
 // the call qualifies), made now if needed; undefined when the call does not qualify (above). Asked
 // before the gathered operand exists, so a call that does not qualify allocates nothing here.
 PackedGemmWeight mkl_packed_weight(const at::Tensor& weight, const at::Tensor& input, int64_t rows,
-                                   const std::optional<at::Tensor>& bias);
+                                   const std::optional<at::Tensor>& bias,
+                                   PackedGemmUse use = PackedGemmUse::kLinear);
 
 // out [rows, out] = xg [rows, K'] (contiguous) @ weight^T (+ bias), through the
 // copy `packed` of `weight` made for xg's rows.
