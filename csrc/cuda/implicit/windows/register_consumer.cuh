@@ -187,7 +187,8 @@ __device__ __forceinline__ void consume_windows(float (&acc)[BN / 2], const Conv
     if constexpr (RegisterSteps < kSteps) {
       using SharedMma = Wgmma<MmaType, BN>;
       mbarrier_wait(&s.a_full[stage], (kt / Stages) & 1);
-      const uint32_t a = smem_address(s.a_stages + stage * kTileRows * 128 + consumer * 64 * 128);
+      const uint32_t a =
+          smem_address(s.a_stages + stage * kATileBytes + consumer * kATileBytes / 2);
       fence_accumulators(acc);
       wgmma_fence();
 #pragma unroll

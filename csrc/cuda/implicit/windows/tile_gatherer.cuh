@@ -33,8 +33,6 @@ struct StagedShared : WindowShared {
   uint64_t* a_full;  // the stage's A tile written (every gatherer warp)
 };
 
-constexpr int kATileBytes = kTileRows * 128;
-
 #ifdef GWPRUNE_SM90A_DEVICE
 
 // The eight table entries of groups [group, group + 8) of a stage table.

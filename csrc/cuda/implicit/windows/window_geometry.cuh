@@ -30,6 +30,9 @@
 namespace gwprune::cuda::implicit::windows {
 
 constexpr int kMaxSegments = 4;
+// An A tile in shared memory (the staged and split kernels): 128 rows of 64 16-bit groups,
+// K-major, 128-byte swizzle; a consumer warpgroup's 64 rows are its second half's offset.
+constexpr int kATileBytes = kTileRows * 128;
 constexpr int kMaxTaps = 29;
 // A segment's copy starts up to 7 elements before it (16-byte alignment) and up to 24
 // more for the bank skew.
