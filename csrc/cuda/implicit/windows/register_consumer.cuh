@@ -146,11 +146,8 @@ __device__ __forceinline__ void consume_windows(float (&acc)[BN / 2], const Conv
   uint32_t sink = 0;
 #pragma unroll 1
   for (int kt = 0; kt < p.k_tiles; ++kt) {
-    const int stage = kt % Stages;
-    mbarrier_wait(&s.full[stage], (kt / Stages) & 1);
-    const uint32_t table = smem_address(s.tables + stage * BK);
+    const auto [stage, table, last_channel] = start_stage<Stages, BK>(s, kt);
     const uint32_t b = smem_address(s.b_stages + stage * kBTileBytes);
-    const int last_channel = load_shared<int>(smem_address(s.stage_last + stage));
     // The stage's table entries this thread needs, for all its K steps at once.
     typename View::Entry entry[RegisterSteps][4];
 #pragma unroll

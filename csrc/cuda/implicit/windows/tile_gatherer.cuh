@@ -61,13 +61,10 @@ __device__ __forceinline__ void gather_tiles(const ConvProblem& p, const StagedS
   int released = 0;  // channels this warp has handed back
 #pragma unroll 1
   for (int kt = 0; kt < p.k_tiles; ++kt) {
-    const int stage = kt % Stages;
-    // The stage's table and windows have landed; its A slot was freed before the producer
-    // refilled the stage (the consumers' release of stage kt - Stages).
-    mbarrier_wait(&s.full[stage], (kt / Stages) & 1);
-    const uint32_t table = smem_address(s.tables + stage * BK);
+    // Its A slot was freed before the producer refilled the stage (the consumers' release of
+    // stage kt - Stages).
+    const auto [stage, table, last_channel] = start_stage<Stages, BK>(s, kt);
     const uint32_t a = smem_address(s.a_stages + stage * kATileBytes);
-    const int last_channel = load_shared<int>(smem_address(s.stage_last + stage));
 #pragma unroll
     for (int chunk = first_chunk; chunk < first_chunk + kChunks; ++chunk) {
       int2 entry[8];

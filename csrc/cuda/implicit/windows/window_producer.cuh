@@ -110,6 +110,23 @@ __device__ __forceinline__ void produce_windows(const ConvProblem& p, const void
   }
 }
 
+// What a reader (consumer or gatherer warp) needs at the start of stage kt, once the stage's
+// table, weight tile and windows have landed: the table's shared address and the ordinal of
+// the stage's last channel (channels before it appear in no later stage).
+struct StageStart {
+  int stage;
+  uint32_t table;
+  int last_channel;
+};
+
+template <int Stages, int BK>
+__device__ __forceinline__ StageStart start_stage(const WindowShared& s, int kt) {
+  const int stage = kt % Stages;
+  mbarrier_wait(&s.full[stage], (kt / Stages) & 1);
+  return {stage, smem_address(s.tables + stage * BK),
+          load_shared<int>(smem_address(s.stage_last + stage))};
+}
+
 // A reader warp hands back ring channels [released, last): lane l arrives for channels
 // released + l, released + l + 32, ..., so a stage's channels take one arrive per lane, not
 // one per channel in series (a stage at keep .25 ends ~28 channels; each arrive is a
