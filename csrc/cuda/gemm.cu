@@ -23,20 +23,25 @@ namespace {
 
 // PyTorch's handle carries the math mode of torch.backends.cuda.matmul.allow_tf32,
 // but conv follows the cuDNN flag instead, so every call sets the mode it
-// needs and restores the handle's mode afterwards.
+// needs and restores the handle's mode afterwards; neither when the handle
+// already has it (strict fp32 under PyTorch's default flags: two calls saved).
 class MathModeGuard {
  public:
   MathModeGuard(cublasHandle_t handle, cublasMath_t mode) : handle_(handle) {
     TORCH_CUDABLAS_CHECK(cublasGetMathMode(handle_, &saved_));
-    TORCH_CUDABLAS_CHECK(cublasSetMathMode(handle_, mode));
+    changed_ = saved_ != mode;
+    if (changed_) TORCH_CUDABLAS_CHECK(cublasSetMathMode(handle_, mode));
   }
-  ~MathModeGuard() { cublasSetMathMode(handle_, saved_); }
+  ~MathModeGuard() {
+    if (changed_) cublasSetMathMode(handle_, saved_);
+  }
   MathModeGuard(const MathModeGuard&) = delete;
   MathModeGuard& operator=(const MathModeGuard&) = delete;
 
  private:
   cublasHandle_t handle_;
   cublasMath_t saved_;
+  bool changed_;
 };
 
 int as_cublas_int(int64_t value, const char* what) {
@@ -120,9 +125,11 @@ void set_preference(cublasLtMatmulPreference_t pref, cublasLtMatmulPreferenceAtt
 
 // cuBLASLt's heuristic query costs more host time than a small layer's whole
 // GEMM, and its answer depends only on what is in the key (shapes, leading
-// dimensions, types, transposes, pointer alignments, workspace, device), not
-// on the pointers themselves: its result, including "no algorithm", is kept
-// per key. Bounded: cleared when a workload cycles through many shapes.
+// dimensions, types, transposes, pointer alignments, workspace, epilogue,
+// device), not on the pointers themselves: its result, including "no
+// algorithm", is kept per key, process-wide, so every thread runs the same
+// algorithm for the same key. Bounded: cleared when a workload cycles through
+// many shapes.
 using LtAlgoKey = std::array<int64_t, 19>;
 
 struct LtAlgoKeyHash {
@@ -165,6 +172,45 @@ LtAlgoCache& lt_algo_cache() {
   return cache;
 }
 
+// Everything one cuBLASLt call needs besides its pointers: the matmul descriptor
+// (transposes, epilogue), the three layouts and the algorithm. Creating and
+// destroying four descriptors and setting their attributes cost every call host
+// time though they depend only on the key; a repeated call now only sets the
+// bias pointer (the one attribute that is a pointer).
+struct LtPlan {
+  CachedLtAlgo choice{};
+  LtMatmulDesc desc;
+  LtLayout b_layout;
+  LtLayout a_layout;
+  LtLayout out_layout;
+};
+
+// Per thread, not shared: a call writes its bias pointer into the plan's
+// descriptor, and cublasLtMatmulDescSetAttribute on a descriptor that another
+// thread is passing to cublasLtMatmul at the same time is a data race. A
+// thread's own plans need no lock either (the hit path takes none). Bounded like
+// LtAlgoCache; the unique_ptrs destroy the descriptors when the cache is cleared
+// or its thread exits.
+class LtPlanCache {
+ public:
+  LtPlan* find(const LtAlgoKey& key) {
+    const auto it = plans_.find(key);
+    return it == plans_.end() ? nullptr : &it->second;
+  }
+  LtPlan& insert(const LtAlgoKey& key, LtPlan plan) {
+    if (plans_.size() >= kMaxCachedLtAlgos) plans_.clear();
+    return plans_.insert_or_assign(key, std::move(plan)).first->second;
+  }
+
+ private:
+  std::unordered_map<LtAlgoKey, LtPlan, LtAlgoKeyHash> plans_;
+};
+
+LtPlanCache& thread_lt_plans() {
+  thread_local LtPlanCache plans;
+  return plans;
+}
+
 }  // namespace
 
 bool bias_epilogue_supported(at::ScalarType dtype, bool allow_tf32) {
@@ -185,6 +231,93 @@ cublasLtEpilogue_t lt_epilogue(bool has_bias, Activation activation) {
   return has_bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
 }
 
+// What one cuBLASLt call is asked for, beyond its pointers (the plan's key).
+struct LtCall {
+  cudaDataType_t type;
+  cublasComputeType_t compute;
+  cublasOperation_t op_a;
+  cublasOperation_t op_b;
+  cublasLtEpilogue_t epilogue;
+  uint64_t workspace_size;
+  uint32_t align_a;
+  uint32_t align_b;
+  uint32_t align_out;
+};
+
+LtAlgoKey lt_plan_key(const LtCall& call, const RowMajorOperand& a, const RowMajorOperand& b,
+                      const RowMajorOutput& out) {
+  return {at::cuda::current_device(),
+          static_cast<int64_t>(call.type),
+          static_cast<int64_t>(call.compute),
+          static_cast<int64_t>(call.op_a),
+          static_cast<int64_t>(call.op_b),
+          a.rows,
+          a.cols,
+          a.ld,
+          b.rows,
+          b.cols,
+          b.ld,
+          out.rows,
+          out.cols,
+          out.ld,
+          call.align_a,
+          call.align_b,
+          call.align_out,
+          static_cast<int64_t>(call.workspace_size),
+          static_cast<int64_t>(call.epilogue)};
+}
+
+// The algorithm for a new plan: LtAlgoCache's answer when another thread (or an
+// evicted plan) already asked, else cuBLASLt's heuristic, stored there.
+CachedLtAlgo choose_lt_algo(const LtAlgoKey& key, const LtCall& call, const LtPlan& plan,
+                            cublasLtHandle_t handle) {
+  CachedLtAlgo choice{};
+  if (lt_algo_cache().lookup(key, choice)) return choice;
+  cublasLtMatmulPreference_t raw_pref = nullptr;
+  TORCH_CUDABLAS_CHECK(cublasLtMatmulPreferenceCreate(&raw_pref));
+  const LtPreference pref(raw_pref);
+  set_preference(pref.get(), CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, call.workspace_size);
+  set_preference(pref.get(), CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, call.align_b);
+  set_preference(pref.get(), CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, call.align_a);
+  set_preference(pref.get(), CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, call.align_out);
+  set_preference(pref.get(), CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, call.align_out);
+  // Split-K partial sums stay in fp32: reducing them in bf16/fp16 (out of
+  // place in the output type, or in place in the output buffer) cost a bf16
+  // channels_last conv 7x the error of F.conv2d.
+  const auto fp32_reductions = static_cast<uint32_t>(CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE);
+  set_preference(pref.get(), CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, fp32_reductions);
+
+  cublasLtMatmulHeuristicResult_t heuristic = {};
+  int found = 0;
+  const cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(
+      handle, plan.desc.get(), plan.b_layout.get(), plan.a_layout.get(), plan.out_layout.get(),
+      plan.out_layout.get(), pref.get(), 1, &heuristic, &found);
+  choice.found = status == CUBLAS_STATUS_SUCCESS && found > 0;
+  choice.algo = heuristic.algo;
+  lt_algo_cache().store(key, choice);
+  return choice;
+}
+
+// A new plan: descriptor and layouts for `call`, then its algorithm. The bias
+// pointer is set before the heuristic runs, as every call sets it before its matmul.
+LtPlan make_lt_plan(const LtAlgoKey& key, const LtCall& call, const RowMajorOperand& a,
+                    const RowMajorOperand& b, const RowMajorOutput& out, const void* bias,
+                    cublasLtHandle_t handle) {
+  cublasLtMatmulDesc_t raw_desc = nullptr;
+  TORCH_CUDABLAS_CHECK(cublasLtMatmulDescCreate(&raw_desc, call.compute, CUDA_R_32F));
+  LtPlan plan;
+  plan.desc.reset(raw_desc);
+  set_attribute(plan.desc.get(), CUBLASLT_MATMUL_DESC_TRANSA, call.op_b);
+  set_attribute(plan.desc.get(), CUBLASLT_MATMUL_DESC_TRANSB, call.op_a);
+  set_attribute(plan.desc.get(), CUBLASLT_MATMUL_DESC_EPILOGUE, call.epilogue);
+  if (bias != nullptr) set_attribute(plan.desc.get(), CUBLASLT_MATMUL_DESC_BIAS_POINTER, bias);
+  plan.b_layout = column_major_layout(call.type, b.rows, b.cols, b.ld);
+  plan.a_layout = column_major_layout(call.type, a.rows, a.cols, a.ld);
+  plan.out_layout = column_major_layout(call.type, out.rows, out.cols, out.ld);
+  plan.choice = choose_lt_algo(key, call, plan, handle);
+  return plan;
+}
+
 }  // namespace
 
 bool gemm_bias_epilogue(const RowMajorOperand& a, const RowMajorOperand& b,
@@ -194,89 +327,40 @@ bool gemm_bias_epilogue(const RowMajorOperand& a, const RowMajorOperand& b,
   // The epilogue reads the bias with vector loads; an odd offset view of a
   // bias tensor takes the prefill path instead.
   if (bias != nullptr && pointer_alignment(bias) < 16) return false;
-  const cublasLtEpilogue_t epilogue = lt_epilogue(bias != nullptr, activation);
   checked_inner_dim(a, b, out);
   if (out.rows == 0 || out.cols == 0) return true;
 
   // Same mapping as gemm(): column-major out^T = B^T @ A^T, B passed first.
   // The bias then runs along cuBLAS's m (= out.cols), which is what
   // CUBLASLT_EPILOGUE_BIAS broadcasts.
-  const cublasOperation_t op_b = cublas_op(b);
-  const cublasOperation_t op_a = cublas_op(a);
-  const cudaDataType_t type = cuda_data_type(dtype);
   const bool tf32 = dtype == at::kFloat;
-  const cublasComputeType_t compute = tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
-
-  cublasLtMatmulDesc_t raw_desc = nullptr;
-  TORCH_CUDABLAS_CHECK(cublasLtMatmulDescCreate(&raw_desc, compute, CUDA_R_32F));
-  const LtMatmulDesc desc(raw_desc);
-  set_attribute(desc.get(), CUBLASLT_MATMUL_DESC_TRANSA, op_b);
-  set_attribute(desc.get(), CUBLASLT_MATMUL_DESC_TRANSB, op_a);
-  set_attribute(desc.get(), CUBLASLT_MATMUL_DESC_EPILOGUE, epilogue);
-  if (bias != nullptr) set_attribute(desc.get(), CUBLASLT_MATMUL_DESC_BIAS_POINTER, bias);
-
-  const LtLayout b_layout = column_major_layout(type, b.rows, b.cols, b.ld);
-  const LtLayout a_layout = column_major_layout(type, a.rows, a.cols, a.ld);
-  const LtLayout out_layout = column_major_layout(type, out.rows, out.cols, out.ld);
-
-  const auto workspace_size = static_cast<uint64_t>(at::cuda::getCUDABlasLtWorkspaceSize());
-  const uint32_t align_b = pointer_alignment(b.data);
-  const uint32_t align_a = pointer_alignment(a.data);
-  const uint32_t align_out = pointer_alignment(out.data);
-  const LtAlgoKey key = {at::cuda::current_device(),
-                         static_cast<int64_t>(type),
-                         static_cast<int64_t>(compute),
-                         static_cast<int64_t>(op_a),
-                         static_cast<int64_t>(op_b),
-                         a.rows,
-                         a.cols,
-                         a.ld,
-                         b.rows,
-                         b.cols,
-                         b.ld,
-                         out.rows,
-                         out.cols,
-                         out.ld,
-                         align_a,
-                         align_b,
-                         align_out,
-                         static_cast<int64_t>(workspace_size),
-                         static_cast<int64_t>(epilogue)};
+  const LtCall call{cuda_data_type(dtype),
+                    tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F,
+                    cublas_op(a),
+                    cublas_op(b),
+                    lt_epilogue(bias != nullptr, activation),
+                    static_cast<uint64_t>(at::cuda::getCUDABlasLtWorkspaceSize()),
+                    pointer_alignment(a.data),
+                    pointer_alignment(b.data),
+                    pointer_alignment(out.data)};
+  const LtAlgoKey key = lt_plan_key(call, a, b, out);
 
   cublasLtHandle_t handle = at::cuda::getCurrentCUDABlasLtHandle();
-  CachedLtAlgo choice{};
-  if (!lt_algo_cache().lookup(key, choice)) {
-    cublasLtMatmulPreference_t raw_pref = nullptr;
-    TORCH_CUDABLAS_CHECK(cublasLtMatmulPreferenceCreate(&raw_pref));
-    const LtPreference pref(raw_pref);
-    set_preference(pref.get(), CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, workspace_size);
-    set_preference(pref.get(), CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, align_b);
-    set_preference(pref.get(), CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, align_a);
-    set_preference(pref.get(), CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, align_out);
-    set_preference(pref.get(), CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, align_out);
-    // Split-K partial sums stay in fp32: reducing them in bf16/fp16 (out of
-    // place in the output type, or in place in the output buffer) cost a bf16
-    // channels_last conv 7x the error of F.conv2d.
-    const auto fp32_reductions = static_cast<uint32_t>(CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE);
-    set_preference(pref.get(), CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, fp32_reductions);
-
-    cublasLtMatmulHeuristicResult_t heuristic = {};
-    int found = 0;
-    const cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(
-        handle, desc.get(), b_layout.get(), a_layout.get(), out_layout.get(), out_layout.get(),
-        pref.get(), 1, &heuristic, &found);
-    choice.found = status == CUBLAS_STATUS_SUCCESS && found > 0;
-    choice.algo = heuristic.algo;
-    lt_algo_cache().store(key, choice);
+  LtPlanCache& plans = thread_lt_plans();
+  LtPlan* plan = plans.find(key);
+  if (plan == nullptr) {
+    plan = &plans.insert(key, make_lt_plan(key, call, a, b, out, bias, handle));
+  } else if (bias != nullptr && plan->choice.found) {
+    set_attribute(plan->desc.get(), CUBLASLT_MATMUL_DESC_BIAS_POINTER, bias);
   }
-  if (!choice.found) return false;
+  if (!plan->choice.found) return false;
 
   const float alpha = 1.0f;
   const float beta = 0.0f;
   TORCH_CUDABLAS_CHECK(cublasLtMatmul(
-      handle, desc.get(), &alpha, b.data, b_layout.get(), a.data, a_layout.get(), &beta, out.data,
-      out_layout.get(), out.data, out_layout.get(), &choice.algo,
-      at::cuda::getCUDABlasLtWorkspace(), workspace_size, at::cuda::getCurrentCUDAStream()));
+      handle, plan->desc.get(), &alpha, b.data, plan->b_layout.get(), a.data, plan->a_layout.get(),
+      &beta, out.data, plan->out_layout.get(), out.data, plan->out_layout.get(), &plan->choice.algo,
+      at::cuda::getCUDABlasLtWorkspace(), call.workspace_size, at::cuda::getCurrentCUDAStream()));
   return true;
 }
 
