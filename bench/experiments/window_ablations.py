@@ -9,7 +9,8 @@ Outputs are wrong by design for every nonzero value; only times are printed, nex
 anchor (dense F.conv2d with round(keep * C) input channels, the faster layout, cuDNN
 autotuned) of the same run.
 
-    git checkout b48de09 && git apply bench/experiments/window_ablations.patch  # experiment builds only
+    # experiment builds only:
+    git checkout b48de09 && git apply bench/experiments/window_ablations.patch
     pip install --no-build-isolation --no-deps . && python bench/experiments/window_ablations.py
 """
 
