@@ -109,10 +109,11 @@ LINEAR_OFFSET_SHAPES = [
     (2, 40, 512, (14, 14), 3, 1, 1, 1),
     (1, 16, 1000, (9, 9), 3, 1, 1, 1),
 ]
-NCHW_GATHERS = ["rows", "runs", "pairs", "lines", "windows", "staged", "split"]
+NCHW_GATHERS = ["rows", "runs", "pairs", "lines", "windows", "staged", "split", "persistent"]
 # The window kernels: A read into registers by the consumers, staged in shared memory
-# by gatherer warps, or split between the two.
-WINDOW_KERNELS = ["windows", "staged", "split"]
+# by gatherer warps, or split between the two; and the register one with one CTA per SM
+# walking the tiles.
+WINDOW_KERNELS = ["windows", "staged", "split", "persistent"]
 
 
 @needs_implicit
@@ -169,6 +170,37 @@ def test_window_kernel_matches(shape, kernel, keep, precision, monkeypatch):
     with precision_flags(precision), poisoned_outputs("cuda"):
         out = gwprune.ops.conv2d_packed(x, packed, bias, s, p, d, backend="implicit")
     assert_matches(out, ref, precision, f"implicit {kernel} {shape_id(shape)} keep={keep}")
+
+
+# More tiles than an H100/H200 has SMs, so each persistent CTA walks several: its stages,
+# barrier phases and ring slots run on from tile to tile (rings wrapping many times),
+# tiles of one and of two images, odd channel counts and output pixels (an odd count takes
+# the one-tile-per-CTA kernel: the register epilogue stores pixel pairs).
+PERSISTENT_SHAPES = [
+    (24, 64, 512, (28, 28), 3, 1, 1, 1),
+    (40, 33, 300, (14, 14), 3, 1, 1, 1),
+    (12, 48, 96, (30, 26), 3, 2, 2, 2),
+    (20, 17, 130, (17, 17), (3, 5), 1, (1, 2), 1),
+]
+
+
+@needs_implicit
+@pytest.mark.cuda
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+@pytest.mark.parametrize("keep", ["quarter", "half", "all"])
+@pytest.mark.parametrize("shape", PERSISTENT_SHAPES, ids=shape_id)
+def test_persistent_window_kernel_walks_many_tiles(shape, keep, precision, monkeypatch):
+    x, weight, bias, keep_idx, (s, p, d), ref = implicit_case(
+        shape, keep, True, False, precision, seed=hash((shape_id(shape), keep)) % 2**31
+    )
+    packed = gwprune.pack_conv2d_weight(weight, keep_idx)
+    monkeypatch.setenv("GWPRUNE_IMPLICIT_GATHER", "persistent")
+    with precision_flags(precision):
+        with poisoned_outputs("cuda"):
+            out = gwprune.ops.conv2d_packed(x, packed, bias, s, p, d, backend="implicit")
+        assert_matches(out, ref, precision, f"implicit persistent {shape_id(shape)} keep={keep}")
+        again = gwprune.ops.conv2d_packed(x, packed, bias, s, p, d, backend="implicit")
+    assert torch.equal(out, again), "the persistent kernel differs from run to run"
 
 
 @needs_implicit

@@ -43,7 +43,7 @@ LAYERS = {
     "batch1-512-14": (1, 512, 512, 14, 3, 1, 1),
 }
 # The NCHW producers (GWPRUNE_IMPLICIT_GATHER), each timed on the same call.
-GATHERS = ("rows", "runs", "pairs", "lines", "windows", "staged", "split")
+GATHERS = ("rows", "runs", "pairs", "lines", "windows", "staged", "split", "persistent")
 QUICK = ["seed-512-28", "r50-256-14", "r50-1x1-1024-14", "batch1-512-14"]
 
 

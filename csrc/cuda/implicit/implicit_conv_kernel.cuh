@@ -25,6 +25,7 @@
 #include "mma_consumer.cuh"
 #include "run_gather.cuh"
 #include "sm90_primitives.cuh"
+#include "windows/persistent_window_kernel.cuh"
 #include "windows/staged_window_kernel.cuh"
 #include "windows/window_kernel.cuh"
 
@@ -71,10 +72,21 @@ struct TileConfig {
 // - kStagedWindows, the staged window kernel (windows/staged_window_kernel.cuh): the same
 //   windows, gatherer warps building A tiles from them for shared-memory wgmma;
 // - kSplitWindows, the split window kernel (the same file): each stage's A read half by the
-//   consumers into registers, half from the gatherers' tile.
+//   consumers into registers, half from the gatherers' tile;
+// - kPersistentWindows, the window kernel with one CTA per SM walking the output tiles
+//   (windows/persistent_window_kernel.cuh).
 // The first three move the data through the producer's registers (register sets
 // pipelined by parts); kLines starts copies.
-enum class Producer { kRows, kRuns, kRunPairs, kLines, kWindows, kStagedWindows, kSplitWindows };
+enum class Producer {
+  kRows,
+  kRuns,
+  kRunPairs,
+  kLines,
+  kWindows,
+  kStagedWindows,
+  kSplitWindows,
+  kPersistentWindows
+};
 
 #ifdef GWPRUNE_SM90A_DEVICE
 template <Producer Kind>
@@ -513,8 +525,11 @@ inline bool window_path_applies(const at::Tensor& x, const at::Tensor& weight,
   return weight.size(0) > 0 && window_launch<Layout>(x, g, p, w);
 }
 
+// launch_windows' Staged for the persistent window kernel (below).
+constexpr int kPersistent = -2;
+
 // The window kernels of one tile width: the register consumer's (Staged = -1), or the
-// staged one's with Staged register steps per stage (0: staged, 2: split).
+// staged one's with Staged register steps per stage (0: staged, 2: split). One CTA per tile.
 template <typename Elem, int BN, int Staged>
 struct WindowKernel {
   using Layout =
@@ -530,17 +545,34 @@ struct WindowKernel {
                               : windows::window_conv_kernel<Elem, BN, false>;
     }
   }
+  static int64_t grid(int64_t tiles) { return tiles; }
 };
 
-template <typename Elem, int BN, int Staged>
+// The persistent window kernel: at most one CTA per SM, each walking its share of tiles.
+template <typename Elem, int BN>
+struct PersistentWindowKernel {
+  using Layout = windows::WindowLayout<BN>;
+  static constexpr int kThreads = windows::kThreads;
+  using Kernel = void (*)(CUtensorMap, CUtensorMap, ConvProblem, windows::WindowLaunch);
+  static Kernel of(bool channels_aligned) {
+    return channels_aligned ? windows::persistent_window_conv_kernel<Elem, BN, true>
+                            : windows::persistent_window_conv_kernel<Elem, BN, false>;
+  }
+  static int64_t grid(int64_t tiles) {
+    const int64_t sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+    return tiles < sms ? tiles : sms;
+  }
+};
+
+template <typename Kernel>
 void launch_windows(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& group_idx,
-                    const std::optional<at::Tensor>& bias, const ConvGeometry& g, at::Tensor& out) {
-  using Kernel = WindowKernel<Elem, BN, Staged>;
+                    const std::optional<at::Tensor>& bias, const ConvGeometry& g, at::Tensor& out,
+                    int bn) {
   const ConvProblem p = make_problem(x, weight, group_idx, bias, g, out, windows::kBK);
   windows::WindowLaunch w;
   TORCH_CHECK(window_launch<typename Kernel::Layout>(x, g, p, w),
               "gwprune: the window kernel does not take this call");
-  const CUtensorMap weight_map = weight_tensor_map(weight, BN);
+  const CUtensorMap weight_map = weight_tensor_map(weight, bn);
   const CUtensorMap x_map =
       x_span_tensor_map(x, w.box, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_SWIZZLE_NONE);
   const int shared_bytes = Kernel::Layout::shared_bytes(w);
@@ -553,10 +585,19 @@ void launch_windows(const at::Tensor& x, const at::Tensor& weight, const at::Ten
     return true;
   }();
   (void)configured;
-  const int64_t tiles = ((p.rows + kTileRows - 1) / kTileRows) * ((p.out_channels + BN - 1) / BN);
-  kernel<<<static_cast<unsigned>(tiles), Kernel::kThreads, shared_bytes,
+  const int64_t tiles = ((p.rows + kTileRows - 1) / kTileRows) * ((p.out_channels + bn - 1) / bn);
+  kernel<<<static_cast<unsigned>(Kernel::grid(tiles)), Kernel::kThreads, shared_bytes,
            at::cuda::getCurrentCUDAStream()>>>(weight_map, x_map, p, w);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+template <typename Elem, int BN, int Staged>
+void launch_windows(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& group_idx,
+                    const std::optional<at::Tensor>& bias, const ConvGeometry& g, at::Tensor& out) {
+  if constexpr (Staged == kPersistent)
+    launch_windows<PersistentWindowKernel<Elem, BN>>(x, weight, group_idx, bias, g, out, BN);
+  else
+    launch_windows<WindowKernel<Elem, BN, Staged>>(x, weight, group_idx, bias, g, out, BN);
 }
 
 template <typename Elem, int Staged>
@@ -592,24 +633,39 @@ inline bool split_kernel_is_default(const at::Tensor& x, const at::Tensor& weigh
   return g.out_pixels() < 784 && window_path_applies<windows::StagedLayout<256>>(x, weight, g);
 }
 
-// The NCHW 16-bit producer: the window kernel (or its split form) where it is the default,
+// Elsewhere (784 output pixels or more) the window kernel runs persistent where its register
+// epilogue applies (an even pixel count; the output's alignment is checked at launch):
+// measured (bench/NOTES.md change 25, H200 2026-12-03) 4-14 % faster on the seed conv at keep
+// .75-.25 and 19 % on ResNet-50's 128 x 28² layer, equal at 56²; on 14² layers it was 3 %
+// faster and 2 % slower than the split kernel, which stays there.
+inline Producer unsplit_window_kernel(const ConvGeometry& g) {
+  return windows::register_epilogue_takes_pixels(g.out_pixels()) ? Producer::kPersistentWindows
+                                                                 : Producer::kWindows;
+}
+
+// The NCHW 16-bit producer: the window kernel (split or persistent) where it is the default,
 // else the line gather where it applies, else the run gather in pairs, alone, else the row
-// gather. GWPRUNE_IMPLICIT_GATHER=rows|runs|pairs|lines|windows|staged|split forces one (one
-// that does not apply falls back to the row gather); it is read per call so that a benchmark
-// can time them all on one call (bench/experiments/implicit_conv.py).
+// gather. GWPRUNE_IMPLICIT_GATHER=rows|runs|pairs|lines|windows|staged|split|persistent forces
+// one (one that does not apply falls back to the row gather); it is read per call so that a
+// benchmark can time them all on one call (bench/experiments/implicit_conv.py).
 inline Producer nchw_producer(const at::Tensor& x, const at::Tensor& weight,
                               const ConvGeometry& g) {
   const char* forced = std::getenv("GWPRUNE_IMPLICIT_GATHER");
   if (forced != nullptr && forced[0] != '\0') {
     const std::string name(forced);
     TORCH_CHECK(name == "rows" || name == "runs" || name == "pairs" || name == "lines" ||
-                    name == "windows" || name == "staged" || name == "split",
+                    name == "windows" || name == "staged" || name == "split" ||
+                    name == "persistent",
                 "GWPRUNE_IMPLICIT_GATHER must be 'rows', 'runs', 'pairs', 'lines', 'windows', "
-                "'staged' or 'split', not '",
+                "'staged', 'split' or 'persistent', not '",
                 name, "'");
     if (name == "windows")
       return window_path_applies<windows::WindowLayout<256>>(x, weight, g) ? Producer::kWindows
                                                                            : Producer::kRows;
+    if (name == "persistent")
+      return window_path_applies<windows::WindowLayout<256>>(x, weight, g)
+                 ? Producer::kPersistentWindows
+                 : Producer::kRows;
     if (name == "staged" || name == "split") {
       if (!window_path_applies<windows::StagedLayout<256>>(x, weight, g)) return Producer::kRows;
       return name == "staged" ? Producer::kStagedWindows : Producer::kSplitWindows;
@@ -621,7 +677,8 @@ inline Producer nchw_producer(const at::Tensor& x, const at::Tensor& weight,
     return Producer::kRows;
   }
   if (window_kernel_is_default(x, weight, g))
-    return split_kernel_is_default(x, weight, g) ? Producer::kSplitWindows : Producer::kWindows;
+    return split_kernel_is_default(x, weight, g) ? Producer::kSplitWindows
+                                                 : unsplit_window_kernel(g);
   if (line_gather_applies(x, g)) return Producer::kLines;
   if (run_pairs_apply(x, weight, g)) return Producer::kRunPairs;
   if (run_gather_applies(x, g)) return Producer::kRuns;
@@ -646,6 +703,13 @@ void launch_for_layout(const at::Tensor& x, const at::Tensor& weight, const at::
         return;
       case Producer::kSplitWindows:
         launch_windows_for_width<Elem, 2>(x, weight, group_idx, bias, g, out);
+        return;
+      case Producer::kPersistentWindows:
+        // Its register epilogue's contract, else the one-tile-per-CTA window kernel.
+        if (windows::register_epilogue_applies(g.out_pixels(), out.data_ptr()))
+          launch_windows_for_width<Elem, kPersistent>(x, weight, group_idx, bias, g, out);
+        else
+          launch_windows_for_width<Elem, -1>(x, weight, group_idx, bias, g, out);
         return;
       case Producer::kLines:
         launch_for_width<Elem, false, Producer::kLines>(x, weight, group_idx, bias, g, out);

@@ -111,6 +111,24 @@ struct RowWindowView {
   }
 };
 
+// Where a consumer warp stands between tiles: the stages it has read, the ring channels it
+// has handed back, and the last channel of its last stage.
+struct ConsumerCursor {
+  int stages = 0;
+  int released = 0;
+  int last_channel = -1;
+};
+
+// After a tile's last wgmma: hands back the tile's last stage and its last channel, which
+// no later stage of the tile reads (a persistent CTA's next tile starts its own channels).
+template <int Stages, typename Shared>
+__device__ __forceinline__ void release_tile(const Shared& s, ConsumerCursor& cursor, int lane) {
+  __syncwarp();
+  if (lane == 0) mbarrier_arrive(&s.empty[(cursor.stages - 1) % Stages]);
+  release_channels(s.ring_empty, cursor.released, cursor.last_channel + 1, s.ring_slots.slots,
+                   lane);
+}
+
 // A real (if useless) read of a fragment's registers: ptxas treats wgmma's A registers
 // as free once the wgmma is issued, and where it reuses them for the next step's loads it
 // has to wait for that wgmma right away (WARPGROUP.DEPBAR 0 after every HGMMA). Reading
@@ -127,11 +145,16 @@ __device__ __forceinline__ uint32_t fragment_parity(const uint32_t (&a)[4]) {
 // the A tile that gatherer warps build in shared memory meanwhile (s.a_stages, complete on
 // s.a_full; K-major, 128-byte swizzle, as tile_gatherer.cuh writes it). Each side then does
 // part of the element reads that bound either alone (bench/NOTES.md change 23).
+//
+// `cursor` is where the warp stands between tiles (a persistent CTA's stages and ring
+// channels run on across its tiles); the tile's last stage and its last channel are left
+// for the caller to hand back (release_tile), after the last wgmma is waited for.
 template <typename View, typename MmaType, int BN, int Stages, int BK, int RegisterSteps = BK / 16,
           typename Shared, typename Tile, typename Launch>
 __device__ __forceinline__ void consume_windows(float (&acc)[BN / 2], const ConvProblem& p,
                                                 const Shared& s, const Tile& tile, const Launch& w,
-                                                int first_row, int consumer, int thread) {
+                                                int first_row, int consumer, int thread,
+                                                ConsumerCursor& cursor) {
   using Mma = WgmmaRegisterA<MmaType, BN>;
   constexpr int kBTileBytes = BN * 128;
   constexpr int kSteps = BK / 16;
@@ -141,12 +164,12 @@ __device__ __forceinline__ void consume_windows(float (&acc)[BN / 2], const Conv
   const int row = first_row + 64 * consumer + 16 * warp + lane / 4;
   const typename View::Pixel pixel[2] = {View::pixel(p, tile, w, s.ring, row),
                                          View::pixel(p, tile, w, s.ring, row + 8)};
-  int released = 0;  // channels this warp has handed back
   uint32_t a[2][4] = {};
   uint32_t sink = 0;
 #pragma unroll 1
   for (int kt = 0; kt < p.k_tiles; ++kt) {
-    const auto [stage, table, last_channel] = start_stage<Stages, BK>(s, kt);
+    const int g = cursor.stages + kt;
+    const auto [stage, table, last_channel] = start_stage<Stages, BK>(s, g);
     const uint32_t b = smem_address(s.b_stages + stage * kBTileBytes);
     // The stage's table entries this thread needs, for all its K steps at once.
     typename View::Entry entry[RegisterSteps][4];
@@ -167,7 +190,7 @@ __device__ __forceinline__ void consume_windows(float (&acc)[BN / 2], const Conv
         // Every warp hands the stage back for itself: its own reads of the stage's table
         // are then ordered before the producer rewrites it.
         __syncwarp();
-        if (lane == 0) mbarrier_arrive(&s.empty[(kt - 1) % Stages]);
+        if (lane == 0) mbarrier_arrive(&s.empty[(g - 1) % Stages]);
       }
       uint32_t (&frag)[4] = a[step % 2];
       sink ^= fragment_parity(frag);
@@ -183,7 +206,7 @@ __device__ __forceinline__ void consume_windows(float (&acc)[BN / 2], const Conv
     }
     if constexpr (RegisterSteps < kSteps) {
       using SharedMma = Wgmma<MmaType, BN>;
-      mbarrier_wait(&s.a_full[stage], (kt / Stages) & 1);
+      mbarrier_wait(&s.a_full[stage], (g / Stages) & 1);
       const uint32_t a =
           smem_address(s.a_stages + stage * kATileBytes + consumer * kATileBytes / 2);
       fence_accumulators(acc);
@@ -197,13 +220,26 @@ __device__ __forceinline__ void consume_windows(float (&acc)[BN / 2], const Conv
     }
     // Channels before this stage's last appear in no later stage: this warp has read them.
     __syncwarp();
-    release_channels(s.ring_empty, released, last_channel, s.ring_slots.slots, lane);
+    release_channels(s.ring_empty, cursor.released, last_channel, s.ring_slots.slots, lane);
+    cursor.last_channel = last_channel;
   }
   wgmma_wait_group<0>();
   fence_accumulators(acc);
+  cursor.stages += p.k_tiles;
   // Never true (rows is positive): only so that `sink`, and with it the fragments' last
   // reads, cannot be removed.
   if (p.rows < 0) acc[0] += __uint_as_float(sink);
+}
+
+// One tile per CTA: nothing to hand back after it.
+template <typename View, typename MmaType, int BN, int Stages, int BK, int RegisterSteps = BK / 16,
+          typename Shared, typename Tile, typename Launch>
+__device__ __forceinline__ void consume_windows(float (&acc)[BN / 2], const ConvProblem& p,
+                                                const Shared& s, const Tile& tile, const Launch& w,
+                                                int first_row, int consumer, int thread) {
+  ConsumerCursor cursor;
+  consume_windows<View, MmaType, BN, Stages, BK, RegisterSteps>(acc, p, s, tile, w, first_row,
+                                                                consumer, thread, cursor);
 }
 
 #endif  // GWPRUNE_SM90A_DEVICE

@@ -38,39 +38,63 @@ struct WindowShared {
 constexpr int kTableThreads = 64;  // one per kept group of a stage
 constexpr int kTableBarrier = 1;   // named barrier of those threads
 
-// Run by producer threads [0, 64); thread 0 also copies the weight tiles.
+// Where a CTA's producer stands between tiles: the stages and channel ordinals it has
+// used so far (a persistent CTA's barrier phases and ring slots run on across its tiles),
+// and the groups of its next stage, fetched a stage ahead.
+struct ProducerCursor {
+  int stages = 0;
+  int channels = 0;
+  int32_t group = -1, previous = -1;
+};
+
+// The groups that thread `thread` of stage kt writes the entry of, and the group before it
+// (-1 before the first): each stage's channel starts depend on both.
+__device__ __forceinline__ void fetch_stage_groups(const ConvProblem& p, int k, int32_t& group,
+                                                   int32_t& previous) {
+  group = fetch_group(p, k);
+  previous = k > 0 ? fetch_group(p, k - 1) : -1;
+}
+
+__device__ __forceinline__ ProducerCursor first_producer_cursor(const ConvProblem& p, int thread) {
+  ProducerCursor cursor;
+  fetch_stage_groups(p, thread, cursor.group, cursor.previous);
+  return cursor;
+}
+
+// Run by producer threads [0, 64); thread 0 also copies the weight tiles. Produces one
+// tile's k_tiles stages from `cursor` on and leaves it at the next tile's first stage.
 template <int Stages, int BTileBytes, int BK>
 __device__ __forceinline__ void produce_windows(const ConvProblem& p, const void* weight_map,
                                                 const void* x_map, const WindowShared& s,
                                                 const TileWindows& tile, const WindowLaunch& w,
-                                                int first_col, int thread) {
+                                                int first_col, int thread, ProducerCursor& cursor) {
   const int warp = thread / 32, lane = thread % 32;
   int boxes = 0;
   for (int k = 0; k < kMaxSegments; ++k)
     if (k < tile.segments) boxes += tile.boxes[k];
   const uint32_t window_bytes = static_cast<uint32_t>(boxes * w.box * 2);
-  int channels_before = 0;  // channels that start in earlier stages
-  int32_t next_group = fetch_group(p, thread);
-  int32_t next_previous = thread > 0 ? fetch_group(p, thread - 1) : -1;
+  int channels_before = cursor.channels;  // channels that start in earlier stages
 #pragma unroll 1
   for (int kt = 0; kt < p.k_tiles; ++kt) {
-    const int stage = kt % Stages;
+    const int g = cursor.stages + kt;  // the CTA's stage count: barrier phases and parities
+    const int stage = g % Stages;
     // This stage's groups were fetched a stage ahead; start the next stage's fetch (an L2
-    // round trip) before waiting for anything.
-    const int32_t group = next_group, previous_group = next_previous;
-    next_group = fetch_group(p, (kt + 1) * BK + thread);
-    next_previous = fetch_group(p, (kt + 1) * BK + thread - 1);
-    if (kt >= Stages) mbarrier_wait(&s.empty[stage], ((kt / Stages) - 1) & 1);
+    // round trip) before waiting for anything. After a tile's last stage that is the next
+    // tile's first.
+    const int32_t group = cursor.group, previous_group = cursor.previous;
+    fetch_stage_groups(p, (kt + 1 < p.k_tiles ? kt + 1 : 0) * BK + thread, cursor.group,
+                       cursor.previous);
+    if (g >= Stages) mbarrier_wait(&s.empty[stage], ((g / Stages) - 1) & 1);
     // Padding columns (-1) have no channel and start none.
     const GroupTap t = group >= 0 ? decode_tap(p, group) : GroupTap{-1, 0, 0, 0};
     const int c = t.c;
     const int previous = previous_group >= 0 ? decode_tap(p, previous_group).c : -1;
     const bool starts_channel = c >= 0 && c != previous;
     const uint32_t starts = __ballot_sync(0xffffffffu, starts_channel);
-    if (lane == 0) s.scratch[(kt & 1) * 2 + warp] = __popc(starts);
+    if (lane == 0) s.scratch[(g & 1) * 2 + warp] = __popc(starts);
     named_barrier_sync(kTableBarrier, kTableThreads);
-    const int before_warp = warp == 0 ? 0 : s.scratch[(kt & 1) * 2];
-    const int in_stage = s.scratch[(kt & 1) * 2] + s.scratch[(kt & 1) * 2 + 1];
+    const int before_warp = warp == 0 ? 0 : s.scratch[(g & 1) * 2];
+    const int in_stage = s.scratch[(g & 1) * 2] + s.scratch[(g & 1) * 2 + 1];
     // Ordinal of this group's channel: the channels started up to and including it, less one.
     const int q = channels_before + before_warp + __popc(starts & ((2u << lane) - 1)) - 1;
     const int turn = s.ring_slots.slots.divide(q);  // how many times the ring wrapped before q
@@ -108,6 +132,18 @@ __device__ __forceinline__ void produce_windows(const ConvProblem& p, const void
       }
     }
   }
+  cursor.stages += p.k_tiles;
+  cursor.channels = channels_before;
+}
+
+template <int Stages, int BTileBytes, int BK>
+__device__ __forceinline__ void produce_windows(const ConvProblem& p, const void* weight_map,
+                                                const void* x_map, const WindowShared& s,
+                                                const TileWindows& tile, const WindowLaunch& w,
+                                                int first_col, int thread) {
+  ProducerCursor cursor = first_producer_cursor(p, thread);
+  produce_windows<Stages, BTileBytes, BK>(p, weight_map, x_map, s, tile, w, first_col, thread,
+                                          cursor);
 }
 
 // What a reader (consumer or gatherer warp) needs at the start of stage kt, once the stage's

@@ -1,0 +1,80 @@
+// The persistent window kernel: the window kernel's producer and register consumers
+// (window_kernel.cuh), but one CTA per SM walks output tiles (first = blockIdx.x, then every
+// gridDim.x-th), so a tile's set-up, its pipeline's fill and its epilogue overlap the CTA's
+// other tiles instead of leaving the SM idle. The ablations of bench/NOTES.md change 25 put
+// those at ~30 % of the one-tile-per-CTA kernel's time.
+//
+// Across its tiles a CTA's stages and ring channels run on (ProducerCursor, ConsumerCursor:
+// barrier phases and slots continue), its ring uses the launch's slot size for every tile,
+// and the epilogue stores from registers (register_epilogue.cuh) so that it needs none of
+// the shared memory the producer is already filling for the next tile.
+//
+// Contract: the window kernel's (window_geometry.cuh) plus the register epilogue's (an even
+// number of output pixels per image, a 4-byte aligned output).
+#pragma once
+
+#include <cuda.h>
+
+#include <cstdint>
+
+#include "register_epilogue.cuh"
+#include "window_kernel.cuh"
+
+namespace gwprune::cuda::implicit::windows {
+
+template <typename Elem, int BN, bool ChannelsAligned>
+__global__ void __launch_bounds__(kThreads, 1)
+    persistent_window_conv_kernel(const __grid_constant__ CUtensorMap weight_map,
+                                  const __grid_constant__ CUtensorMap x_map, const ConvProblem p,
+                                  const WindowLaunch w) {
+#ifdef GWPRUNE_SM90A_DEVICE
+  using Layout = WindowLayout<BN>;
+  extern __shared__ uint8_t shared_raw[];
+  uint8_t* shared = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(shared_raw) + 1023) &
+                                               ~static_cast<uintptr_t>(1023));
+  WindowShared s;
+  Layout::place(s, shared, tile_windows(p, 0, w.box), w);
+  // Every tile's windows fit the launch's slot (a bound over all tiles).
+  s.ring_slots = TileRing{w.ring, w.slot_elements};
+  const int warpgroup = threadIdx.x / 128;
+  const int thread = threadIdx.x % 128;
+  const int col_tiles = (p.out_channels + BN - 1) / BN;
+  const int tiles = ((p.rows + kTileRows - 1) / kTileRows) * col_tiles;
+
+  if (threadIdx.x == 0) {
+    init_window_barriers(s.full, s.empty, s.ring_empty, static_cast<int>(w.ring.divisor),
+                         kTableThreads);
+    prefetch_tensor_map(&weight_map);
+    prefetch_tensor_map(&x_map);
+  }
+  __syncthreads();
+
+  if (warpgroup == 0) {
+    release_registers<kProducerRegisters>();
+    if (thread >= kTableThreads) return;
+    ProducerCursor cursor = first_producer_cursor(p, thread);
+    for (int t = blockIdx.x; t < tiles; t += gridDim.x) {
+      const int first_row = (t / col_tiles) * kTileRows;
+      produce_windows<kStages, Layout::kBTileBytes, kBK>(p, &weight_map, &x_map, s,
+                                                         tile_windows(p, first_row, w.box), w,
+                                                         (t % col_tiles) * BN, thread, cursor);
+    }
+  } else {
+    claim_registers<kConsumerRegisters>();
+    const int consumer = warpgroup - 1;
+    ConsumerCursor cursor;
+    for (int t = blockIdx.x; t < tiles; t += gridDim.x) {
+      const int first_row = (t / col_tiles) * kTileRows;
+      const int first_col = (t % col_tiles) * BN;
+      float acc[BN / 2];
+      consume_windows<RowWindowView<ChannelsAligned>, typename ElemTraits<Elem>::Mma, BN, kStages,
+                      kBK>(acc, p, s, tile_windows(p, first_row, w.box), w, first_row, consumer,
+                           thread, cursor);
+      release_tile<kStages>(s, cursor, thread % 32);
+      store_tile_nchw_registers<Elem, BN>(p, acc, first_row + 64 * consumer, first_col, thread);
+    }
+  }
+#endif
+}
+
+}  // namespace gwprune::cuda::implicit::windows
