@@ -268,12 +268,26 @@ def test_implicit_refuses_strict_fp32_with_the_reason():
         gwprune.ops.conv2d_packed(x, packed, bias, s, p, d, backend="implicit")
 
 
+# The documented rule (csrc/cuda/conv_backend.cpp): "auto" runs implicit on 16-bit NCHW
+# inputs with >= 4096 output pixels in the batch and >= 512 kept columns; else explicit.
+# (shape, keep, channels_last, precision, the path auto must take)
+AUTO_RULE_CASES = [
+    ((2, 128, 64, (48, 48), 3, 1, 1, 1), "half", False, "fp16", "implicit"),  # 4608 px, K' 576
+    ((2, 128, 64, (48, 48), 3, 1, 1, 1), "half", False, "bf16", "implicit"),
+    ((2, 128, 64, (48, 48), 3, 1, 1, 1), "half", True, "fp16", "explicit"),  # channels_last
+    ((2, 128, 64, (48, 48), 3, 1, 1, 1), "half", False, "tf32", "explicit"),  # TF32
+    ((2, 128, 64, (44, 44), 3, 1, 1, 1), "half", False, "fp16", "explicit"),  # 3872 px
+    ((2, 96, 64, (48, 48), 3, 1, 1, 1), "half", False, "fp16", "explicit"),  # K' 432
+    ((2, 32, 64, (10, 10), 3, 1, 1, 1), "half", False, "fp16", "explicit"),
+]
+
+
 @needs_implicit
 @pytest.mark.cuda
-@pytest.mark.parametrize("precision", IMPLICIT_PRECISIONS)
-def test_auto_takes_the_explicit_path(precision):
+@pytest.mark.parametrize(("shape", "keep", "channels_last", "precision", "path"), AUTO_RULE_CASES)
+def test_auto_follows_the_documented_rule(shape, keep, channels_last, precision, path):
     x, weight, bias, keep_idx, (s, p, d), ref = implicit_case(
-        (2, 32, 64, (10, 10), 3, 1, 1, 1), "half", True, False, precision, 11
+        shape, keep, True, channels_last, precision, 11
     )
     packed = gwprune.pack_conv2d_weight(weight, keep_idx)
     with precision_flags(precision):
@@ -281,10 +295,13 @@ def test_auto_takes_the_explicit_path(precision):
             backend: gwprune.ops.conv2d_packed(x, packed, bias, s, p, d, backend=backend)
             for backend in ("auto", "implicit", "explicit")
         }
-    assert_matches(results["auto"], ref, precision, "auto")
-    assert_matches(results["implicit"], ref, precision, "implicit")
-    # The documented rule (csrc/cuda/conv_backend.cpp): auto runs explicit for now.
-    assert torch.equal(results["auto"], results["explicit"]), "auto did not pick explicit"
+    for backend, out in results.items():
+        assert_matches(out, ref, precision, backend)
+    # The two paths round differently, so a bitwise match names the path auto took.
+    assert not torch.equal(results["implicit"], results["explicit"]), (
+        "the paths cannot be told apart"
+    )
+    assert torch.equal(results["auto"], results[path]), f"auto did not take the {path} path"
 
 
 def test_backend_names_are_checked():
