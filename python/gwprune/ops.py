@@ -146,8 +146,8 @@ def _eager_call(x, weight, bias) -> bool:
     backward fails loudly)."""
     if not isinstance(x, torch.Tensor):
         return False
-    device = x.device.type
-    if not ((device == "cuda" and _CUDA_KERNELS) or (device == "cpu" and _CPU_KERNELS)):
+    # is_cuda / is_cpu, not x.device.type: building the device object costs 0.5 us a call.
+    if not ((x.is_cuda and _CUDA_KERNELS) or (x.is_cpu and _CPU_KERNELS)):
         return False
     if torch.compiler.is_compiling():
         return False
