@@ -233,7 +233,8 @@ def test_report_is_readable():
 
 def test_to_dense_inverts_convert():
     model = small_net()
-    converted, report = convert(model, 0.5, fold=False)  # folding: tests/test_fold.py
+    # Folding and dead features reshape layers: tests/test_fold.py, test_dead_features.py.
+    converted, report = convert(model, 0.5, fold=False, dead_features=False)
     dense = to_dense(converted)
     assert not any(isinstance(m, (GroupwiseConv2d, GroupwiseLinear)) for m in dense.modules())
     assert isinstance(converted.stem, GroupwiseConv2d)  # to_dense copied

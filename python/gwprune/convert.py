@@ -17,6 +17,7 @@ import torch.nn as nn
 import torch.nn.utils.parametrize as parametrize
 
 from .conv1d import is_conv1d, linear_weight
+from .dead_features import DeadFeatureReport, drop_dead_features
 from .fold import FoldReport, fold_converted
 from .groups import keep_idx_from_zeroed, mask_weight
 from .nn import GroupwiseConv2d, GroupwiseLinear
@@ -69,6 +70,9 @@ class ConversionReport:
     # BatchNorms and activations folded into converted layers, and how the model was
     # restructured for it (gwprune.fold); None when convert ran with fold=False.
     folding: FoldReport | None = None
+    # Linears narrowed to the features a converted linear reads (gwprune.dead_features);
+    # None when convert ran with dead_features=False.
+    dead_features: DeadFeatureReport | None = None
 
     @property
     def num_groups(self) -> int:
@@ -113,6 +117,8 @@ class ConversionReport:
                 lines.append(f"  {layer.name:<{width}}  {layer.kind:<6}  {layer.reason}")
         if self.folding is not None and str(self.folding):
             lines.append(str(self.folding))
+        if self.dead_features is not None and str(self.dead_features):
+            lines.append(str(self.dead_features))
         return "\n".join(lines)
 
 
@@ -282,11 +288,13 @@ def _check_convert_args(model, keep_ratio, skip, predicate, scope) -> list[str]:
     return skip
 
 
-def _check_new_args(grouped, fold) -> None:
+def _check_new_args(grouped, fold, dead_features) -> None:
     if grouped not in GROUPED_POLICIES:
         raise ValueError(f"gwprune: grouped must be one of {GROUPED_POLICIES}, got {grouped!r}")
     if not isinstance(fold, bool):
         raise TypeError(f"gwprune: fold must be True or False, got {fold!r}")
+    if not isinstance(dead_features, bool):
+        raise TypeError(f"gwprune: dead_features must be True or False, got {dead_features!r}")
 
 
 def convert(
@@ -302,6 +310,7 @@ def convert(
     memory_format: torch.memory_format = torch.contiguous_format,
     fold: bool = True,
     grouped: str = "skip",
+    dead_features: bool = True,
 ) -> tuple[nn.Module, ConversionReport]:
     """Replaces eligible ``nn.Conv2d`` / ``nn.Linear`` layers by gwprune modules.
 
@@ -329,13 +338,19 @@ def convert(
     model was restructured (with ``inplace``, the model's own forward is never rewritten:
     chains that would need it stay unfolded, reported).
 
+    With ``dead_features`` (the default), a converted linear whose input comes from other
+    linears through elementwise steps only (``fc1 -> GELU -> fc2``, Llama's
+    ``down(act(gate(x)) * up(x))``) makes those linears compute only the features it
+    reads, and then runs as a dense GEMM over them (``gwprune.dead_features``; exact up to
+    rounding); ``report.dead_features`` lists the chains.
+
     Returns ``(model, report)``; the model is a deep copy unless ``inplace``. The
     result is for inference: gwprune modules have no autograd formula. Hooks
     registered on a replaced layer are not carried over; ``torch.nn.utils.prune``
     masks are folded in.
     """
     skip = _check_convert_args(model, keep_ratio, skip, predicate, scope)
-    _check_new_args(grouped, fold)
+    _check_new_args(grouped, fold, dead_features)
     attention_out_projs = _find_attention_out_projs(model)
     shared_weights = _find_shared_weights(model)
 
@@ -404,6 +419,9 @@ def convert(
     if fold and report.converted:
         names = [layer.name for layer in report.converted]
         model, report.folding = fold_converted(model, names, rewrite_root=not inplace)
+    if dead_features and report.converted:
+        names = [layer.name for layer in report.converted if layer.kind != "Conv2d"]
+        report.dead_features = drop_dead_features(model, names)
     return model, report
 
 
