@@ -1,9 +1,10 @@
 // The activation a packed conv/linear applies to its own output (gwprune.activation).
 //
-// Parsed once per call from the op's string argument. The CUDA path fuses what
-// cuBLASLt's epilogues offer (ReLU; GELU, which cuBLASLt computes with the tanh
-// approximation, so only "gelu_tanh" may use it: gemm.cu) and applies the rest
-// as one in-place pass over the output (apply_activation_).
+// Parsed once per call from the op's string argument. The implicit CUDA conv applies
+// every one in its own epilogue (cuda/implicit/epilogue.cuh). The explicit CUDA path
+// fuses what cuBLASLt's epilogues offer (ReLU; GELU, which cuBLASLt computes with the
+// tanh approximation, so only "gelu_tanh" may use it: gemm.cu) and applies the rest as
+// one in-place pass over the output (apply_activation_).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -14,6 +15,7 @@
 
 namespace gwprune {
 
+// cuda/implicit/gather_mainloop.cuh's EpilogueActivation holds the same values.
 enum class Activation { kNone, kRelu, kRelu6, kSilu, kGelu, kGeluTanh };
 
 inline Activation parse_activation(const std::string& name) {

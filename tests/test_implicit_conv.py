@@ -14,6 +14,7 @@ from conftest import (
 )
 
 import gwprune
+from gwprune.activation import ACTIVATIONS
 
 IMPLICIT_PRECISIONS = ["tf32", "fp16", "bf16"]
 
@@ -229,6 +230,133 @@ def test_padding_columns_keep_infinities_out(window, monkeypatch):
     assert_matches(
         torch.where(touched, 0, out.double()), torch.where(touched, 0, ref), "fp16", window
     )
+
+
+DENSE_ACTIVATIONS = {
+    None: lambda t: t,
+    "relu": F.relu,
+    "relu6": F.relu6,
+    "silu": F.silu,
+    "gelu": F.gelu,
+    "gelu_tanh": lambda t: F.gelu(t, approximate="tanh"),
+}
+# Every epilogue that stores an implicit conv's output, each of which applies the activation:
+# the main kernel's (store_tile; the row gather, the only one for channels_last and TF32), the
+# window kernels' (store_tile again, called by window_kernel.cuh for "windows" and by
+# staged_window_kernel.cuh for "split") and the persistent kernel's from registers
+# (register_epilogue.cuh). GWPRUNE_IMPLICIT_GATHER is read for NCHW 16-bit x only.
+EPILOGUES = [
+    pytest.param(precision, layout, gather, id=f"{precision}-{layout}-{gather}")
+    for precision, layout, gather in [
+        *[(precision, "channels_last", "rows") for precision in IMPLICIT_PRECISIONS],
+        ("tf32", "nchw", "rows"),
+        *[
+            (precision, "nchw", gather)
+            for precision in ("fp16", "bf16")
+            for gather in ("rows", "windows", "split", "persistent")
+        ],
+    ]
+]
+# Two 256-wide output-channel tiles (the second mostly masked) and 196 output pixels per
+# image: the window kernels take it, and the persistent one too (an even pixel count).
+ACTIVATION_SHAPE = (2, 40, 300, (14, 14), 3, 1, 1, 1)
+
+
+def activation_case(precision, layout, keep, seed):
+    """ACTIVATION_SHAPE with a bias and the weight scaled by 1/4 (exactly), so outputs are a
+    few units across, where the activations bend (and relu6 clamps some at 6)."""
+    x, weight, bias, keep_idx, geometry, _ = implicit_case(
+        ACTIVATION_SHAPE, keep, True, layout == "channels_last", precision, seed
+    )
+    return x, weight / 4, bias, keep_idx, geometry
+
+
+def activated_reference(x, weight, bias, keep_idx, geometry, activation):
+    """activation(F.conv2d) in float64 on the CPU, on the masked weight."""
+    s, p, d = geometry
+    masked = gwprune.mask_weight(weight.double().cpu(), keep_idx.cpu())
+    dense = F.conv2d(x.double().cpu(), masked, bias.double().cpu(), s, p, d)
+    return DENSE_ACTIVATIONS[activation](dense)
+
+
+@needs_implicit
+@pytest.mark.cuda
+@pytest.mark.parametrize("activation", [None, *ACTIVATIONS])
+@pytest.mark.parametrize("precision, layout, gather", EPILOGUES)
+def test_implicit_fuses_the_activation(precision, layout, gather, activation, monkeypatch):
+    """The activation in the epilogue, on the output plus the bias in fp32 (an activation
+    before the bias, or none, is far outside the tolerance)."""
+    x, weight, bias, keep_idx, (s, p, d) = activation_case(precision, layout, "half", seed=13)
+    ref = activated_reference(x, weight, bias, keep_idx, (s, p, d), activation)
+    memory_format = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    packed = gwprune.pack_conv2d_weight(weight, keep_idx, memory_format)
+    monkeypatch.setenv("GWPRUNE_IMPLICIT_GATHER", gather)
+    with precision_flags(precision), poisoned_outputs("cuda"):
+        out = gwprune.ops.conv2d_packed(
+            x, packed, bias, s, p, d, activation=activation, backend="implicit"
+        )
+    assert out.is_contiguous(memory_format=memory_format), "output does not follow x's layout"
+    assert_matches(out, ref, precision, f"implicit {gather} {layout} activation={activation}")
+
+
+@needs_implicit
+@pytest.mark.cuda
+@pytest.mark.parametrize("activation", ["relu", "relu6"])
+@pytest.mark.parametrize(
+    "layout, gather",
+    [("channels_last", "rows"), ("nchw", "rows"), ("nchw", "windows"), ("nchw", "persistent")],
+    ids=lambda value: value,
+)
+def test_implicit_activation_keeps_nans(layout, gather, activation, monkeypatch):
+    """relu and relu6 pass a NaN on, as PyTorch's do (fmaxf(NaN, 0) would make it 0): with
+    every group kept, the NaN of x comes out exactly where dense PyTorch puts it."""
+    x, weight, bias, keep_idx, (s, p, d) = activation_case("fp16", layout, "all", seed=17)
+    x[1, 5, 7, 3] = float("nan")
+    ref = activated_reference(x, weight, bias, keep_idx, (s, p, d), activation)
+    nan = torch.isnan(ref)
+    assert nan.any() and not nan.all(), "the case must carry the NaN to some outputs only"
+    memory_format = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    packed = gwprune.pack_conv2d_weight(weight, keep_idx, memory_format)
+    monkeypatch.setenv("GWPRUNE_IMPLICIT_GATHER", gather)
+    with precision_flags("fp16"), poisoned_outputs("cuda"):
+        out = gwprune.ops.conv2d_packed(
+            x, packed, bias, s, p, d, activation=activation, backend="implicit"
+        ).cpu()
+    assert torch.equal(torch.isnan(out), nan), f"{gather} {layout} {activation}: NaNs misplaced"
+    context = f"implicit {gather} {layout} {activation} beside the NaNs"
+    assert_matches(torch.where(nan, 0, out.double()), torch.where(nan, 0, ref), "fp16", context)
+
+
+@needs_implicit
+@pytest.mark.cuda
+@pytest.mark.parametrize("precision", IMPLICIT_PRECISIONS)
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_implicit_activation_values_match_pytorch(activation, precision):
+    """Each activation's values with nothing between x and the output but the bias and one
+    rounding: a 1x1 conv of weight 1 on x from -10 to 10 (exact in the input type and in
+    TF32, so the products are), NaN and infinities, and biases that x adds to exactly in
+    fp32. Within the output type's rounding of the float64 activation (closer than the two
+    GELUs are to each other and, for silu and the GELUs in fp16 and bf16, than an activation
+    applied after the rounding), NaN and infinities where PyTorch puts them."""
+    dtype = DTYPES[precision]
+    grid = torch.linspace(-10, 10, 4096 - 3, dtype=torch.float64)
+    special = torch.tensor([float("nan"), float("inf"), -float("inf")], dtype=torch.float64)
+    exact = torch.float16 if precision == "tf32" else dtype  # TF32 holds fp16's 10 bits
+    x = torch.cat([grid, special]).to(exact).to(dtype).view(1, 1, 64, 64)
+    bias = torch.tensor([0.0, 0.5, -1.25, 3.0], dtype=dtype)
+    ref = DENSE_ACTIVATIONS[activation](x.double() + bias.double().view(1, -1, 1, 1))
+    packed = gwprune.pack_conv2d_weight(
+        torch.ones(4, 1, 1, 1, dtype=dtype).cuda(), torch.tensor([0]).cuda()
+    )
+    with precision_flags(precision), poisoned_outputs("cuda"):
+        out = gwprune.ops.conv2d_packed(
+            x.cuda(), packed, bias.cuda(), 1, 0, 1, activation=activation, backend="implicit"
+        )
+    # Twice the output type's rounding (half an ulp: at most 2^-8 of a value in bf16, 2^-11
+    # in fp16), fp32's own few ulps for TF32, and an absolute term for the tails, where
+    # 1 + erf and 1 + exp cancel or underflow in fp32 as in PyTorch's own fp32 kernels.
+    rtol, atol = {"tf32": (1e-5, 1e-6), "fp16": (1e-3, 1e-5), "bf16": (8e-3, 1e-5)}[precision]
+    torch.testing.assert_close(out.double().cpu(), ref, rtol=rtol, atol=atol, equal_nan=True)
 
 
 @needs_implicit

@@ -134,9 +134,8 @@ at::Tensor conv2d_packed_cuda(const at::Tensor& x_in, const at::Tensor& weight,
     if (poison_outputs()) out.fill_(std::numeric_limits<double>::quiet_NaN());
     const std::optional<at::Tensor> contiguous_bias =
         bias.has_value() ? std::optional<at::Tensor>(bias->contiguous()) : std::nullopt;
-    implicit::implicit_conv2d(x, weight, group_idx, contiguous_bias, geometry, out);
-    // The implicit epilogue does not fuse activations yet: one pass over the output.
-    apply_activation_(out, activation);
+    // Its epilogue adds the bias and applies the activation: no pass over the output.
+    implicit::implicit_conv2d(x, weight, group_idx, contiguous_bias, geometry, out, activation);
     return out;
   }
   // channels_last outputs can take the bias in cuBLASLt's epilogue; NCHW ones,

@@ -13,8 +13,9 @@ Names (the ``activation`` of the packed ops and of the modules):
 
 The two GELUs are kept apart because cuBLASLt's GELU epilogue computes the tanh
 approximation (as PyTorch's own ``_addmm_activation`` does), which differs from the
-exact GELU by up to about 1e-3: only ``'gelu_tanh'`` may use it. On the CPU path and
-wherever no GEMM epilogue applies, the activation is one in-place pass over the output.
+exact GELU by up to about 1e-3: only ``'gelu_tanh'`` may use it. The implicit-GEMM CUDA
+conv applies every one in its own epilogue, in fp32 before rounding. On the CPU path and
+wherever no epilogue applies, the activation is one in-place pass over the output.
 """
 
 import torch

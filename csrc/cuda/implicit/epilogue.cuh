@@ -1,5 +1,6 @@
 // The epilogue of the implicit conv: a consumer warpgroup's 64 x BN fp32 accumulators
-// (wgmma's fragment layout) plus the bias become the output in x's layout.
+// (wgmma's fragment layout) plus the bias, then the activation, become the output in x's
+// layout.
 //
 // Fragment layout of m64nN: thread t of the warpgroup holds rows r0 = 16 * (t / 32) +
 // (t % 32) / 4 and r0 + 8; for each j < N / 8 the columns c = 8j + 2 (t % 4) and c + 1:
@@ -36,6 +37,71 @@ __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
 template <>
 __device__ __forceinline__ float from_float<float>(float v) {
   return v;
+}
+
+// The activations in fp32, as PyTorch defines them (F.relu, F.relu6 = hardtanh(v, 0, 6),
+// F.silu, F.gelu and F.gelu(approximate="tanh")). relu and relu6 pass a NaN on, as PyTorch's
+// do (fmaxf(NaN, 0) would be 0).
+__device__ __forceinline__ float relu(float v) { return v < 0.f ? 0.f : v; }
+__device__ __forceinline__ float relu6(float v) { return v < 0.f ? 0.f : (v > 6.f ? 6.f : v); }
+__device__ __forceinline__ float gelu(float v) {
+  return 0.5f * v * (1.f + erff(v * 0.70710678118654752f));  // erf(v / sqrt(2))
+}
+// v sigmoid(a). silu is v sigmoid(v), computed as PyTorch does (v / (1 + exp(-v))); the tanh
+// GELU, 0.5 v (1 + tanh z) with z = sqrt(2 / pi) (v + 0.044715 v^3), is v sigmoid(2z). The two
+// share this code, as each activation's code is repeated for every accumulator, and the
+// sigmoid form has no cancellation where tanh z nears -1.
+__device__ __forceinline__ float times_sigmoid(float v, float a) { return v / (1.f + expf(-a)); }
+__device__ __forceinline__ float gelu_tanh_sigmoid_argument(float v) {
+  constexpr float kTwoBeta = 1.59576912160573071f;  // 2 sqrt(2 / pi)
+  return kTwoBeta * (v + 0.044715f * v * v * v);
+}
+
+template <int N, typename Function>
+__device__ __forceinline__ void activate_each(float (&acc)[N], Function activation) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) acc[i] = activation(acc[i]);
+}
+
+// acc = activation(acc + bias), in fp32 and in place, before an epilogue rounds and stores the
+// tile (fragment layout above: acc[4j + 2 half + h] is column 8j + 2 (lane % 4) + h). The
+// activation is a kernel parameter, the same in every thread: one switch per tile, not per
+// value, so each activation is one straight run of code and "none" costs one branch.
+template <typename Elem, int BN>
+__device__ __forceinline__ void add_bias_and_activate(const ConvProblem& p, float (&acc)[BN / 2],
+                                                      int first_col, int lane) {
+  const Elem* bias = static_cast<const Elem*>(p.bias);
+#pragma unroll
+  for (int j = 0; j < BN / 8; ++j) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int channel = first_col + 8 * j + 2 * (lane % 4) + h;
+      const float b = (bias != nullptr && channel < p.out_channels) ? to_float(bias[channel]) : 0.f;
+      acc[4 * j + h] += b;
+      acc[4 * j + 2 + h] += b;
+    }
+  }
+  switch (p.activation) {
+    case EpilogueActivation::kNone:
+      break;
+    case EpilogueActivation::kRelu:
+      activate_each(acc, [](float v) { return relu(v); });
+      break;
+    case EpilogueActivation::kRelu6:
+      activate_each(acc, [](float v) { return relu6(v); });
+      break;
+    case EpilogueActivation::kSilu:
+    case EpilogueActivation::kGeluTanh: {
+      const bool gelu_tanh = p.activation == EpilogueActivation::kGeluTanh;
+      activate_each(acc, [gelu_tanh](float v) {
+        return times_sigmoid(v, gelu_tanh ? gelu_tanh_sigmoid_argument(v) : v);
+      });
+      break;
+    }
+    case EpilogueActivation::kGelu:
+      activate_each(acc, [](float v) { return gelu(v); });
+      break;
+  }
 }
 
 #ifdef GWPRUNE_SM90A_DEVICE
@@ -112,12 +178,13 @@ __device__ __forceinline__ void store_nchw_runs(const ConvProblem& p, uint32_t s
   store_nchw_runs_of<Elem, BN, Pitch, 1>(p, staging, first_row, first_col, thread);
 }
 
-// Stages one warpgroup's tile in `staging` and stores it. `first_row` is the tile's first
+// Adds the bias to one warpgroup's tile and applies the activation (in acc, which it
+// overwrites), then stages the tile in `staging` and stores it. `first_row` is the tile's first
 // row (output pixels flat over images, row_pitch per image: rows past an image's
 // pixels are the run gather's padding and are not stored), `first_col` its first output channel;
 // `barrier_id` names this warpgroup's own barrier (128 threads).
 template <typename Elem, int BN, bool ChannelsLast>
-__device__ __forceinline__ void store_tile(const ConvProblem& p, const float (&acc)[BN / 2],
+__device__ __forceinline__ void store_tile(const ConvProblem& p, float (&acc)[BN / 2],
                                            uint8_t* staging, int first_row, int first_col,
                                            int thread, int barrier_id) {
   constexpr int kRows = 64;
@@ -126,20 +193,18 @@ __device__ __forceinline__ void store_tile(const ConvProblem& p, const float (&a
   // spread the fragment writes over all banks.
   constexpr int kPitch = ChannelsLast ? BN * kElem + 16 : kRows * kElem + 16;
   const uint32_t staging_address = smem_address(staging);
-  const Elem* bias = static_cast<const Elem*>(p.bias);
   const int warp = thread / 32, lane = thread % 32;
   const int r0 = warp * 16 + lane / 4;
+  add_bias_and_activate<Elem, BN>(p, acc, first_col, lane);
 #pragma unroll
   for (int j = 0; j < BN / 8; ++j) {
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int c = 8 * j + 2 * (lane % 4) + h;
-      const int channel = first_col + c;
-      const float b = (bias != nullptr && channel < p.out_channels) ? to_float(bias[channel]) : 0.f;
 #pragma unroll
       for (int half_row = 0; half_row < 2; ++half_row) {
         const int r = r0 + 8 * half_row;
-        const Elem value = from_float<Elem>(acc[4 * j + 2 * half_row + h] + b);
+        const Elem value = from_float<Elem>(acc[4 * j + 2 * half_row + h]);
         const int offset = ChannelsLast ? r * kPitch + c * kElem : c * kPitch + r * kElem;
         store_shared(staging_address + offset, value);
       }

@@ -65,6 +65,10 @@ struct FastDivision {
 #endif
 };
 
+// The activation the epilogue applies (epilogue.cuh): gwprune::Activation's values, mirrored
+// here because activation.h is host code (a static_assert by make_problem checks them).
+enum class EpilogueActivation : int32_t { kNone, kRelu, kRelu6, kSilu, kGelu, kGeluTanh };
+
 // Problem description shared by every piece of the kernel (element strides of x).
 struct ConvProblem {
   const void* x;
@@ -80,6 +84,7 @@ struct ConvProblem {
   int32_t stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w;
   int32_t x_stride_n, x_stride_c, x_stride_h, x_stride_w;
   int32_t k_tiles;
+  EpilogueActivation activation;  // on each output value, after the bias
 };
 
 // Byte offset of element (row, byte_in_row) of a K-major tile in the 128-byte swizzle.

@@ -15,7 +15,8 @@ namespace gwprune::cuda::implicit {
 template <typename Elem>
 void launch_implicit_conv(const at::Tensor& x, const at::Tensor& weight,
                           const at::Tensor& group_idx, const std::optional<at::Tensor>& bias,
-                          const ConvGeometry& geometry, at::Tensor& out, bool channels_last);
+                          const ConvGeometry& geometry, at::Tensor& out, bool channels_last,
+                          Activation activation);
 
 namespace {
 
@@ -53,17 +54,20 @@ const char* implicit_conv_unsupported_reason(const at::Tensor& x, const at::Tens
 
 void implicit_conv2d(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& group_idx,
                      const std::optional<at::Tensor>& bias, const ConvGeometry& geometry,
-                     at::Tensor& out) {
+                     at::Tensor& out, Activation activation) {
   const bool channels_last = !x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast);
   switch (x.scalar_type()) {
     case at::kHalf:
-      launch_implicit_conv<__half>(x, weight, group_idx, bias, geometry, out, channels_last);
+      launch_implicit_conv<__half>(x, weight, group_idx, bias, geometry, out, channels_last,
+                                   activation);
       break;
     case at::kBFloat16:
-      launch_implicit_conv<__nv_bfloat16>(x, weight, group_idx, bias, geometry, out, channels_last);
+      launch_implicit_conv<__nv_bfloat16>(x, weight, group_idx, bias, geometry, out, channels_last,
+                                          activation);
       break;
     default:
-      launch_implicit_conv<float>(x, weight, group_idx, bias, geometry, out, channels_last);
+      launch_implicit_conv<float>(x, weight, group_idx, bias, geometry, out, channels_last,
+                                  activation);
   }
 }
 

@@ -15,17 +15,18 @@
 // - any C, H, W, stride, padding, dilation and K'p; rows, output channels and kept
 //   columns beyond a tile are masked, so no shape needs padding.
 //
-// The output is written in x's layout, with the bias (optional, x's dtype) added in
-// fp32 before rounding. out must have the conv's output shape and x's memory format.
+// The output is written in x's layout, with the bias (optional, x's dtype) added and then
+// the activation (any of activation.h's) applied in fp32 before rounding. out must have the
+// conv's output shape and x's memory format.
 //
 // Pieces (CUTLASS 3.x's split): the producers, each filling the tile the consumers read:
 // gather_mainloop.cuh the row gather (any geometry: x into a K-major swizzled tile),
 // run_gather.cuh the NCHW run gather (16-bit, stride 1, OW == W: 16-byte vectors into an
 // MN-major tile; alone, or in CTA pairs sharing it), line_gather.cuh the NCHW line gather
 // (one TMA copy per aligned 64-pixel line); nchw_producer picks one. mma_consumer.cuh is
-// the two wgmma warpgroups, epilogue.cuh the bias and the store in the output layout,
-// implicit_conv_kernel.cuh the kernel, its tile configurations and the launch
-// (instantiated per dtype by implicit_conv_{fp16,bf16,tf32}.cu). windows/ is a second
+// the two wgmma warpgroups, epilogue.cuh the bias, the activation and the store in the
+// output layout, implicit_conv_kernel.cuh the kernel, its tile configurations and the
+// launch (instantiated per dtype by implicit_conv_{fp16,bf16,tf32}.cu). windows/ is a second
 // kernel for NCHW 16-bit inputs (its contract in windows/window_geometry.cuh): each
 // channel's input rows copied once per tile, the consumers reading A from them into
 // registers; nchw_producer picks it too, and it shares the epilogue. Its staged and split
@@ -37,6 +38,7 @@
 
 #include <optional>
 
+#include "../../activation.h"
 #include "../../conv_geometry.h"
 
 namespace gwprune::cuda::implicit {
@@ -45,9 +47,10 @@ namespace gwprune::cuda::implicit {
 const char* implicit_conv_unsupported_reason(const at::Tensor& x, const at::Tensor& weight,
                                              const ConvGeometry& geometry, bool allow_tf32);
 
-// out = conv of x with the packed weight (+ bias), in x's layout, on the current stream.
+// out = activation(conv of x with the packed weight (+ bias)), in x's layout, on the
+// current stream.
 void implicit_conv2d(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& group_idx,
                      const std::optional<at::Tensor>& bias, const ConvGeometry& geometry,
-                     at::Tensor& out);
+                     at::Tensor& out, Activation activation);
 
 }  // namespace gwprune::cuda::implicit

@@ -6,6 +6,7 @@ namespace gwprune::cuda::implicit {
 template void launch_implicit_conv<__nv_bfloat16>(const at::Tensor&, const at::Tensor&,
                                                   const at::Tensor&,
                                                   const std::optional<at::Tensor>&,
-                                                  const ConvGeometry&, at::Tensor&, bool);
+                                                  const ConvGeometry&, at::Tensor&, bool,
+                                                  Activation);
 
 }  // namespace gwprune::cuda::implicit

@@ -340,14 +340,28 @@ inline ConvProblem problem_shape(const at::Tensor& x, const at::Tensor& weight,
   return p;
 }
 
+// EpilogueActivation, the kernels' mirror of gwprune::Activation, holds the same values.
+constexpr bool mirrors(Activation host, EpilogueActivation device) {
+  return static_cast<int>(host) == static_cast<int>(device);
+}
+static_assert(mirrors(Activation::kNone, EpilogueActivation::kNone) &&
+                  mirrors(Activation::kRelu, EpilogueActivation::kRelu) &&
+                  mirrors(Activation::kRelu6, EpilogueActivation::kRelu6) &&
+                  mirrors(Activation::kSilu, EpilogueActivation::kSilu) &&
+                  mirrors(Activation::kGelu, EpilogueActivation::kGelu) &&
+                  mirrors(Activation::kGeluTanh, EpilogueActivation::kGeluTanh),
+              "EpilogueActivation must list gwprune::Activation's values in its order");
+
 inline ConvProblem make_problem(const at::Tensor& x, const at::Tensor& weight,
                                 const at::Tensor& group_idx, const std::optional<at::Tensor>& bias,
-                                const ConvGeometry& g, at::Tensor& out, int bk) {
+                                const ConvGeometry& g, at::Tensor& out, Activation activation,
+                                int bk) {
   ConvProblem p = problem_shape(x, weight, g, bk);
   p.x = x.data_ptr();
   p.out = out.data_ptr();
   p.bias = bias.has_value() ? bias->data_ptr() : nullptr;
   p.group_idx = group_idx.data_ptr<int32_t>();
+  p.activation = static_cast<EpilogueActivation>(activation);
   return p;
 }
 
@@ -377,7 +391,8 @@ inline CUtensorMap x_span_tensor_map(const at::Tensor& x, int box, CUtensorMapL2
 
 template <typename Elem, int BN, bool ChannelsLast, Producer Kind>
 void launch(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& group_idx,
-            const std::optional<at::Tensor>& bias, const ConvGeometry& g, at::Tensor& out) {
+            const std::optional<at::Tensor>& bias, const ConvGeometry& g, at::Tensor& out,
+            Activation activation) {
   using Config = TileConfig<Elem, BN>;
   auto* kernel = implicit_conv_kernel<Elem, BN, ChannelsLast, Kind>;
   static const bool configured = [kernel] {
@@ -386,7 +401,7 @@ void launch(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& gro
     return true;
   }();
   (void)configured;
-  ConvProblem p = make_problem(x, weight, group_idx, bias, g, out, Config::kBK);
+  ConvProblem p = make_problem(x, weight, group_idx, bias, g, out, activation, Config::kBK);
   CUtensorMap x_map{};
   if constexpr (Kind == Producer::kRuns || Kind == Producer::kRunPairs)
     p.row_pitch = static_cast<int32_t>(run_row_pitch(g));
@@ -424,16 +439,16 @@ void launch(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& gro
 
 template <typename Elem, bool ChannelsLast, Producer Kind>
 void launch_for_width(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& group_idx,
-                      const std::optional<at::Tensor>& bias, const ConvGeometry& g,
-                      at::Tensor& out) {
+                      const std::optional<at::Tensor>& bias, const ConvGeometry& g, at::Tensor& out,
+                      Activation activation) {
   // The widest tile that the output channels fill at least half of.
   const int64_t out_channels = weight.size(0);
   if (out_channels > 128) {
-    launch<Elem, 256, ChannelsLast, Kind>(x, weight, group_idx, bias, g, out);
+    launch<Elem, 256, ChannelsLast, Kind>(x, weight, group_idx, bias, g, out, activation);
   } else if (out_channels > 64) {
-    launch<Elem, 128, ChannelsLast, Kind>(x, weight, group_idx, bias, g, out);
+    launch<Elem, 128, ChannelsLast, Kind>(x, weight, group_idx, bias, g, out, activation);
   } else {
-    launch<Elem, 64, ChannelsLast, Kind>(x, weight, group_idx, bias, g, out);
+    launch<Elem, 64, ChannelsLast, Kind>(x, weight, group_idx, bias, g, out, activation);
   }
 }
 
@@ -567,8 +582,8 @@ struct PersistentWindowKernel {
 template <typename Kernel>
 void launch_windows(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& group_idx,
                     const std::optional<at::Tensor>& bias, const ConvGeometry& g, at::Tensor& out,
-                    int bn) {
-  const ConvProblem p = make_problem(x, weight, group_idx, bias, g, out, windows::kBK);
+                    Activation activation, int bn) {
+  const ConvProblem p = make_problem(x, weight, group_idx, bias, g, out, activation, windows::kBK);
   windows::WindowLaunch w;
   TORCH_CHECK(window_launch<typename Kernel::Layout>(x, g, p, w),
               "gwprune: the window kernel does not take this call");
@@ -593,24 +608,27 @@ void launch_windows(const at::Tensor& x, const at::Tensor& weight, const at::Ten
 
 template <typename Elem, int BN, int Staged>
 void launch_windows(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& group_idx,
-                    const std::optional<at::Tensor>& bias, const ConvGeometry& g, at::Tensor& out) {
+                    const std::optional<at::Tensor>& bias, const ConvGeometry& g, at::Tensor& out,
+                    Activation activation) {
   if constexpr (Staged == kPersistent)
-    launch_windows<PersistentWindowKernel<Elem, BN>>(x, weight, group_idx, bias, g, out, BN);
+    launch_windows<PersistentWindowKernel<Elem, BN>>(x, weight, group_idx, bias, g, out, activation,
+                                                     BN);
   else
-    launch_windows<WindowKernel<Elem, BN, Staged>>(x, weight, group_idx, bias, g, out, BN);
+    launch_windows<WindowKernel<Elem, BN, Staged>>(x, weight, group_idx, bias, g, out, activation,
+                                                   BN);
 }
 
 template <typename Elem, int Staged>
 void launch_windows_for_width(const at::Tensor& x, const at::Tensor& weight,
                               const at::Tensor& group_idx, const std::optional<at::Tensor>& bias,
-                              const ConvGeometry& g, at::Tensor& out) {
+                              const ConvGeometry& g, at::Tensor& out, Activation activation) {
   const int64_t out_channels = weight.size(0);
   if (out_channels > 128) {
-    launch_windows<Elem, 256, Staged>(x, weight, group_idx, bias, g, out);
+    launch_windows<Elem, 256, Staged>(x, weight, group_idx, bias, g, out, activation);
   } else if (out_channels > 64) {
-    launch_windows<Elem, 128, Staged>(x, weight, group_idx, bias, g, out);
+    launch_windows<Elem, 128, Staged>(x, weight, group_idx, bias, g, out, activation);
   } else {
-    launch_windows<Elem, 64, Staged>(x, weight, group_idx, bias, g, out);
+    launch_windows<Elem, 64, Staged>(x, weight, group_idx, bias, g, out, activation);
   }
 }
 
@@ -688,53 +706,60 @@ inline Producer nchw_producer(const at::Tensor& x, const at::Tensor& weight,
 template <typename Elem>
 void launch_for_layout(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& group_idx,
                        const std::optional<at::Tensor>& bias, const ConvGeometry& g,
-                       at::Tensor& out, bool channels_last) {
+                       at::Tensor& out, bool channels_last, Activation activation) {
   if (channels_last) {
-    launch_for_width<Elem, true, Producer::kRows>(x, weight, group_idx, bias, g, out);
+    launch_for_width<Elem, true, Producer::kRows>(x, weight, group_idx, bias, g, out, activation);
     return;
   }
   if constexpr (sizeof(Elem) == 2) {
     switch (nchw_producer(x, weight, g)) {
       case Producer::kWindows:
-        launch_windows_for_width<Elem, -1>(x, weight, group_idx, bias, g, out);
+        launch_windows_for_width<Elem, -1>(x, weight, group_idx, bias, g, out, activation);
         return;
       case Producer::kStagedWindows:
-        launch_windows_for_width<Elem, 0>(x, weight, group_idx, bias, g, out);
+        launch_windows_for_width<Elem, 0>(x, weight, group_idx, bias, g, out, activation);
         return;
       case Producer::kSplitWindows:
-        launch_windows_for_width<Elem, 2>(x, weight, group_idx, bias, g, out);
+        launch_windows_for_width<Elem, 2>(x, weight, group_idx, bias, g, out, activation);
         return;
       case Producer::kPersistentWindows:
         // Its register epilogue's contract, else the one-tile-per-CTA window kernel.
         if (windows::register_epilogue_applies(g.out_pixels(), out.data_ptr()))
-          launch_windows_for_width<Elem, kPersistent>(x, weight, group_idx, bias, g, out);
+          launch_windows_for_width<Elem, kPersistent>(x, weight, group_idx, bias, g, out,
+                                                      activation);
         else
-          launch_windows_for_width<Elem, -1>(x, weight, group_idx, bias, g, out);
+          launch_windows_for_width<Elem, -1>(x, weight, group_idx, bias, g, out, activation);
         return;
       case Producer::kLines:
-        launch_for_width<Elem, false, Producer::kLines>(x, weight, group_idx, bias, g, out);
+        launch_for_width<Elem, false, Producer::kLines>(x, weight, group_idx, bias, g, out,
+                                                        activation);
         return;
       case Producer::kRuns:
-        launch_for_width<Elem, false, Producer::kRuns>(x, weight, group_idx, bias, g, out);
+        launch_for_width<Elem, false, Producer::kRuns>(x, weight, group_idx, bias, g, out,
+                                                       activation);
         return;
       case Producer::kRunPairs:  // 256-wide tiles only (run_pairs_apply)
-        launch<Elem, 256, false, Producer::kRunPairs>(x, weight, group_idx, bias, g, out);
+        launch<Elem, 256, false, Producer::kRunPairs>(x, weight, group_idx, bias, g, out,
+                                                      activation);
         return;
       case Producer::kRows:
         break;
     }
   }
-  launch_for_width<Elem, false, Producer::kRows>(x, weight, group_idx, bias, g, out);
+  launch_for_width<Elem, false, Producer::kRows>(x, weight, group_idx, bias, g, out, activation);
 }
 
 }  // namespace detail
 
-// The launcher of one element type: picks the tile width, launches on the current stream.
+// The launcher of one element type: picks the tile width, launches on the current stream;
+// the epilogue adds the bias and applies the activation.
 template <typename Elem>
 void launch_implicit_conv(const at::Tensor& x, const at::Tensor& weight,
                           const at::Tensor& group_idx, const std::optional<at::Tensor>& bias,
-                          const ConvGeometry& geometry, at::Tensor& out, bool channels_last) {
-  detail::launch_for_layout<Elem>(x, weight, group_idx, bias, geometry, out, channels_last);
+                          const ConvGeometry& geometry, at::Tensor& out, bool channels_last,
+                          Activation activation) {
+  detail::launch_for_layout<Elem>(x, weight, group_idx, bias, geometry, out, channels_last,
+                                  activation);
 }
 
 }  // namespace gwprune::cuda::implicit

@@ -5,6 +5,6 @@ namespace gwprune::cuda::implicit {
 
 template void launch_implicit_conv<float>(const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                           const std::optional<at::Tensor>&, const ConvGeometry&,
-                                          at::Tensor&, bool);
+                                          at::Tensor&, bool, Activation);
 
 }  // namespace gwprune::cuda::implicit

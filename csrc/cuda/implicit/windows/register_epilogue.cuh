@@ -1,8 +1,8 @@
 // The persistent window kernel's NCHW epilogue: a consumer warpgroup's 64 x BN fp32
-// accumulators (wgmma's fragment layout, ../epilogue.cuh) plus the bias go straight from
-// registers to the output, with no shared memory, so the producer can fill the next
-// tile's stages meanwhile and the consumers start that tile as soon as their stores are
-// issued.
+// accumulators (wgmma's fragment layout, ../epilogue.cuh) plus the bias, then the activation
+// (add_bias_and_activate, as in the shared epilogue), go straight from registers to the output,
+// with no shared memory, so the producer can fill the next tile's stages meanwhile and the
+// consumers start that tile as soon as their stores are issued.
 //
 // Thread t of a warp holds rows r and r + 8 (r = t / 4 within the warp's 16) of columns
 // c and c + 1 (c = 2 (t % 4) + 8 j). It trades one packed pair per row with lane t ^ 4,
@@ -36,17 +36,18 @@ __device__ __forceinline__ uint32_t pack_pair(float low, float high) {
   return static_cast<uint32_t>(low_bits) | (static_cast<uint32_t>(high_bits) << 16);
 }
 
+// acc is overwritten (add_bias_and_activate).
 template <typename Elem, int BN>
 __device__ __forceinline__ void store_tile_nchw_registers(const ConvProblem& p,
-                                                          const float (&acc)[BN / 2], int first_row,
+                                                          float (&acc)[BN / 2], int first_row,
                                                           int first_col, int thread) {
   const int warp = thread / 32, lane = thread % 32;
+  add_bias_and_activate<Elem, BN>(p, acc, first_col, lane);
   const bool odd_row = (lane >> 2) & 1;
   // The pair this lane stores: its own column (c) or its neighbour's (c + 1), from the
   // even one of the two rows.
   const int pair_row = 16 * warp + (lane / 4 & ~1);
   const int column = first_col + 2 * (lane % 4) + (odd_row ? 1 : 0);
-  const Elem* bias = static_cast<const Elem*>(p.bias);
   Elem* out = static_cast<Elem*>(p.out);
   Elem* row_base[2] = {nullptr, nullptr};
 #pragma unroll
@@ -60,17 +61,12 @@ __device__ __forceinline__ void store_tile_nchw_registers(const ConvProblem& p,
   }
 #pragma unroll
   for (int j = 0; j < BN / 8; ++j) {
-    const int own = first_col + 8 * j + 2 * (lane % 4);  // this lane's columns own, own + 1
-    float b0 = 0.f, b1 = 0.f;
-    if (bias != nullptr) {
-      if (own < p.out_channels) b0 = to_float(bias[own]);
-      if (own + 1 < p.out_channels) b1 = to_float(bias[own + 1]);
-    }
     const int channel = column + 8 * j;
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
-      const uint32_t mine =
-          pack_pair<Elem>(acc[4 * j + 2 * half] + b0, acc[4 * j + 2 * half + 1] + b1);
+      // This lane's own pair of columns, own = first_col + 8j + 2 (lane % 4) and own + 1, of
+      // row r (half 0) or r + 8.
+      const uint32_t mine = pack_pair<Elem>(acc[4 * j + 2 * half], acc[4 * j + 2 * half + 1]);
       const uint32_t theirs = __shfl_xor_sync(0xffffffffu, mine, 4);
       // Even row: column own of rows r, r + 1; odd row: column own + 1 of rows r - 1, r.
       const uint32_t pair =
