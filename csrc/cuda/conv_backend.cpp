@@ -11,6 +11,7 @@
 // was slower on 6 of those 10 layers), and so does TF32 (row gather only, slower where
 // measured: bench/NOTES.md change 18). gwprune.autotune times both per
 // layer where the rule's few misses matter; strict fp32 always runs explicit.
+#include "conv_backend.h"
 
 #include "../error_message.h"
 #include "implicit/implicit_conv.h"
