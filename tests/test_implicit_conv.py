@@ -410,26 +410,44 @@ AUTO_RULE_CASES = [
 ]
 
 
+def extra_device_bytes(call) -> int:
+    """Device memory one call allocates beyond its output (peak, caching allocator), after a
+    warm-up call took the one-time allocations (cuBLAS workspaces)."""
+    call()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    out = call()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - base - out.numel() * out.element_size()
+
+
 @needs_implicit
 @pytest.mark.cuda
 @pytest.mark.parametrize(("shape", "keep", "channels_last", "precision", "path"), AUTO_RULE_CASES)
 def test_auto_follows_the_documented_rule(shape, keep, channels_last, precision, path):
+    """Which path "auto" took, told by what it allocates: the implicit kernel nothing but
+    the output, the explicit path its compacted operand too (the two can round to the same
+    bits, so their results cannot tell them apart)."""
     x, weight, bias, keep_idx, (s, p, d), ref = implicit_case(
         shape, keep, True, channels_last, precision, 11
     )
     packed = gwprune.pack_conv2d_weight(weight, keep_idx)
+    extra = {}
     with precision_flags(precision):
-        results = {
-            backend: gwprune.ops.conv2d_packed(x, packed, bias, s, p, d, backend=backend)
-            for backend in ("auto", "implicit", "explicit")
-        }
-    for backend, out in results.items():
-        assert_matches(out, ref, precision, backend)
-    # The two paths round differently, so a bitwise match names the path auto took.
-    assert not torch.equal(results["implicit"], results["explicit"]), (
-        "the paths cannot be told apart"
-    )
-    assert torch.equal(results["auto"], results[path]), f"auto did not take the {path} path"
+        for backend in ("auto", "implicit", "explicit"):
+
+            def call(backend=backend):
+                return gwprune.ops.conv2d_packed(x, packed, bias, s, p, d, backend=backend)
+
+            assert_matches(call(), ref, precision, backend)
+            extra[backend] = extra_device_bytes(call)
+    # The signal itself: the output alone (up to the allocator's 512-byte rounding), and
+    # the explicit path's compacted operand of K'p columns.
+    assert extra["implicit"] < 512, f"the implicit kernel allocated {extra['implicit']} B"
+    assert extra["explicit"] > 4096, f"the explicit path allocated only {extra['explicit']} B"
+    took = "implicit" if extra["auto"] < 512 else "explicit"
+    assert took == path, f"auto took the {took} path ({extra['auto']} B beyond the output)"
 
 
 def test_backend_names_are_checked():
