@@ -27,7 +27,7 @@ bool auto_prefers_implicit(const at::Tensor& x, const at::Tensor& weight,
                            const ConvGeometry& geometry, bool allow_tf32) {
   const auto dtype = x.scalar_type();
   if (dtype != at::kHalf && dtype != at::kBFloat16) return false;
-  if (!x.is_contiguous()) return false;  // channels_last (and strided views) stay explicit
+  if (!x.is_contiguous()) return false;  // channels_last stays explicit
   if (x.size(0) * geometry.out_pixels() < kAutoImplicitMinPixels) return false;
   if (weight.size(1) < kAutoImplicitMinColumns) return false;
   return implicit::implicit_conv_unsupported_reason(x, weight, geometry, allow_tf32) == nullptr;

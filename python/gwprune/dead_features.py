@@ -83,10 +83,6 @@ def _is_producer(module: nn.Module) -> bool:
     return isinstance(module, (GroupwiseLinear, nn.Linear))
 
 
-def _out_width(module: nn.Module) -> int:
-    return module.out_features
-
-
 class _Walk:
     """The producers behind one consumer's input, or None where the chain does not qualify."""
 
@@ -107,7 +103,7 @@ class _Walk:
             if module is None or node.kwargs or len(node.args) != 1:
                 return None
             if _is_producer(module):
-                return [node] if _out_width(module) == self.width else None
+                return [node] if module.out_features == self.width else None
             if isinstance(module, _ELEMENTWISE_MODULES) or activation_of_module(module):
                 return self.producers(node.args[0])
             return None
@@ -232,8 +228,8 @@ def _shrink_parent(model, parent_name, parent, report) -> None:
             continue
         for producer_node in producers:
             producer = parent.get_submodule(producer_node.target)
-            _set_child(parent, producer_node.target, _narrowed(producer, features.cpu()))
-        _set_child(parent, node.target, _dense_consumer(consumer, columns.cpu()))
+            _set_child(parent, producer_node.target, _narrowed(producer, features))
+        _set_child(parent, node.target, _dense_consumer(consumer, columns))
         report.shrunk.append(
             ShrunkChain(
                 consumer=prefix + str(node.target),
