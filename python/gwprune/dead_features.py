@@ -16,16 +16,38 @@ else, the features ``B`` drops are dead: ``P`` computes them for nothing. Typica
   on the ``"dense"`` backend: one plain GEMM, no gather (``gwprune.autotune`` may still
   time it against the gathered one).
 
+A chain may cross module boundaries, as BERT's feed-forward does: ``BertOutput.dense``
+reads ``BertOutput``'s argument, which ``BertLayer.feed_forward_chunk`` passes from
+``BertIntermediate``, whose forward returns ``act(dense(x))``. The walk from ``B`` then
+goes on, each link taken from a traced graph, never from module order:
+
+- out of ``B``'s parent through a placeholder, to the argument the parent's owner passes
+  there: in the owner's traced forward, or where that does not trace (``BertLayer``'s
+  forward takes ``*args``) in the one method of the owner whose code names the parent
+  (traced with that method in place of forward). The method must store no attribute
+  (tracing runs it), and no other code of the owner's class, nor the Python functions
+  it calls, may name a module the chain calls there or reach submodules by computed
+  names (``getattr``, ``children()``, ...); nothing on the instance may stand in for
+  the class's methods;
+- into a submodule that is no step itself: traced alone, from the value its forward
+  returns. Both crossings need the module called as traced: no forward hooks or
+  pre-hooks, no wrapped or instance-set forward.
+
 The model computes what it computed before, up to rounding: the dropped rows only fed
 zero weights. The chain qualifies only where every step is elementwise and
 feature-aligned (identity, dropout, the activations ``gwprune.fold`` knows, ``*`` and
-``+`` of such steps or of numbers), every node on it has exactly one user, and each
-module on it is called once and held once in the model. Anything else is left alone.
-``gwprune.to_dense`` still returns an equivalent dense model (with the narrower layers).
+``+`` of such steps or of numbers), every node on it has exactly one user (and a module
+argument is passed once), and each module on it is called once in its graph and held
+once in the model. Anything else is left alone. Not proven, as for any traced forward:
+that no code outside a module's own class (an ancestor, a hook elsewhere) calls its
+submodules. ``gwprune.to_dense`` still returns an equivalent dense model (with the
+narrower layers).
 """
 
 import collections
+import dis
 import operator
+import types
 from dataclasses import dataclass, field
 
 import torch
@@ -83,30 +105,176 @@ def _is_producer(module: nn.Module) -> bool:
     return isinstance(module, (GroupwiseLinear, nn.Linear))
 
 
+def _trace(module: nn.Module, method: str = "forward") -> torch.fx.Graph | None:
+    """``module``'s ``method`` traced in eval mode, every submodule one node; None where
+    it does not trace."""
+    tracer = _ChildrenAsLeaves()
+    tracer.traced_func_name = method  # the method traced instead of forward, self bound
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        return tracer.trace(module)
+    except Exception:  # noqa: BLE001  (a module that does not trace keeps its layers)
+        return None
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+class _Scope:
+    """One traced graph: ``module``'s ``method``, ``module`` named ``name`` in the model."""
+
+    def __init__(self, module: nn.Module, name: str, graph: torch.fx.Graph, method="forward"):
+        self.module, self.name, self.graph, self.method = module, name, graph, method
+        self.calls = collections.Counter(n.target for n in graph.nodes if n.op == "call_module")
+
+    def qualified(self, target: str) -> str:
+        return f"{self.name}.{target}" if self.name else target
+
+
+# Names through which a method could reach a submodule without naming it: code that
+# uses them defeats the static check of a method-traced owner (_only_method_naming).
+_DYNAMIC_ACCESS = {
+    "getattr",
+    "vars",
+    "__dict__",
+    "__getattr__",
+    "_modules",
+    "children",
+    "named_children",
+    "modules",
+    "named_modules",
+    "get_submodule",
+}
+_STORES = {"STORE_ATTR", "DELETE_ATTR", "STORE_GLOBAL", "DELETE_GLOBAL"}
+
+
+def _code_objects(code: types.CodeType):
+    yield code
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):  # nested functions, lambdas, comprehensions
+            yield from _code_objects(const)
+
+
+def _reached_codes(function: types.FunctionType) -> list[types.CodeType]:
+    """The code ``function`` can run by name: its own, what it wraps (``__wrapped__``,
+    closures) and the Python functions it calls as globals, transitively (torch's not)."""
+    seen: dict[types.FunctionType, None] = {}
+    pending = [function]
+    while pending:
+        fn = pending.pop()
+        if fn in seen or (getattr(fn, "__module__", None) or "").startswith("torch"):
+            continue
+        seen[fn] = None
+        codes = list(_code_objects(fn.__code__))
+        names = {name for code in codes for name in code.co_names}
+        linked = [fn.__globals__.get(name) for name in names]
+        linked.append(getattr(fn, "__wrapped__", None))
+        for cell in fn.__closure__ or ():
+            try:
+                linked.append(cell.cell_contents)
+            except ValueError:  # an empty cell
+                continue
+        pending.extend(f for f in linked if isinstance(f, types.FunctionType))
+    return [code for fn in seen for code in _code_objects(fn.__code__)]
+
+
+def _method_codes(cls: type) -> dict[str, list[types.CodeType]] | None:
+    """The code each method of ``cls`` (torch's classes and ``__init__`` aside) can run,
+    by method name; None where a method is not a plain function (then unknown)."""
+    methods: dict[str, list[types.CodeType]] = collections.defaultdict(list)
+    for klass in cls.__mro__:
+        if klass is object or klass.__module__.startswith("torch"):
+            continue
+        for name, value in vars(klass).items():
+            if name == "__init__" or name == "__init_subclass__":
+                continue  # construction, not inference
+            if isinstance(value, (staticmethod, classmethod)):
+                value = value.__func__
+            functions = (
+                [value.fget, value.fset, value.fdel] if isinstance(value, property) else [value]
+            )
+            for function in functions:
+                if isinstance(function, types.FunctionType):
+                    methods[name].extend(_reached_codes(function))
+                elif function is not None and callable(function):
+                    return None
+    return methods
+
+
+def _only_method_naming(owner: nn.Module, attribute: str) -> str | None:
+    """The one method of ``owner``'s class other than forward whose code names
+    ``self.<attribute>``, where no code of the class could reach it otherwise and that
+    method stores no attribute; else None."""
+    if any(callable(v) and not isinstance(v, nn.Module) for v in vars(owner).values()):
+        return None  # a function set on the instance (a patched forward?) is not scanned
+    methods = _method_codes(type(owner))
+    if methods is None:
+        return None
+    names = {m: {name for code in codes for name in code.co_names} for m, codes in methods.items()}
+    if any(used & _DYNAMIC_ACCESS for used in names.values()):
+        return None
+    naming = [m for m, used in names.items() if attribute in used]
+    if len(naming) != 1 or naming[0] == "forward":
+        return None
+    (method,) = naming
+    if any(i.opname in _STORES for code in methods[method] for i in dis.get_instructions(code)):
+        return None  # tracing it would change the model
+    return method
+
+
+def _called_as_traced(module: nn.Module) -> bool:
+    """Whether calling ``module`` runs just its class's forward, as traced: no hooks that
+    could change its arguments or result, no forward set on the instance, no wrapper
+    (a wrapper could pass the arguments on in another order)."""
+    return (
+        not module._forward_pre_hooks
+        and not module._forward_hooks
+        and "forward" not in vars(module)
+        and not hasattr(type(module).forward, "__wrapped__")
+    )
+
+
+def _occurrences(node: torch.fx.Node, arg: torch.fx.Node) -> int:
+    found: list[torch.fx.Node] = []
+    torch.fx.node.map_arg((node.args, node.kwargs), found.append)
+    return sum(1 for n in found if n is arg)
+
+
 class _Walk:
-    """The producers behind one consumer's input, or None where the chain does not qualify."""
+    """The producers behind one consumer's input, as ``(scope, node)``, or None where the
+    chain does not qualify. It starts in the consumer's parent (``home``) and may go on
+    into the value a submodule returns, or out of ``home`` through a placeholder to its
+    caller (one level), as the module docstring says."""
 
-    def __init__(self, parent, calls, uses, width):
-        self.parent, self.calls, self.uses, self.width = parent, calls, uses, width
+    def __init__(self, model, uses, width, home: _Scope):
+        self.model, self.uses, self.width, self.home = model, uses, width, home
 
-    def _module_once(self, node) -> nn.Module | None:
-        module = self.parent.get_submodule(node.target)
-        if self.calls[node.target] != 1 or self.uses[id(module)] != 1:
+    def _module_once(self, scope: _Scope, node) -> nn.Module | None:
+        module = scope.module.get_submodule(node.target)
+        if scope.calls[node.target] != 1 or self.uses[id(module)] != 1:
+            return None
+        if scope.method != "forward" and (
+            "." in node.target or _only_method_naming(scope.module, node.target) != scope.method
+        ):
             return None
         return module
 
-    def producers(self, node) -> list[torch.fx.Node] | None:
+    def producers(self, scope: _Scope, node) -> list[tuple[_Scope, torch.fx.Node]] | None:
         if not isinstance(node, torch.fx.Node) or len(node.users) != 1:
             return None
+        if node.op == "placeholder":
+            return self._from_caller(node) if scope is self.home else None
         if node.op == "call_module":
-            module = self._module_once(node)
-            if module is None or node.kwargs or len(node.args) != 1:
+            module = self._module_once(scope, node)
+            if module is None:
                 return None
+            one_input = not node.kwargs and len(node.args) == 1
             if _is_producer(module):
-                return [node] if module.out_features == self.width else None
+                return [(scope, node)] if one_input and module.out_features == self.width else None
             if isinstance(module, _ELEMENTWISE_MODULES) or activation_of_module(module):
-                return self.producers(node.args[0])
-            return None
+                return self.producers(scope, node.args[0]) if one_input else None
+            return self._from_output_of(scope, node, module)
         if node.op == "call_function" and node.target in _UNARY_FUNCTIONS:
             if len(node.args) != 1 or set(node.kwargs) - {
                 "inplace",
@@ -115,25 +283,72 @@ class _Walk:
                 "training",
             }:
                 return None
-            return self.producers(node.args[0])
+            return self.producers(scope, node.args[0])
         if node.op == "call_function" and node.target in _BINARY_FUNCTIONS:
-            return self._operands(node)
+            return self._operands(scope, node)
         if node.op == "call_method" and node.target in _METHODS:
-            return self._operands(node)
+            return self._operands(scope, node)
         return None
 
-    def _operands(self, node) -> list[torch.fx.Node] | None:
+    def _operands(self, scope, node) -> list[tuple[_Scope, torch.fx.Node]] | None:
         if node.kwargs or not node.args:
             return None
-        found: list[torch.fx.Node] = []
+        found: list[tuple[_Scope, torch.fx.Node]] = []
         for arg in node.args:
             if isinstance(arg, (int, float)):
                 continue  # a number scales or shifts every feature alike
-            behind = self.producers(arg)
+            behind = self.producers(scope, arg)
             if behind is None:
                 return None
-            found.extend(n for n in behind if n not in found)
+            found.extend(p for p in behind if p not in found)
         return found or None
+
+    def _from_output_of(self, scope, node, module) -> list[tuple[_Scope, torch.fx.Node]] | None:
+        """The producers behind what submodule ``module`` (called at ``node``) returns."""
+        graph = _trace(module) if _called_as_traced(module) else None
+        if graph is None:
+            return None
+        inner = _Scope(module, scope.qualified(node.target), graph)
+        (output,) = (n for n in graph.nodes if n.op == "output")
+        return self.producers(inner, output.args[0])  # a tuple returned is no Node: None
+
+    def _from_caller(self, placeholder) -> list[tuple[_Scope, torch.fx.Node]] | None:
+        """The producers behind the argument that ``home``'s owner passes to
+        ``placeholder``."""
+        home = self.home
+        placeholders = [n for n in home.graph.nodes if n.op == "placeholder"]
+        if not home.name or any(str(p.target).startswith("*") for p in placeholders):
+            return None  # the model itself, or *args / **kwargs: positions unknown
+        if not _called_as_traced(home.module):
+            return None
+        owner_name, _, attribute = home.name.rpartition(".")
+        owner = self.model.get_submodule(owner_name)
+        caller = self._caller(owner, owner_name, attribute)
+        if caller is None:
+            return None
+        calls = [n for n in caller.graph.nodes if n.op == "call_module" and n.target == attribute]
+        if len(calls) != 1 or self._module_once(caller, calls[0]) is not home.module:
+            return None
+        (call,) = calls
+        position = placeholders.index(placeholder)
+        if position < len(call.args):
+            arg = call.args[position]
+        else:
+            arg = call.kwargs.get(str(placeholder.target))
+        # Passed once: home(h, h) would feed the features to a second placeholder too.
+        if not isinstance(arg, torch.fx.Node) or _occurrences(call, arg) != 1:
+            return None
+        return self.producers(caller, arg)
+
+    def _caller(self, owner, owner_name, attribute) -> _Scope | None:
+        graph = _trace(owner)
+        if graph is not None:
+            return _Scope(owner, owner_name, graph)
+        method = _only_method_naming(owner, attribute)
+        if method is None:
+            return None
+        graph = _trace(owner, method)
+        return None if graph is None else _Scope(owner, owner_name, graph, method)
 
 
 def _read_columns(consumer: GroupwiseLinear) -> tuple[torch.Tensor, torch.Tensor]:
@@ -200,19 +415,13 @@ def _set_child(parent: nn.Module, target: str, module: nn.Module) -> None:
 
 
 def _shrink_parent(model, parent_name, parent, report) -> None:
-    was_training = parent.training
-    parent.eval()
-    try:
-        graph = _ChildrenAsLeaves().trace(parent)
-    except Exception:  # noqa: BLE001  (a parent that does not trace keeps its layers)
+    graph = _trace(parent)
+    if graph is None:
         return
-    finally:
-        parent.train(was_training)
-    calls = collections.Counter(n.target for n in graph.nodes if n.op == "call_module")
+    home = _Scope(parent, parent_name, graph)
     uses = collections.Counter(id(m) for _, m in model.named_modules(remove_duplicate=False))
-    prefix = f"{parent_name}." if parent_name else ""
     for node in list(graph.nodes):
-        if node.op != "call_module" or calls[node.target] != 1:
+        if node.op != "call_module" or home.calls[node.target] != 1:
             continue
         consumer = parent.get_submodule(node.target)
         if not isinstance(consumer, GroupwiseLinear) or uses[id(consumer)] != 1:
@@ -222,18 +431,18 @@ def _shrink_parent(model, parent_name, parent, report) -> None:
         columns, features = _read_columns(consumer)
         if features.numel() == 0 or features.numel() == consumer.in_features:
             continue
-        walk = _Walk(parent, calls, uses, consumer.in_features)
-        producers = walk.producers(node.args[0])
+        walk = _Walk(model, uses, consumer.in_features, home)
+        producers = walk.producers(home, node.args[0])
         if not producers:
             continue
-        for producer_node in producers:
-            producer = parent.get_submodule(producer_node.target)
-            _set_child(parent, producer_node.target, _narrowed(producer, features))
+        for scope, producer_node in producers:
+            producer = scope.module.get_submodule(producer_node.target)
+            _set_child(scope.module, producer_node.target, _narrowed(producer, features))
         _set_child(parent, node.target, _dense_consumer(consumer, columns))
         report.shrunk.append(
             ShrunkChain(
-                consumer=prefix + str(node.target),
-                producers=[prefix + str(p.target) for p in producers],
+                consumer=home.qualified(str(node.target)),
+                producers=[scope.qualified(str(p.target)) for scope, p in producers],
                 features=int(features.numel()),
                 width=consumer.in_features,
             )
