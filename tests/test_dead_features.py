@@ -2,6 +2,9 @@
 linear reads, checked against the same conversion without it and against float64
 F.linear chains on the masked weights; and the chains it must leave alone."""
 
+import copy
+import types
+
 import pytest
 import torch
 import torch.nn as nn
@@ -194,3 +197,227 @@ def test_transformers_mlps_are_narrowed(family):
         torch.testing.assert_close(
             shrunk(ids).last_hidden_state, plain(ids).last_hidden_state, rtol=1e-10, atol=1e-10
         )
+
+
+# Feed-forwards split over two modules, as BERT's: BertIntermediate computes act(fc1(x)),
+# BertOutput reads it as an argument, and the layer that calls both does not trace.
+class Intermediate(nn.Module):
+    def __init__(self, hidden=16, width=64):
+        super().__init__()
+        self.dense = nn.Linear(hidden, width)
+        self.act = nn.GELU()
+
+    def forward(self, x):
+        return self.act(self.dense(x))
+
+
+class Output(nn.Module):
+    def __init__(self, hidden=16, width=64):
+        super().__init__()
+        self.dense = nn.Linear(width, hidden)
+        self.dropout = nn.Dropout(0.1)
+        self.norm = nn.LayerNorm(hidden)
+
+    def forward(self, h, x):
+        return self.norm(self.dropout(self.dense(h)) + x)
+
+
+class Block(nn.Module):  # BertLayer: torch.fx cannot trace a forward(*args)
+    def __init__(self, hidden=16, width=64, output=Output):
+        super().__init__()
+        self.intermediate = Intermediate(hidden, width)
+        self.output = output(hidden, width)
+
+    def forward(self, *args):
+        return self.feed_forward(*args)
+
+    def feed_forward(self, x):
+        return self.output(self.intermediate(x), x)
+
+
+class TracedBlock(Block):  # the same with a forward that traces
+    def forward(self, x):
+        return self.output(self.intermediate(x), x)
+
+
+class ScaledBlock(Block):  # an elementwise step between the two modules
+    def feed_forward(self, x):
+        return self.output(self.intermediate(x) * 0.5, x)
+
+
+class Stack(nn.Module):
+    def __init__(self, block=Block):
+        super().__init__()
+        self.blocks = nn.ModuleList([block(), block()])
+
+    def forward(self, x):
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+@pytest.mark.parametrize("block", [Block, TracedBlock, ScaledBlock])
+def test_a_feed_forward_split_over_two_modules_is_narrowed(block):
+    shrunk, report, plain = convert_both(Stack(block), seed=8)
+    chains = [(c.consumer, c.producers, c.features, c.width) for c in report.dead_features.shrunk]
+    assert chains == [
+        (f"blocks.{i}.output.dense", [f"blocks.{i}.intermediate.dense"], 32, 64) for i in (0, 1)
+    ]
+    for layer in shrunk.blocks:
+        assert layer.intermediate.dense.out_features == 32 == layer.output.dense.in_features
+        assert layer.output.dense.backend == "dense"
+    check_same_function(shrunk, plain, torch.randn(3, 5, 16, dtype=torch.float64))
+
+
+class ResidualBlock(Block):  # intermediate's features also go around output: none is dead
+    def __init__(self):
+        super().__init__(16, 16)
+
+    def feed_forward(self, x):
+        h = self.intermediate(x)
+        return self.output(h, x) + h
+
+
+class PassedTwiceBlock(Block):  # output(h, h): the features also feed output's residual
+    def __init__(self):
+        super().__init__(16, 16)
+
+    def feed_forward(self, x):
+        h = self.intermediate(x)
+        return self.output(h, h)
+
+
+class ReadTwiceOutput(Output):  # output's dense is not the only reader of h
+    def forward(self, h, x):
+        return self.norm(self.dense(h) + x + h.mean(-1, keepdim=True))
+
+
+class NormFirstOutput(Output):  # a LayerNorm mixes the features before output's dense
+    def __init__(self, hidden, width):
+        super().__init__(hidden, width)
+        self.pre_norm = nn.LayerNorm(width)
+
+    def forward(self, h, x):
+        return self.norm(self.dense(self.pre_norm(h)) + x)
+
+
+class TransposedBlock(Block):  # a transpose is no elementwise step
+    def feed_forward(self, x):
+        h = self.intermediate(x).transpose(0, 1)
+        return self.output(h, x.transpose(0, 1)).transpose(0, 1)
+
+
+class CalledTwiceBlock(Block):  # intermediate's second call reads every feature
+    def feed_forward(self, x):
+        return self.output(self.intermediate(x), x) + self.intermediate(x).mean(-1, keepdim=True)
+
+
+class CalledElsewhereBlock(Block):  # forward itself calls intermediate too (not traceable)
+    def forward(self, *args):
+        return self.feed_forward(*args) + self.intermediate(args[0]).mean(-1, keepdim=True)
+
+
+class GetattrBlock(Block):  # reaches intermediate by a computed name
+    def forward(self, *args):
+        other = getattr(self, "inter" + "mediate")(args[0])
+        return self.feed_forward(*args) + other.mean(-1, keepdim=True)
+
+
+class StoringBlock(Block):  # tracing feed_forward would set an attribute of the model
+    def feed_forward(self, x):
+        self.last_input = x
+        return self.output(self.intermediate(x), x)
+
+
+def _patched_block():  # the instance's feed_forward is not the class's
+    block = Block(16, 16)
+    block.feed_forward = types.MethodType(ResidualBlock.feed_forward, block)
+    return block
+
+
+def _hooked_block():
+    block = Block()
+    block.output.register_forward_pre_hook(lambda module, args: (args[0].flip(-1), args[1]))
+    return block
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        ResidualBlock,
+        PassedTwiceBlock,
+        lambda: Block(output=ReadTwiceOutput),
+        lambda: Block(output=NormFirstOutput),
+        TransposedBlock,
+        CalledTwiceBlock,
+        CalledElsewhereBlock,
+        GetattrBlock,
+        StoringBlock,
+        _patched_block,
+        _hooked_block,  # the hook passes output other features than traced
+    ],
+)
+def test_split_feed_forwards_that_do_not_qualify_are_left_alone(block):
+    shrunk, report, plain = convert_both(Stack(block), seed=9)
+    assert report.dead_features.shrunk == []
+    for layer, plain_layer in zip(shrunk.blocks, plain.blocks, strict=True):
+        assert layer.intermediate.dense.out_features == plain_layer.intermediate.dense.out_features
+    assert not hasattr(shrunk.blocks[0], "last_input")
+    check_same_function(shrunk, plain, torch.randn(3, 5, 16, dtype=torch.float64))
+
+
+def masked_dense(model, report):
+    """``model`` with every layer that convert pruned masked as it pruned it."""
+    reference = copy.deepcopy(model)
+    with torch.no_grad():
+        for layer in report.converted:
+            linear = reference.get_submodule(layer.name)
+            linear.weight.copy_(gwprune.mask_weight(linear.weight, layer.keep_idx))
+    return reference
+
+
+@pytest.mark.parametrize("chunk_size", [0, 4])  # apply_chunking_to_forward splits or not
+def test_transformers_bert_feed_forwards_are_narrowed(chunk_size):
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(10)
+    config = transformers.BertConfig(
+        hidden_size=64,
+        num_hidden_layers=2,
+        intermediate_size=256,
+        num_attention_heads=4,
+        vocab_size=100,
+        max_position_embeddings=32,
+        chunk_size_feed_forward=chunk_size,
+    )
+    model = transformers.BertModel(config).double().eval()
+    shrunk, report = gwprune.convert(model, 0.5)
+    kept = {layer.name: layer.kept_groups for layer in report.converted}
+    chains = [(c.consumer, c.producers, c.features, c.width) for c in report.dead_features.shrunk]
+    assert chains == [
+        (
+            f"encoder.layer.{i}.output.dense",
+            [f"encoder.layer.{i}.intermediate.dense"],
+            kept[f"encoder.layer.{i}.output.dense"],
+            256,
+        )
+        for i in (0, 1)
+    ]
+    for i, layer in enumerate(shrunk.encoder.layer):
+        features = kept[f"encoder.layer.{i}.output.dense"]
+        assert layer.intermediate.dense.out_features == features == 128
+        assert layer.intermediate.dense.weight.shape[0] == features
+        assert layer.output.dense.in_features == features
+        assert layer.output.dense.backend == "dense"
+    ids = torch.randint(0, 100, (2, 12))
+    mask = torch.ones(2, 12, dtype=torch.long)
+    mask[1, 9:] = 0
+    reference = masked_dense(model, report)
+    with torch.no_grad():
+        expected = reference(ids, attention_mask=mask).last_hidden_state
+        for result in (shrunk, gwprune.to_dense(shrunk)):
+            torch.testing.assert_close(
+                result(ids, attention_mask=mask).last_hidden_state,
+                expected,
+                rtol=1e-10,
+                atol=1e-10,
+            )
