@@ -340,9 +340,10 @@ def convert(
 
     With ``dead_features`` (the default), a converted linear whose input comes from other
     linears through elementwise steps only (``fc1 -> GELU -> fc2``, Llama's
-    ``down(act(gate(x)) * up(x))``) makes those linears compute only the features it
-    reads, and then runs as a dense GEMM over them (``gwprune.dead_features``; exact up to
-    rounding); ``report.dead_features`` lists the chains.
+    ``down(act(gate(x)) * up(x))``, BERT's intermediate -> output across modules) makes
+    those linears compute only the features it reads, and then runs as a dense GEMM over
+    them (``gwprune.dead_features``; exact up to rounding); ``report.dead_features``
+    lists the chains.
 
     Returns ``(model, report)``; the model is a deep copy unless ``inplace``. The
     result is for inference: gwprune modules have no autograd formula. Hooks
