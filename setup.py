@@ -108,7 +108,7 @@ def extensions():
     from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
 
     # The CPU kernels are in every build, CPU-only or CUDA.
-    sources = ["csrc/gwprune.cpp", "csrc/conv2d.cpp", "csrc/linear.cpp"]
+    sources = ["csrc/gwprune.cpp", "csrc/conv2d.cpp", "csrc/linear.cpp", "csrc/pack_cache.cpp"]
     sources += sorted(glob.glob("csrc/cpu/*.cpp"))
     cxx_flags = ["-O3"]
     if cuda_home is None:

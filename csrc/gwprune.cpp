@@ -4,6 +4,7 @@
 #include <atomic>
 
 #include "ops.h"
+#include "pack_cache.h"
 
 #define GWPRUNE_STRINGIFY_(x) #x
 #define GWPRUNE_STRINGIFY(x) GWPRUNE_STRINGIFY_(x)
@@ -82,6 +83,32 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "gwprune.ops.linear's checks and the op on a pack-cache entry, for a CUDA x", py::arg("x"),
         py::arg("weight"), py::arg("feature_idx"), py::arg("bias"), py::arg("in_features"),
         py::arg("workspace_bytes"), py::arg("packed_stream"), py::arg("activation") = "none");
+  // The pack cache's store (pack_cache.h); python/gwprune/pack_cache.py is its API.
+  m.def(
+      "pack_cache_lookup",
+      [](const at::Tensor& weight, const at::Tensor& keep_idx,
+         int64_t layout) -> std::optional<std::tuple<at::Tensor, at::Tensor, int64_t, int64_t>> {
+        const auto packed = gwprune::pack_cache::lookup(weight, keep_idx, layout);
+        if (!packed.has_value()) return std::nullopt;
+        return std::make_tuple(packed->weight, packed->index, packed->stream_id, packed->nbytes);
+      },
+      "(packed weight, packed index, stream id, bytes) of a hit (counted), or None",
+      py::arg("weight"), py::arg("keep_idx"), py::arg("layout"));
+  m.def("pack_cache_insert", &gwprune::pack_cache::insert,
+        "Store a packed weight for (weight, keep_idx, layout); False when not stored",
+        py::arg("weight"), py::arg("keep_idx"), py::arg("layout"), py::arg("weight_version"),
+        py::arg("keep_version"), py::arg("packed_weight"), py::arg("packed_index"),
+        py::arg("stream_id"));
+  m.def("pack_cache_set_limit", &gwprune::pack_cache::set_limit, py::arg("nbytes"));
+  m.def("pack_cache_limit", &gwprune::pack_cache::limit);
+  m.def("pack_cache_clear", &gwprune::pack_cache::clear);
+  m.def(
+      "pack_cache_info",
+      [] {
+        const gwprune::pack_cache::Info info = gwprune::pack_cache::info();
+        return std::make_tuple(info.entries, info.nbytes, info.limit, info.hits, info.misses);
+      },
+      "(entries, bytes, limit, hits, misses)");
   m.def("set_poison_outputs", &gwprune::set_poison_outputs,
         "Fill outputs and workspaces with NaN before kernels write them (tests)");
   m.def("poison_outputs", &gwprune::poison_outputs);

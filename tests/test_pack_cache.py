@@ -1,8 +1,12 @@
 """The raw ops' pack cache: hits, invalidation by in-place edits, object lifetime, LRU
 eviction by bytes, the disabled mode, threads, streams and several devices; every result
-equal to F.conv2d / F.linear on the masked weight (float64 here, so exactly)."""
+equal to F.conv2d / F.linear on the masked weight (float64 here, so exactly).
+
+With gwprune._C the store is C++ (csrc/pack_cache.cpp); the Python store (a gwprune
+without _C) is tested at the end."""
 
 import gc
+import itertools
 import threading
 
 import pytest
@@ -11,7 +15,10 @@ import torch.nn.functional as F
 from conftest import DEVICES, HAS_CUDA, cuda_only, host_sync_count
 
 import gwprune
-from gwprune import pack_cache
+from gwprune import ops, pack_cache
+from gwprune._extension import _C
+
+native = pytest.mark.skipif(_C is None, reason="the C++ store is gwprune._C's")
 
 
 @pytest.fixture(autouse=True)
@@ -153,6 +160,57 @@ def test_data_swap_without_version_bump_is_a_miss(device):
         "swapped .data",
     )
     assert counts()[1] == 2
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("edit", ["weight-mul_", "weight-setitem", "keep-setitem", "keep-copy_"])
+def test_linear_in_place_edits_invalidate(device, edit):
+    x, weight, keep, bias = linear_problem(device)
+    gwprune.ops.linear(x, weight, keep, bias)
+    with torch.no_grad():
+        if edit == "weight-mul_":
+            weight.mul_(3)
+        elif edit == "weight-setitem":
+            weight[2] = -1.0
+        elif edit == "keep-setitem":
+            keep[0] = sorted(set(range(weight.shape[1])) - set(keep.tolist()))[0]
+        else:
+            keep.copy_(torch.randperm(weight.shape[1])[: keep.numel()].to(device))
+    assert_equal(
+        gwprune.ops.linear(x, weight, keep, bias), linear_reference(x, weight, keep, bias), edit
+    )
+    assert counts()[:2] == (0, 2), f"{edit}: the edited source was served from the cache"
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_new_storage_at_a_freed_storage_address_is_a_miss(device):
+    # A .data swap keeps the version counter. Swapping the weight's storage out (freeing
+    # it) and a new one in that the allocator placed at the freed address leaves the data
+    # pointer, shape, dtype and version as the entry saw them: only the storage's identity
+    # (csrc/pack_cache.cpp holds it weakly, so no new storage can take its address) tells
+    # the new values from the packed ones.
+    x, weight, keep, bias = conv_problem(device)
+    gwprune.ops.conv2d(x, weight, keep, bias, padding=1)
+    reused = 0
+    for round_ in range(50):
+        address, version = weight.data_ptr(), weight._version
+        weight.data = torch.empty(0, dtype=weight.dtype, device=device)  # frees the storage
+        fresh = torch.empty(5, 6, 3, 3, dtype=x.dtype, device=device)
+        reused += fresh.data_ptr() == address
+        fresh.normal_()
+        weight.data = fresh
+        del fresh
+        assert weight._version == version and weight.shape == (5, 6, 3, 3)
+        assert_equal(
+            gwprune.ops.conv2d(x, weight, keep, bias, padding=1),
+            conv_reference(x, weight, keep, bias),
+            f"round {round_}",
+        )
+        if reused and round_ >= 5:
+            break
+    assert counts()[:2] == (0, round_ + 2)
+    if not reused:
+        pytest.skip("the allocator never put a new storage at the freed address")
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -302,6 +360,68 @@ def test_threads_share_and_fill_the_cache(device):
     assert entries == 5 and hits + misses == 160 and misses <= 8
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_threads_calling_while_others_clear_and_resize(device):
+    # A smoke test of the store's lock: calls (hits, misses, inserts) race with clears,
+    # limit changes and info; every result stays right and the counts stay consistent.
+    problems = [conv_problem(device, seed=s) for s in range(3)]
+    expected = [conv_reference(*p) for p in problems]
+    failures = []
+    stop = threading.Event()
+
+    def call(t):
+        try:
+            for i in range(60):
+                k = (t + i) % 3
+                out = gwprune.ops.conv2d(*problems[k], padding=1)
+                assert float((out - expected[k]).abs().max()) < 1e-12
+        except Exception as error:  # noqa: BLE001
+            failures.append((t, repr(error)))
+
+    def meddle():
+        try:
+            for i in itertools.count():
+                if stop.is_set():
+                    return
+                gwprune.set_pack_cache_limit((2**30, 0, 1)[i % 3])  # 1 byte: nothing fits
+                if i % 5 == 0:
+                    gwprune.clear_pack_cache()
+                info = gwprune.pack_cache_info()
+                assert 0 <= info.entries <= 3 and info.nbytes >= 0
+        except Exception as error:  # noqa: BLE001
+            failures.append(("meddler", repr(error)))
+
+    threads = [threading.Thread(target=call, args=(t,)) for t in range(3)]
+    meddler = threading.Thread(target=meddle)
+    meddler.start()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    stop.set()
+    meddler.join()
+    assert not failures, failures
+    gwprune.set_pack_cache_limit(2**30)
+    for k in range(3):
+        gwprune.ops.conv2d(*problems[k], padding=1)
+    assert gwprune.pack_cache_info().entries == 3
+
+
+@native
+def test_lookup_returns_the_packed_weight_of_the_cpp_store():
+    x, weight, keep, bias = conv_problem("cpu")
+    gwprune.ops.conv2d(x, weight, keep, bias, padding=1)
+    assert pack_cache.lookup(pack_cache.CONV_CHANNELS_LAST, weight, keep) is None
+    entry = pack_cache.lookup(pack_cache.CONV_NCHW, weight, keep)
+    packed = entry.packed
+    assert isinstance(packed, gwprune.PackedConv2dWeight) and entry.stream_id == -1
+    assert (packed.in_channels, packed.kernel_size, packed.groups) == (6, (3, 3), 1)
+    assert entry.nbytes == gwprune.pack_cache_info().nbytes
+    expected = gwprune.pack_conv2d_weight(weight, keep)
+    assert torch.equal(packed.weight, expected.weight)
+    assert torch.equal(packed.group_idx, expected.group_idx)
+
+
 def test_limit_arguments_are_checked():
     with pytest.raises(TypeError, match="nbytes must be an int"):
         gwprune.set_pack_cache_limit(1.5)
@@ -321,6 +441,59 @@ def test_environment_sets_the_default(monkeypatch):
         pack_cache._initial_limit_bytes()
     monkeypatch.delenv("GWPRUNE_PACK_CACHE_MB")
     assert pack_cache._initial_limit_bytes() == 2**30
+
+
+# ---- the Python store (a gwprune without _C) ----------------------------------------------
+
+
+@pytest.fixture
+def python_store(monkeypatch):
+    """The Python store in place of the C++ one, and every call on the Python path (as
+    without _C, where no eager entry exists)."""
+    store = pack_cache._PythonPackCache(gwprune.get_pack_cache_limit())
+    monkeypatch.setattr(pack_cache, "_cache", store)
+    monkeypatch.setattr(ops, "_eager_call", lambda x, weight, bias: False)
+    return store
+
+
+def test_python_store_hits_and_invalidates(python_store):
+    x, weight, keep, bias = conv_problem("cpu")
+    xl, wl, kl, bl = linear_problem("cpu")
+    for call in range(2):
+        assert_equal(gwprune.ops.conv2d(x, weight, keep, bias, padding=1),
+                     conv_reference(x, weight, keep, bias), f"conv {call}")  # fmt: skip
+        assert_equal(gwprune.ops.linear(xl, wl, kl, bl), linear_reference(xl, wl, kl, bl), "")
+    assert counts() == (2, 2, 2)
+    with torch.no_grad():
+        weight.mul_(-1)
+        kl[0] = sorted(set(range(20)) - set(kl.tolist()))[0]
+    weight_version = wl._version
+    wl.data = torch.randn_like(wl)
+    assert wl._version == weight_version
+    assert_equal(gwprune.ops.conv2d(x, weight, keep, bias, padding=1),
+                 conv_reference(x, weight, keep, bias), "edited")  # fmt: skip
+    assert_equal(gwprune.ops.linear(xl, wl, kl, bl), linear_reference(xl, wl, kl, bl), "swap")
+    assert counts() == (2, 4, 2)
+    del weight, keep
+    gc.collect()
+    assert gwprune.pack_cache_info().entries == 1
+
+
+def test_python_store_evicts_by_bytes_and_turns_off(python_store):
+    problems = [conv_problem("cpu", seed=s) for s in range(3)]
+    gwprune.ops.conv2d(*problems[0], padding=1)
+    entry_bytes = gwprune.pack_cache_info().nbytes
+    gwprune.clear_pack_cache()
+    gwprune.set_pack_cache_limit(2 * entry_bytes)
+    for k in (0, 1, 0, 2):  # 2 evicts 1, the least recently used
+        gwprune.ops.conv2d(*problems[k], padding=1)
+    assert pack_cache.lookup(pack_cache.CONV_NCHW, *problems[1][1:3]) is None
+    assert pack_cache.lookup(pack_cache.CONV_NCHW, *problems[0][1:3]) is not None
+    assert gwprune.pack_cache_info().entries == 2
+    gwprune.set_pack_cache_limit(0)
+    assert gwprune.pack_cache_info().entries == 0
+    assert_equal(gwprune.ops.conv2d(*problems[1], padding=1), conv_reference(*problems[1]), "")
+    assert gwprune.pack_cache_info().entries == 0
 
 
 # ---- CUDA: syncs, streams, several devices ------------------------------------------------

@@ -6,26 +6,35 @@ a gather and a copy of the kept columns. The cache keeps one packed weight per
 (weight, keep_idx, input layout), so a repeated call is gather + GEMM only, like the packed
 ops.
 
-What makes a hit. An entry remembers the weight and keep_idx *objects* through weak
-references (a dead reference matches nothing, so a new tensor that reuses a freed tensor's
-``id`` or address is a miss) and, for each, what the object may change without becoming
-another object: its version counter (every in-place op bumps it: ``w.mul_(2)``,
-``w[0] = 1``, ``keep.copy_(...)``, ``set_``, ``resize_``), its data pointer and, for the
-weight, its shape and dtype (``module.half()`` or ``.to()`` swap ``.data`` without a
-version bump, but to new memory). Writes that bypass the version counter, ``w.data.mul_()``
-or writes through ``numpy()`` / DLPack, are not seen: call ``clear_pack_cache()`` after
-them. Tensors made under ``torch.inference_mode`` have no version counter and are never
-cached (each call packs).
+Where it lives. With ``gwprune._C`` the store is C++ (csrc/pack_cache.cpp; its contract,
+the one below, in csrc/pack_cache.h); a miss is handled here (``conv2d_entry`` /
+``linear_entry``: validate, pack, insert). This module is the store's Python API; without
+``_C`` it keeps a Python store of the same contract (``_PythonPackCache``).
+
+What makes a hit. An entry remembers the weight and keep_idx *objects* (their TensorImpls;
+the Python store: the Python objects) through weak references (a dead reference matches
+nothing, so a new tensor that reuses a freed tensor's ``id`` or address is a miss) and, for
+each, what the object may change without becoming another object: its version counter
+(every in-place op bumps it: ``w.mul_(2)``, ``w[0] = 1``, ``keep.copy_(...)``, ``set_``,
+``resize_``), its storage (the C++ store: the StorageImpl, held weakly too, so a freed
+storage whose memory is reused does not match), data pointer, shape, strides and dtype
+(``module.half()`` or ``.to()`` swap ``.data`` without a version bump, but to another
+storage). Writes that bypass the version counter, ``w.data.mul_()`` or writes through
+``numpy()`` / DLPack, are not seen: call ``clear_pack_cache()`` after them. Tensors made
+under ``torch.inference_mode`` have no version counter and are never cached (each call
+packs).
 
 Lifetime. The cache never holds the caller's tensors, only its own packed copies, whose
 bytes count against the limit (LRU by bytes, default 1 GiB, ``GWPRUNE_PACK_CACHE_MB``;
 ``set_pack_cache_limit(0)`` turns it off). When the weight or keep_idx object dies, its
-entries are dropped at the next cache operation. Streams: packing ends with the one host
-sync that validates ``keep_idx``, so a packed weight is complete before any stream can see
-it; a hit on another stream than the one it was packed on records that stream on the
-packed tensors (``Tensor.record_stream``), so freeing an entry never hands its memory to a
+entries are dropped at the next cache operation (a weakref callback flags the death).
+Streams: packing ends with the one host sync that validates ``keep_idx``, so a packed
+weight is complete before any stream can see it; a hit on another stream than the one it
+was packed on records that stream on the packed tensors (``Tensor.record_stream``; the C++
+hit path: csrc/cuda/cached_operands.cpp), so freeing an entry never hands its memory to a
 new allocation while a kernel on that stream may still read it. Thread-safe: one lock
-guards the table; packing itself runs outside it.
+guards the table; packing itself runs outside it. The versions are read before packing, so
+an edit racing with the packing leaves an entry that the next call finds stale.
 """
 
 import math
@@ -43,6 +52,7 @@ from ._layout import conv_output_memory_format
 from .groups import num_groups
 from .packing import (
     PackedConv2dWeight,
+    PackedLinearWeight,
     pack_conv2d_unchecked,
     pack_linear_unchecked,
 )
@@ -56,6 +66,7 @@ CAPTURE_MESSAGE = (
     "gwprune.ops.conv2d_packed / linear_packed or a gwprune module instead"
 )
 
+# The layouts a pack is ordered for (csrc/pack_cache.h uses the same codes).
 CONV_NCHW = 0
 CONV_CHANNELS_LAST = 1
 LINEAR = 2
@@ -75,33 +86,34 @@ def _initial_limit_bytes() -> int:
 
 
 class _Entry:
-    """One packed weight and what its sources looked like when it was packed."""
+    """A cached packed weight, as lookups return it."""
 
     __slots__ = (
-        "weight_ref",
-        "keep_ref",
-        "weight_version",
-        "keep_version",
-        "weight_ptr",
-        "keep_ptr",
-        "weight_shape",
-        "weight_dtype",
         "packed",
         "nbytes",
         "stream_id",  # the stream a CUDA entry was packed on; -1 on the CPU
     )
 
-    def matches(self, weight: torch.Tensor, keep_idx: torch.Tensor) -> bool:
-        return (
-            self.weight_ref() is weight
-            and self.keep_ref() is keep_idx
-            and weight._version == self.weight_version
-            and keep_idx._version == self.keep_version
-            and weight.data_ptr() == self.weight_ptr
-            and keep_idx.data_ptr() == self.keep_ptr
-            and weight.dtype is self.weight_dtype
-            and weight.shape == self.weight_shape
-        )
+    def __init__(self, packed, nbytes: int, stream_id: int):
+        self.packed = packed
+        self.nbytes = nbytes
+        self.stream_id = stream_id
+
+
+def _new_entry(packed) -> _Entry:
+    packed_weight, packed_index = packed_tensors(packed)
+    stream_id = (
+        torch.cuda.current_stream(packed_weight.device).stream_id if packed_weight.is_cuda else -1
+    )
+    return _Entry(packed, packed_weight.nbytes + packed_index.nbytes, stream_id)
+
+
+def _source_versions(weight: torch.Tensor, keep_idx: torch.Tensor) -> tuple[int, int] | None:
+    """Both version counters, or None for inference tensors (none to read: never cached)."""
+    try:
+        return weight._version, keep_idx._version
+    except RuntimeError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -115,90 +127,157 @@ class PackCacheInfo:
     misses: int
 
 
-class _PackCache:
+class _NativePackCache:
+    """The store in gwprune._C (csrc/pack_cache.h)."""
+
+    def __init__(self, limit_bytes: int):
+        _C.pack_cache_set_limit(limit_bytes)
+
+    @property
+    def limit_bytes(self) -> int:
+        return _C.pack_cache_limit()
+
+    def get(self, layout: int, weight: torch.Tensor, keep_idx: torch.Tensor) -> _Entry | None:
+        """The entry packed from exactly these tensors in their current state, or None."""
+        found = _C.pack_cache_lookup(weight, keep_idx, layout)
+        if found is None:
+            return None
+        packed_weight, packed_index, stream_id, nbytes = found
+        # A hit: weight has the shape it was packed with.
+        if layout == LINEAR:
+            packed = PackedLinearWeight(packed_weight, packed_index, weight.shape[1])
+        else:
+            kernel_size = (weight.shape[2], weight.shape[3])
+            packed = PackedConv2dWeight(packed_weight, packed_index, weight.shape[1], kernel_size)
+        return _Entry(packed, nbytes, stream_id)
+
+    def put(self, layout: int, weight, keep_idx, entry: _Entry, versions) -> _Entry:
+        """Stores ``entry`` (complete: the caller synchronized after packing) for these
+        sources as they were at ``versions`` (None: inference tensors, not stored); returns
+        it, stored or not (a disabled cache or an entry larger than the limit is not)."""
+        if versions is not None:
+            packed_weight, packed_index = packed_tensors(entry.packed)
+            _C.pack_cache_insert(weight, keep_idx, layout, *versions, packed_weight,
+                                 packed_index, entry.stream_id)  # fmt: skip
+        return entry
+
+    def set_limit(self, nbytes: int) -> None:
+        _C.pack_cache_set_limit(nbytes)
+
+    def clear(self) -> None:
+        _C.pack_cache_clear()
+
+    def info(self) -> PackCacheInfo:
+        return PackCacheInfo(*_C.pack_cache_info())
+
+
+class _Record:
+    """An entry of the Python store and what its sources looked like when packed."""
+
+    __slots__ = (
+        "entry",
+        "weight_ref",
+        "keep_ref",
+        "weight_version",
+        "keep_version",
+        "weight_ptr",
+        "keep_ptr",
+        "weight_shape",
+        "weight_stride",
+        "weight_dtype",
+    )
+
+    def matches(self, weight: torch.Tensor, keep_idx: torch.Tensor) -> bool:
+        return (
+            self.weight_ref() is weight
+            and self.keep_ref() is keep_idx
+            and weight._version == self.weight_version
+            and keep_idx._version == self.keep_version
+            and weight.data_ptr() == self.weight_ptr
+            and keep_idx.data_ptr() == self.keep_ptr
+            and weight.dtype is self.weight_dtype
+            and weight.shape == self.weight_shape
+            and weight.stride() == self.weight_stride
+        )
+
+
+class _PythonPackCache:
+    """The store of a gwprune without _C (the reference path): the same contract as the C++
+    store, but a source is matched by its Python object and data pointer, not its
+    StorageImpl, so a new storage that a ``.data`` swap puts where a freed one was is not
+    seen (tests/test_pack_cache.py shows the C++ store telling them apart)."""
+
     def __init__(self, limit_bytes: int):
         self._lock = threading.Lock()
-        self._entries: OrderedDict[tuple, _Entry] = OrderedDict()
+        self._records: OrderedDict[tuple, _Record] = OrderedDict()
         self._dead: list[tuple] = []  # keys whose source died (appended by weakref callbacks)
         self._bytes = 0
         self.limit_bytes = limit_bytes
         self.hits = 0
         self.misses = 0
 
-    # -- lookups ----------------------------------------------------------------------
     def get(self, layout: int, weight: torch.Tensor, keep_idx: torch.Tensor) -> _Entry | None:
-        """The entry packed from exactly these tensors in their current state, or None."""
         if self._dead:
             self._purge_dead()
         key = (id(weight), id(keep_idx), layout)
-        entry = self._entries.get(key)
+        record = self._records.get(key)
         try:
-            if entry is None or not entry.matches(weight, keep_idx):
+            if record is None or not record.matches(weight, keep_idx):
                 return None
         except RuntimeError:  # an inference tensor: no version counter
             return None
         with self._lock:
-            if key in self._entries:
-                self._entries.move_to_end(key)
+            if key in self._records:
+                self._records.move_to_end(key)
             self.hits += 1
-        return entry
+        return record.entry
 
-    def put(self, layout: int, weight: torch.Tensor, keep_idx: torch.Tensor, packed) -> _Entry:
-        """Stores ``packed`` (complete: the caller synchronized after packing) for these
-        sources; returns the entry (stored or not: a disabled cache, an entry larger than
-        the limit, or sources without version counters are not stored)."""
-        entry = _Entry()
-        entry.packed = packed
-        packed_weight, packed_index = packed_tensors(packed)
-        entry.nbytes = packed_weight.nbytes + packed_index.nbytes
-        entry.stream_id = (
-            torch.cuda.current_stream(packed_weight.device).stream_id
-            if packed_weight.is_cuda
-            else -1
-        )
-        try:
-            entry.weight_version = weight._version
-            entry.keep_version = keep_idx._version
-        except RuntimeError:  # inference tensors cannot be told apart from edited ones
+    def put(self, layout: int, weight, keep_idx, entry: _Entry, versions) -> _Entry:
+        if versions is None:
             return entry
-        entry.weight_ptr = weight.data_ptr()
-        entry.keep_ptr = keep_idx.data_ptr()
-        entry.weight_shape = weight.shape
-        entry.weight_dtype = weight.dtype
+        record = _Record()
+        record.entry = entry
+        record.weight_version, record.keep_version = versions
+        record.weight_ptr = weight.data_ptr()
+        record.keep_ptr = keep_idx.data_ptr()
+        record.weight_shape = weight.shape
+        record.weight_stride = weight.stride()
+        record.weight_dtype = weight.dtype
         key = (id(weight), id(keep_idx), layout)
 
         def source_died(_ref, key=key):
             self._dead.append(key)  # list.append is atomic; the purge takes the lock
 
-        entry.weight_ref = weakref.ref(weight, source_died)
-        entry.keep_ref = weakref.ref(keep_idx, source_died)
+        record.weight_ref = weakref.ref(weight, source_died)
+        record.keep_ref = weakref.ref(keep_idx, source_died)
         with self._lock:
             self.misses += 1
-            if entry.nbytes > self.limit_bytes:
+            if self.limit_bytes == 0 or entry.nbytes > self.limit_bytes:
                 return entry
-            old = self._entries.pop(key, None)
+            old = self._records.pop(key, None)
             if old is not None:
-                self._bytes -= old.nbytes
-            self._entries[key] = entry
+                self._bytes -= old.entry.nbytes
+            self._records[key] = record
             self._bytes += entry.nbytes
             self._evict_to(self.limit_bytes)
         return entry
 
-    # -- upkeep -----------------------------------------------------------------------
     def _evict_to(self, limit: int) -> None:
         # Caller holds the lock. Least recently used first.
-        while self._bytes > limit and self._entries:
-            _, old = self._entries.popitem(last=False)
-            self._bytes -= old.nbytes
+        while self._bytes > limit and self._records:
+            _, old = self._records.popitem(last=False)
+            self._bytes -= old.entry.nbytes
 
     def _purge_dead(self) -> None:
         with self._lock:
             dead, self._dead = self._dead, []
             for key in dead:
-                entry = self._entries.get(key)
-                if entry is not None and (entry.weight_ref() is None or entry.keep_ref() is None):
-                    del self._entries[key]
-                    self._bytes -= entry.nbytes
+                record = self._records.get(key)
+                if record is None:
+                    continue
+                if record.weight_ref() is None or record.keep_ref() is None:
+                    del self._records[key]
+                    self._bytes -= record.entry.nbytes
 
     def set_limit(self, nbytes: int) -> None:
         with self._lock:
@@ -207,7 +286,7 @@ class _PackCache:
 
     def clear(self) -> None:
         with self._lock:
-            self._entries.clear()
+            self._records.clear()
             self._dead = []
             self._bytes = 0
             self.hits = 0
@@ -218,11 +297,11 @@ class _PackCache:
             self._purge_dead()
         with self._lock:
             return PackCacheInfo(
-                len(self._entries), self._bytes, self.limit_bytes, self.hits, self.misses
+                len(self._records), self._bytes, self.limit_bytes, self.hits, self.misses
             )
 
 
-_cache = _PackCache(_initial_limit_bytes())
+_cache = (_NativePackCache if _C is not None else _PythonPackCache)(_initial_limit_bytes())
 
 
 def packed_tensors(packed) -> tuple[torch.Tensor, torch.Tensor]:
@@ -278,6 +357,7 @@ def conv2d_entry(weight: torch.Tensor, keep_idx: torch.Tensor, layout: int) -> _
     entry = _cache.get(layout, weight, keep_idx)
     if entry is not None:
         return entry
+    versions = _source_versions(weight, keep_idx)  # before packing (see the module doc)
     memory_format = torch.channels_last if layout == CONV_CHANNELS_LAST else torch.contiguous_format
     packed = _validated_pack(
         lambda keep: pack_conv2d_unchecked(weight, keep, memory_format),
@@ -285,7 +365,7 @@ def conv2d_entry(weight: torch.Tensor, keep_idx: torch.Tensor, layout: int) -> _
         num_groups(weight),
         "groups (C*kh*kw of weight)",
     )
-    return _cache.put(layout, weight, keep_idx, packed)
+    return _cache.put(layout, weight, keep_idx, _new_entry(packed), versions)
 
 
 def linear_entry(weight: torch.Tensor, keep_idx: torch.Tensor) -> _Entry:
@@ -293,13 +373,14 @@ def linear_entry(weight: torch.Tensor, keep_idx: torch.Tensor) -> _Entry:
     entry = _cache.get(LINEAR, weight, keep_idx)
     if entry is not None:
         return entry
+    versions = _source_versions(weight, keep_idx)
     packed = _validated_pack(
         lambda keep: pack_linear_unchecked(weight, keep),
         keep_idx,
         weight.shape[1],
         "input features of weight",
     )
-    return _cache.put(LINEAR, weight, keep_idx, packed)
+    return _cache.put(LINEAR, weight, keep_idx, _new_entry(packed), versions)
 
 
 # ---- public API ------------------------------------------------------------------------
