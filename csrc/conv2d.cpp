@@ -1,10 +1,12 @@
 // conv2d_packed: checks the packed operands, owns the output-shape logic and
 // hands the tensors to the implementation of their device (csrc/cpu, csrc/cuda).
-// conv2d_packed_eager and conv2d_cached_eager are the eager CUDA calls of
-// gwprune.ops.conv2d_packed and of gwprune.ops.conv2d served from the pack cache:
-// Python's checks, in Python's order and words (checks.h), then the op, in one call.
+// conv2d_packed_eager and conv2d_cached are the eager calls of gwprune.ops.conv2d_packed
+// and of gwprune.ops.conv2d served from the pack cache (pack_cache.h: the lookup is here
+// too; conv2d_cached_eager takes the cached packed weight as arguments): Python's checks,
+// in Python's order and words (checks.h), then the op, in one call.
 #include "checks.h"
 #include "ops.h"
+#include "pack_cache.h"
 #include "python_args.h"
 
 namespace gwprune {
@@ -115,13 +117,16 @@ at::Tensor conv2d_packed_eager(py::handle x_arg, py::handle weight_arg, py::hand
                     parse_activation(activation));
 }
 
-at::Tensor conv2d_cached_eager(py::handle x_arg, const at::Tensor& weight,
-                               const at::Tensor& group_idx, py::handle bias_arg,
-                               int64_t in_channels, int64_t kernel_h, int64_t kernel_w,
-                               py::handle stride, py::handle padding, py::handle dilation,
-                               int64_t workspace_bytes, int64_t packed_stream,
-                               const std::string& backend, const std::string& activation) {
-  const at::Tensor& x = python_args::tensor(x_arg, "x");
+namespace {
+
+// conv2d_cached_eager and conv2d_cached after reading x: the checks of gwprune.ops.conv2d
+// that a call served from the pack cache still needs, then the op.
+at::Tensor run_cached_conv2d(const at::Tensor& x, const at::Tensor& weight,
+                             const at::Tensor& group_idx, py::handle bias_arg, int64_t in_channels,
+                             int64_t kernel_h, int64_t kernel_w, py::handle stride,
+                             py::handle padding, py::handle dilation, int64_t workspace_bytes,
+                             int64_t packed_stream, const std::string& backend,
+                             const std::string& activation) {
   checks::check_float_tensor(x, "x");
   // The packed weight has the dtype and device of the weight it was packed from, and
   // keep_idx was on that device too (checked when it was packed).
@@ -137,6 +142,38 @@ at::Tensor conv2d_cached_eager(py::handle x_arg, const at::Tensor& weight,
   use_cached_operands(weight, group_idx, packed_stream);
   return run_conv2d(x, weight, group_idx, bias, geometry, workspace_bytes, backend,
                     parsed_activation);
+}
+
+}  // namespace
+
+at::Tensor conv2d_cached_eager(py::handle x_arg, const at::Tensor& weight,
+                               const at::Tensor& group_idx, py::handle bias_arg,
+                               int64_t in_channels, int64_t kernel_h, int64_t kernel_w,
+                               py::handle stride, py::handle padding, py::handle dilation,
+                               int64_t workspace_bytes, int64_t packed_stream,
+                               const std::string& backend, const std::string& activation) {
+  const at::Tensor& x = python_args::tensor(x_arg, "x");
+  return run_cached_conv2d(x, weight, group_idx, bias_arg, in_channels, kernel_h, kernel_w, stride,
+                           padding, dilation, workspace_bytes, packed_stream, backend, activation);
+}
+
+std::optional<at::Tensor> conv2d_cached(py::handle x_arg, py::handle weight_arg,
+                                        py::handle keep_idx_arg, py::handle bias_arg,
+                                        py::handle stride, py::handle padding, py::handle dilation,
+                                        int64_t workspace_bytes, const std::string& backend) {
+  // Anything but three tensors is a miss: the Python path raises its errors.
+  if (!THPVariable_Check(x_arg.ptr()) || !THPVariable_Check(weight_arg.ptr()) ||
+      !THPVariable_Check(keep_idx_arg.ptr()))
+    return std::nullopt;
+  const at::Tensor& x = THPVariable_Unpack(x_arg.ptr());
+  const at::Tensor& weight = THPVariable_Unpack(weight_arg.ptr());
+  const std::optional<pack_cache::Packed> packed = pack_cache::lookup(
+      weight, THPVariable_Unpack(keep_idx_arg.ptr()), pack_cache::conv_layout(x));
+  if (!packed.has_value()) return std::nullopt;
+  // A hit: weight has the [Cout, C, kh, kw] sizes it was packed with.
+  return run_cached_conv2d(x, packed->weight, packed->index, bias_arg, weight.size(1),
+                           weight.size(2), weight.size(3), stride, padding, dilation,
+                           workspace_bytes, packed->stream_id, backend, "none");
 }
 
 at::Tensor run_conv2d(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& group_idx,

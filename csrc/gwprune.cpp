@@ -75,6 +75,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("kernel_h"), py::arg("kernel_w"), py::arg("stride"), py::arg("padding"),
         py::arg("dilation"), py::arg("workspace_bytes"), py::arg("packed_stream"),
         py::arg("backend") = "auto", py::arg("activation") = "none");
+  m.def("conv2d_cached", &gwprune::conv2d_cached,
+        "gwprune.ops.conv2d served from the pack cache: the lookup, the checks and the op; "
+        "None on a miss",
+        py::arg("x"), py::arg("weight"), py::arg("keep_idx"), py::arg("bias"), py::arg("stride"),
+        py::arg("padding"), py::arg("dilation"), py::arg("workspace_bytes"),
+        py::arg("backend") = "auto");
   m.def("linear_packed_eager", &gwprune::linear_packed_eager,
         "gwprune.ops.linear_packed's checks and the op, for a CUDA x", py::arg("x"),
         py::arg("weight"), py::arg("feature_idx"), py::arg("bias"), py::arg("in_features"),
@@ -83,6 +89,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "gwprune.ops.linear's checks and the op on a pack-cache entry, for a CUDA x", py::arg("x"),
         py::arg("weight"), py::arg("feature_idx"), py::arg("bias"), py::arg("in_features"),
         py::arg("workspace_bytes"), py::arg("packed_stream"), py::arg("activation") = "none");
+  m.def("linear_cached", &gwprune::linear_cached,
+        "gwprune.ops.linear served from the pack cache: the lookup, the checks and the op; "
+        "None on a miss",
+        py::arg("x"), py::arg("weight"), py::arg("keep_idx"), py::arg("bias"),
+        py::arg("workspace_bytes"));
   // The pack cache's store (pack_cache.h); python/gwprune/pack_cache.py is its API.
   m.def(
       "pack_cache_lookup",

@@ -1,10 +1,11 @@
 // linear_packed: checks the packed operands and hands the tensors to the
 // implementation of their device (csrc/cpu, csrc/cuda); flattening x to 2-D is decided
-// here. linear_packed_eager and linear_cached_eager are the eager CUDA calls of
+// here. linear_packed_eager and linear_cached are the eager calls of
 // gwprune.ops.linear_packed and of gwprune.ops.linear served from the pack cache (see
 // conv2d.cpp).
 #include "checks.h"
 #include "ops.h"
+#include "pack_cache.h"
 #include "python_args.h"
 
 namespace gwprune {
@@ -56,13 +57,15 @@ at::Tensor linear_packed_eager(py::handle x_arg, py::handle weight_arg, py::hand
   return run_linear(x, weight, feature_idx, bias, workspace_bytes, parse_activation(activation));
 }
 
-at::Tensor linear_cached_eager(py::handle x_arg, const at::Tensor& weight,
-                               const at::Tensor& feature_idx, py::handle bias_arg,
-                               int64_t in_features, int64_t workspace_bytes, int64_t packed_stream,
-                               const std::string& activation) {
-  const at::Tensor& x = python_args::tensor(x_arg, "x");
+namespace {
+
+// linear_cached_eager and linear_cached after reading x (as run_cached_conv2d).
+at::Tensor run_cached_linear(const at::Tensor& x, const at::Tensor& weight,
+                             const at::Tensor& feature_idx, py::handle bias_arg,
+                             int64_t in_features, int64_t workspace_bytes, int64_t packed_stream,
+                             const std::string& activation) {
   checks::check_float_tensor(x, "x");
-  checks::check_same_dtype_device(weight, "weight", x);  // as in conv2d_cached_eager
+  checks::check_same_dtype_device(weight, "weight", x);  // as in run_cached_conv2d
   checks::check_linear_input(x, in_features);
   const std::optional<at::Tensor> bias = python_args::optional_tensor(bias_arg, "bias");
   checks::check_bias(bias, x, weight.size(0), "out_features");
@@ -71,6 +74,33 @@ at::Tensor linear_cached_eager(py::handle x_arg, const at::Tensor& weight,
   const Activation parsed_activation = parse_activation(activation);
   use_cached_operands(weight, feature_idx, packed_stream);
   return run_linear(x, weight, feature_idx, bias, workspace_bytes, parsed_activation);
+}
+
+}  // namespace
+
+at::Tensor linear_cached_eager(py::handle x_arg, const at::Tensor& weight,
+                               const at::Tensor& feature_idx, py::handle bias_arg,
+                               int64_t in_features, int64_t workspace_bytes, int64_t packed_stream,
+                               const std::string& activation) {
+  const at::Tensor& x = python_args::tensor(x_arg, "x");
+  return run_cached_linear(x, weight, feature_idx, bias_arg, in_features, workspace_bytes,
+                           packed_stream, activation);
+}
+
+std::optional<at::Tensor> linear_cached(py::handle x_arg, py::handle weight_arg,
+                                        py::handle keep_idx_arg, py::handle bias_arg,
+                                        int64_t workspace_bytes) {
+  // As conv2d_cached: anything but three tensors, or a miss, is left to Python.
+  if (!THPVariable_Check(x_arg.ptr()) || !THPVariable_Check(weight_arg.ptr()) ||
+      !THPVariable_Check(keep_idx_arg.ptr()))
+    return std::nullopt;
+  const at::Tensor& weight = THPVariable_Unpack(weight_arg.ptr());
+  const std::optional<pack_cache::Packed> packed =
+      pack_cache::lookup(weight, THPVariable_Unpack(keep_idx_arg.ptr()), pack_cache::kLinear);
+  if (!packed.has_value()) return std::nullopt;
+  // A hit: weight has the [out, in] sizes it was packed with.
+  return run_cached_linear(THPVariable_Unpack(x_arg.ptr()), packed->weight, packed->index, bias_arg,
+                           weight.size(1), workspace_bytes, packed->stream_id, "none");
 }
 
 at::Tensor run_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& feature_idx,

@@ -30,12 +30,16 @@ at::Tensor linear_packed(const at::Tensor& x, const at::Tensor& weight,
                          const at::Tensor& feature_idx, const std::optional<at::Tensor>& bias,
                          int64_t workspace_bytes, const std::string& activation = "none");
 
-// The eager entry points of the public ops for CUDA tensors, called from
-// python/gwprune/ops.py with the user's arguments as they are: every check of the Python
-// path, in its order and words (checks.h, python_args.h), then the op, in one call.
-// *_packed_eager take a PackedConv2dWeight / PackedLinearWeight's fields; *_cached_eager
-// take a packed weight from the pack cache (python/gwprune/pack_cache.py) standing for
-// the raw call's weight, and the id of the stream it was packed on.
+// The eager entry points of the public ops (CUDA tensors; CPU ones with the CPU kernels),
+// called from python/gwprune/ops.py with the user's arguments as they are: every check of
+// the Python path, in its order and words (checks.h, python_args.h), then the op, in one
+// call. *_packed_eager take a PackedConv2dWeight / PackedLinearWeight's fields.
+// conv2d_cached / linear_cached take the raw call's weight and keep_idx, look them up in
+// the pack cache (pack_cache.h) and, on a hit, check and run the op on the cached packed
+// weight; a miss (or a weight / keep_idx / x that is not a tensor) returns nullopt
+// (None) before any check, and Python's path packs, checks and fills the cache.
+// *_cached_eager take a cached packed weight and the id of the stream it was packed on
+// (the checks and the op of a hit, for tests).
 at::Tensor conv2d_packed_eager(pybind11::handle x, pybind11::handle weight,
                                pybind11::handle group_idx, pybind11::handle bias,
                                pybind11::handle in_channels, pybind11::handle kernel_size,
@@ -49,6 +53,11 @@ at::Tensor conv2d_cached_eager(pybind11::handle x, const at::Tensor& weight,
                                pybind11::handle dilation, int64_t workspace_bytes,
                                int64_t packed_stream, const std::string& backend,
                                const std::string& activation);
+std::optional<at::Tensor> conv2d_cached(pybind11::handle x, pybind11::handle weight,
+                                        pybind11::handle keep_idx, pybind11::handle bias,
+                                        pybind11::handle stride, pybind11::handle padding,
+                                        pybind11::handle dilation, int64_t workspace_bytes,
+                                        const std::string& backend);
 at::Tensor linear_packed_eager(pybind11::handle x, pybind11::handle weight,
                                pybind11::handle feature_idx, pybind11::handle bias,
                                pybind11::handle in_features, int64_t workspace_bytes,
@@ -57,6 +66,9 @@ at::Tensor linear_cached_eager(pybind11::handle x, const at::Tensor& weight,
                                const at::Tensor& feature_idx, pybind11::handle bias,
                                int64_t in_features, int64_t workspace_bytes, int64_t packed_stream,
                                const std::string& activation);
+std::optional<at::Tensor> linear_cached(pybind11::handle x, pybind11::handle weight,
+                                        pybind11::handle keep_idx, pybind11::handle bias,
+                                        int64_t workspace_bytes);
 
 // The op on checked operands: the CUDA implementation (CPU tensors are refused here).
 at::Tensor run_conv2d(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& group_idx,

@@ -21,6 +21,7 @@ from test_validation import (
 )
 
 import gwprune
+from gwprune import _checks, pack_cache
 from gwprune._extension import _C
 
 pytestmark = pytest.mark.skipif(_C is None, reason="gwprune._C is not built")
@@ -49,6 +50,27 @@ def assert_same_outcome(python, cpp, case):
             assert cpp[0] is ValueError and CPU_REFUSAL in cpp[1], f"{case}: {cpp}"
         return
     assert cpp == python, f"{case}:\n  C++:    {cpp}\n  Python: {python}"
+
+
+def conv_layout(x):
+    return pack_cache.conv2d_layout(x) if isinstance(x, torch.Tensor) else pack_cache.CONV_NCHW
+
+
+def cached_call_outcome(call, layout, weight, keep_idx, packed_tensors, x):
+    """The outcome of gwprune._C.conv2d_cached / linear_cached (the pack cache's hit path)
+    on a weight the cache holds (its packed tensors stored as an earlier call would have,
+    but also for a weight no call would pack: on another device or of another dtype than
+    x). A miss returns None, which the public op answers with the Python path: only an x
+    that is not a tensor may miss here."""
+    gwprune.clear_pack_cache()
+    versions = (weight._version, keep_idx._version)
+    assert _C.pack_cache_insert(weight, keep_idx, layout, *versions, *packed_tensors, -1)
+    result = outcome(lambda: call(weight, keep_idx))
+    gwprune.clear_pack_cache()
+    if result == ("ok", None):
+        assert not isinstance(x, torch.Tensor), "a miss on a cached weight"
+        return outcome(lambda: _checks.check_float_tensor(x, "x"))
+    return result
 
 
 def weight_override(overrides, base_shape):
@@ -84,6 +106,15 @@ def test_conv_entries_raise_what_python_raises(device, case, make):
         )
     )  # fmt: skip
     assert_same_outcome(raw_python, raw_cpp, f"{case} (raw call from the pack cache)")
+    raw_hit = cached_call_outcome(
+        lambda w, k: _C.conv2d_cached(x, w, k, bias, stride, padding, dilation, WORKSPACE),
+        conv_layout(x),
+        new_weight if new_weight is not None else base["weight"],
+        args["keep_idx"] if new_weight is not None else base["keep_idx"],
+        (packed.weight, packed.group_idx),
+        x,
+    )
+    assert_same_outcome(raw_python, raw_hit, f"{case} (raw call, the cache's hit path)")
 
     packed_python = outcome(lambda: gwprune.ops.conv2d_packed(x, packed, *call[1:]))
     packed_cpp = outcome(
@@ -118,6 +149,15 @@ def test_linear_entries_raise_what_python_raises(device, case, make):
         )
     )
     assert_same_outcome(raw_python, raw_cpp, f"{case} (raw call from the pack cache)")
+    raw_hit = cached_call_outcome(
+        lambda w, k: _C.linear_cached(x, w, k, bias, WORKSPACE),
+        pack_cache.LINEAR,
+        new_weight if new_weight is not None else base["weight"],
+        args["keep_idx"] if new_weight is not None else base["keep_idx"],
+        (packed.weight, packed.feature_idx),
+        x,
+    )
+    assert_same_outcome(raw_python, raw_hit, f"{case} (raw call, the cache's hit path)")
 
     packed_python = outcome(lambda: gwprune.ops.linear_packed(x, packed, bias))
     packed_cpp = outcome(

@@ -2,8 +2,10 @@
 eviction by bytes, the disabled mode, threads, streams and several devices; every result
 equal to F.conv2d / F.linear on the masked weight (float64 here, so exactly).
 
-With gwprune._C the store is C++ (csrc/pack_cache.cpp); the Python store (a gwprune
-without _C) is tested at the end."""
+With gwprune._C the store is C++ (csrc/pack_cache.cpp) and an eager hit is one call into
+it (gwprune._C.conv2d_cached / linear_cached); CPU tensors take that path too when the CPU
+kernels are compiled, so every CPU test here runs it. The Python store (a gwprune without
+_C) is tested at the end."""
 
 import gc
 import itertools
@@ -19,6 +21,9 @@ from gwprune import ops, pack_cache
 from gwprune._extension import _C
 
 native = pytest.mark.skipif(_C is None, reason="the C++ store is gwprune._C's")
+cpp_hits_on_cpu = pytest.mark.skipif(
+    not gwprune.cpu_kernels_compiled(), reason="CPU tensors reach the C++ hit path with CPU kernels"
+)
 
 
 @pytest.fixture(autouse=True)
@@ -405,6 +410,58 @@ def test_threads_calling_while_others_clear_and_resize(device):
     for k in range(3):
         gwprune.ops.conv2d(*problems[k], padding=1)
     assert gwprune.pack_cache_info().entries == 3
+
+
+@native
+@cpp_hits_on_cpu
+def test_a_cpu_hit_is_one_call_into_cpp(monkeypatch):
+    # After the first call, neither the Python store nor the Python checks are reached.
+    x, weight, keep, bias = conv_problem("cpu")
+    xl, wl, kl, bl = linear_problem("cpu")
+    gwprune.ops.conv2d(x, weight, keep, bias, padding=1)
+    gwprune.ops.linear(xl, wl, kl, bl)
+
+    def python_path(*args, **kwargs):
+        raise AssertionError("a hit came back to Python")
+
+    for name in ("conv2d_entry", "linear_entry", "lookup"):
+        monkeypatch.setattr(pack_cache, name, python_path)
+    monkeypatch.setattr(pack_cache._cache, "get", python_path)
+    for name in ("check_float_tensor", "check_conv2d_weight", "check_index_meta", "check_bias"):
+        monkeypatch.setattr(ops._checks, name, python_path)
+    hits = counts()[0]
+    for call in range(3):
+        out = gwprune.ops.conv2d(x, weight, keep, bias, padding=1)
+        assert_equal(out, conv_reference(x, weight, keep, bias), f"conv hit {call}")
+        out = gwprune.ops.linear(xl, wl, kl, bl)
+        assert_equal(out, linear_reference(xl, wl, kl, bl), f"linear hit {call}")
+    assert counts()[0] == hits + 6
+
+
+@native
+@cpp_hits_on_cpu
+def test_cached_entries_return_none_on_a_miss():
+    x, weight, keep, bias = conv_problem("cpu")
+    xl, wl, kl, bl = linear_problem("cpu")
+    ws = gwprune.get_workspace_limit()
+
+    def conv(x=x, weight=weight, keep=keep):
+        return _C.conv2d_cached(x, weight, keep, bias, 1, 1, 1, ws, "auto")
+
+    assert conv() is None and _C.linear_cached(xl, wl, kl, bl, ws) is None
+    gwprune.ops.conv2d(x, weight, keep, bias, padding=1)
+    gwprune.ops.linear(xl, wl, kl, bl)
+    assert_equal(conv(), conv_reference(x, weight, keep, bias), "conv hit")
+    assert_equal(_C.linear_cached(xl, wl, kl, bl, ws), linear_reference(xl, wl, kl, bl), "hit")
+    # Not tensors: left to the Python path, which raises its errors.
+    assert conv(keep=keep.tolist()) is None and conv(x=x.tolist()) is None
+    assert conv(weight=weight.tolist()) is None
+    # Another layout, another object with equal values: other entries.
+    assert conv(x=x.contiguous(memory_format=torch.channels_last)) is None
+    assert conv(keep=keep.clone()) is None and conv(weight=weight.clone()) is None
+    # The conv entry is not the linear's, though both are keyed by the same weight.
+    assert _C.linear_cached(x, weight, keep, None, ws) is None
+    assert counts()[:2] == (2, 2)
 
 
 @native

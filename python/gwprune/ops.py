@@ -13,9 +13,10 @@ types and messages) and then the op.
 
 Raw ops take a dense-shaped weight plus ``keep_idx``; the first call with them validates
 ``keep_idx`` (one host sync when it lives on a GPU) and packs, later calls reuse the packed
-weight from ``gwprune.pack_cache``. Packed ops take a weight compacted once by
-``pack_conv2d_weight`` / ``pack_linear_weight``: their forward is gather + GEMM only, with
-no sync.
+weight from ``gwprune.pack_cache`` (an eager hit: one call, ``gwprune._C.conv2d_cached`` /
+``linear_cached``, which looks the weight up in the C++ store, checks and runs the op).
+Packed ops take a weight compacted once by ``pack_conv2d_weight`` / ``pack_linear_weight``:
+their forward is gather + GEMM only, with no sync.
 """
 
 import logging
@@ -318,23 +319,12 @@ def conv2d(
     # The lean path serves ungrouped convs with numeric padding (the cache packs those).
     lean = type(groups) is int and groups == 1 and not isinstance(padding, str)
     if lean and _eager_call(x, weight, bias):
-        entry = pack_cache.lookup(pack_cache.conv2d_layout(x), weight, keep_idx)
-        if entry is not None:  # checked and packed by an earlier call: C++ from here
-            packed = entry.packed
-            return _C.conv2d_cached_eager(
-                x,
-                packed.weight,
-                packed.group_idx,
-                bias,
-                packed.in_channels,
-                *packed.kernel_size,
-                stride,
-                padding,
-                dilation,
-                get_workspace_limit(),
-                entry.stream_id,
-                backend,
-            )
+        # One call: the pack-cache lookup, the checks and the op in C++; None on a miss.
+        out = _C.conv2d_cached(
+            x, weight, keep_idx, bias, stride, padding, dilation, get_workspace_limit(), backend
+        )
+        if out is not None:
+            return out
     _checks.check_float_tensor(x, "x")
     _checks.check_conv2d_weight(weight, x)
     _checks.check_groups_arg(groups, weight.shape[0], "output channels of weight")
@@ -448,18 +438,9 @@ def linear(x, weight, keep_idx, bias=None):
     ``keep_idx`` the kept input features. Equals
     ``F.linear(x, mask_weight(weight, keep_idx), bias)``."""
     if _eager_call(x, weight, bias):
-        entry = pack_cache.lookup(pack_cache.LINEAR, weight, keep_idx)
-        if entry is not None:  # checked and packed by an earlier call: C++ from here
-            packed = entry.packed
-            return _C.linear_cached_eager(
-                x,
-                packed.weight,
-                packed.feature_idx,
-                bias,
-                packed.in_features,
-                get_workspace_limit(),
-                entry.stream_id,
-            )
+        out = _C.linear_cached(x, weight, keep_idx, bias, get_workspace_limit())  # as conv2d
+        if out is not None:
+            return out
     _checks.check_float_tensor(x, "x")
     _checks.check_linear_weight(weight, x)
     _checks.check_linear_input(x, weight.shape[1])

@@ -7,7 +7,9 @@ a gather and a copy of the kept columns. The cache keeps one packed weight per
 ops.
 
 Where it lives. With ``gwprune._C`` the store is C++ (csrc/pack_cache.cpp; its contract,
-the one below, in csrc/pack_cache.h); a miss is handled here (``conv2d_entry`` /
+the one below, in csrc/pack_cache.h), and an eager raw call that hits is one call into it:
+``gwprune._C.conv2d_cached`` / ``linear_cached`` look the sources up, run the op's checks
+and the op, and return None on a miss, which comes back here (``conv2d_entry`` /
 ``linear_entry``: validate, pack, insert). This module is the store's Python API; without
 ``_C`` it keeps a Python store of the same contract (``_PythonPackCache``).
 
@@ -128,7 +130,8 @@ class PackCacheInfo:
 
 
 class _NativePackCache:
-    """The store in gwprune._C (csrc/pack_cache.h)."""
+    """The store in gwprune._C (csrc/pack_cache.h), which the raw ops' eager hit path
+    (gwprune._C.conv2d_cached / linear_cached) reads without coming back to Python."""
 
     def __init__(self, limit_bytes: int):
         _C.pack_cache_set_limit(limit_bytes)
