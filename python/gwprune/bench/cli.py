@@ -139,8 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--host-batches",
         type=_positive_int,
         default=None,
-        help=f"--host-overhead: timed batches per call (default {host_cli.GPU_BATCHES}; "
-        f"CPU {host_cli.CPU_BATCHES})",
+        help=f"--host-overhead: rounds, each one timed batch of every call of a case, "
+        f"round-robin (default {host_cli.GPU_BATCHES}; CPU {host_cli.CPU_BATCHES})",
     )
     parser.add_argument(
         "--keep",

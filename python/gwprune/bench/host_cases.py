@@ -43,8 +43,8 @@ GPU_LAYERS = (
     HostLayer("bert-ffn", "linear", 8192, 768, 3072),
     HostLayer("conv-n1-14x14", "conv", 1, 512, 512, image=14, kernel=3),
 )
-# The CPU runs the reference path, whose compute grows with the layer: small layers keep
-# the time per call mostly host time there.
+# A CPU call is synchronous, its compute counted in its time: small layers keep that
+# compute small.
 CPU_LAYERS = (
     HostLayer("conv-tiny", "conv", 2, 16, 16, image=8, kernel=3),
     HostLayer("linear-tiny", "linear", 16, 64, 64),

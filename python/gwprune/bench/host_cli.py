@@ -3,9 +3,10 @@
 For every layer of host_cases.py (the seed conv, the BERT FFN linear and a batch-1 conv
 on a GPU; small layers on the CPU), every variant (NCHW / channels_last, with and without
 bias) and precision, it checks gwprune's raw, packed and module calls against float64,
-then times them and the dense op: host time per call with the GPU kept busy (host_timing.py)
-and, for the batch-1 layer, eager latency. Calls run under ``torch.no_grad()``. Writes
-results.csv, results.md and env.json to bench/results/host-overhead-<device>-<date>/.
+then times them and the dense op together, round-robin within each round: host time per
+call with the GPU kept busy (host_timing.py) and, for the batch-1 layer, eager latency.
+Calls run under ``torch.no_grad()``. Writes results.csv, results.md and env.json to
+bench/results/host-overhead-<device>-<date>/.
 """
 
 import datetime
@@ -38,8 +39,11 @@ CPU_HOST_PRECISIONS = "fp32"
 # chunked TF32 conv launches six or more kernels per call; 200 calls (the first H200
 # run, 2026-12-02) filled the queue, so the host waited on the GPU and the time of
 # multi-kernel calls (TF32 seed conv, cuDNN conv + bias) read 200 us instead of ~30.
-GPU_CALLS, GPU_BATCHES = 40, 25
-CPU_CALLS, CPU_BATCHES = 50, 5
+# Rounds (--host-batches): each runs one batch of every call of a case, round-robin
+# (host_timing.py); the minimum over 50 of them. 25 batches per call, timed one call after
+# the other (2026-12-04), left the dense op at 27-50 us between near-identical cases.
+GPU_CALLS, GPU_BATCHES = 40, 50
+CPU_CALLS, CPU_BATCHES = 50, 15
 
 
 def _fail(message: str) -> int:
@@ -140,22 +144,30 @@ def _measure(layer, variant, precision, device, timer, seed, with_latency) -> li
         setup = build(layer, variant, precision.dtype, device, seed)
     except Exception as error:  # noqa: BLE001  (recorded in the row, the run goes on)
         return [row(c, m, None, f"error: {error}") for c in CALLS for m in metrics]
-    rows = []
+    # Every call is checked first; those that pass are timed together, round-robin
+    # (host_timing.py), so drift of the host hits them alike.
+    status: dict[str, str] = {}
     for call in CALLS:
-        fn = setup.calls[call]
         try:
             # The dense op's own error (fp16 / TF32 rounding) is the yardstick's scale.
             tolerance = precision.tolerance_reordered if call == "dense" else precision.tolerance
-            error = _relative_error(fn(), setup.reference)
-            if not error <= tolerance:
-                rows += [row(call, m, None, f"FAILED: error {error:.2e}") for m in metrics]
-                continue
-            rows.append(row(call, HOST, timer.host_us(fn), "ok"))
-            if with_latency:
-                rows.append(row(call, LATENCY, timer.latency_us(fn), "ok"))
+            error = _relative_error(setup.calls[call](), setup.reference)
+            status[call] = "ok" if error <= tolerance else f"FAILED: error {error:.2e}"
         except Exception as error:  # noqa: BLE001
-            rows += [row(call, m, None, f"error: {error}") for m in metrics]
-    return rows
+            status[call] = f"error: {error}"
+    timed = {call: setup.calls[call] for call in CALLS if status[call] == "ok"}
+    times: dict[str, dict[str, float]] = {}
+    try:
+        times[HOST] = timer.host_us_each(timed)
+        if with_latency:
+            times[LATENCY] = timer.latency_us_each(timed)
+    except Exception as error:  # noqa: BLE001
+        status.update(dict.fromkeys(timed, f"error: {error}"))
+    return [
+        row(call, metric, times[metric][call] if status[call] == "ok" else None, status[call])
+        for call in CALLS
+        for metric in metrics
+    ]
 
 
 def report_only(out_dir: Path, env: dict) -> int:

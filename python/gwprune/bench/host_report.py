@@ -146,9 +146,9 @@ def render(rows: list[HostRow], env: dict, command: str) -> str:
     ]
     if cpu:
         lines += [
-            "**CPU run**: CPU tensors take the reference path, and the layers are small, so a",
-            "call's time is mostly host time; the targets are for CUDA tensors on the device",
-            "host and are shown only to keep the report's shape.",
+            "**CPU run**: CPU tensors run the CPU kernels synchronously, so a call's time",
+            "includes its compute (the layers are small); the targets are for CUDA tensors on",
+            "the device host and are shown only to keep the report's shape.",
             "",
         ]
     lines += ["## Targets", "", *target_lines(rows), ""]
