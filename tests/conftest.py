@@ -297,16 +297,27 @@ def setting(get, set_, value):
         set_(saved)
 
 
-def forced_gather(name: str):
-    """GWPRUNE_IMPLICIT_GATHER (the implicit kernel's NCHW producer) set for the block."""
-
-    def set_(value):
-        if value is None:
-            os.environ.pop("GWPRUNE_IMPLICIT_GATHER", None)
+def _environment_setting(variable: str, value: str | None):
+    def set_(new):
+        if new is None:
+            os.environ.pop(variable, None)
         else:
-            os.environ["GWPRUNE_IMPLICIT_GATHER"] = value
+            os.environ[variable] = new
 
-    return setting(lambda: os.environ.get("GWPRUNE_IMPLICIT_GATHER"), set_, name)
+    return setting(lambda: os.environ.get(variable), set_, value)
+
+
+@contextlib.contextmanager
+def forced_gather(name: str):
+    """GWPRUNE_IMPLICIT_GATHER (the implicit kernel's NCHW producer) set for the block;
+    "persistent-kN" also sets GWPRUNE_IMPLICIT_K_SLICES to N (the persistent kernel's K
+    slices, csrc/cuda/implicit/windows/k_slices.cuh)."""
+    gather, _, slices = name.partition("-k")
+    with (
+        _environment_setting("GWPRUNE_IMPLICIT_GATHER", gather),
+        _environment_setting("GWPRUNE_IMPLICIT_K_SLICES", slices or None),
+    ):
+        yield
 
 
 def threads(count: int):

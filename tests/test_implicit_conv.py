@@ -204,6 +204,57 @@ def test_persistent_window_kernel_walks_many_tiles(shape, keep, precision, monke
     assert torch.equal(out, again), "the persistent kernel differs from run to run"
 
 
+# Few output tiles (a batch of one: 4 tiles of 128 x 256; 2 x 64 x 14 x 14: 4 tiles of 128 x
+# 128), so the persistent kernel cuts each tile's K loop into slices (windows/k_slices.cuh):
+# GWPRUNE_IMPLICIT_K_SLICES forces a count (capped at the tile's stages), from 2 to more
+# slices than stages; odd channels, a masked output-channel tile, two images per tile.
+K_SLICE_SHAPES = [
+    (1, 512, 512, (14, 14), 3, 1, 1, 1),
+    (2, 64, 128, (14, 14), 3, 1, 1, 1),
+    (1, 33, 300, (16, 12), 3, 1, 2, 2),
+    (3, 130, 64, (10, 10), (3, 5), 2, (1, 2), 1),
+]
+
+
+@needs_implicit
+@pytest.mark.cuda
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+@pytest.mark.parametrize("slices", [2, 3, 7, 64])
+@pytest.mark.parametrize("keep", ["quarter", "half", "all"])
+@pytest.mark.parametrize("shape", K_SLICE_SHAPES, ids=shape_id)
+def test_persistent_k_slices_match(shape, keep, slices, precision, monkeypatch):
+    """Each unit's partials, added up by the tile's last unit in slice order: correct, every
+    output written (poisoned), and bitwise the same from run to run whichever unit is last."""
+    x, weight, bias, keep_idx, (s, p, d), ref = implicit_case(
+        shape, keep, True, False, precision, seed=hash((shape_id(shape), keep, slices)) % 2**31
+    )
+    packed = gwprune.pack_conv2d_weight(weight, keep_idx)
+    monkeypatch.setenv("GWPRUNE_IMPLICIT_GATHER", "persistent")
+    monkeypatch.setenv("GWPRUNE_IMPLICIT_K_SLICES", str(slices))
+    context = f"implicit persistent, {slices} K slices, {shape_id(shape)} keep={keep}"
+    with precision_flags(precision):
+        with poisoned_outputs("cuda"):
+            out = gwprune.ops.conv2d_packed(x, packed, bias, s, p, d, backend="implicit")
+        assert_matches(out, ref, precision, context)
+        for _ in range(3):
+            again = gwprune.ops.conv2d_packed(x, packed, bias, s, p, d, backend="implicit")
+            assert torch.equal(out, again), f"{context}: differs from run to run"
+
+
+@needs_implicit
+@pytest.mark.cuda
+@pytest.mark.parametrize("value", ["0", "-2", "many"])
+def test_bad_k_slice_count_is_refused(value, monkeypatch):
+    x, weight, bias, keep_idx, (s, p, d), _ = implicit_case(
+        K_SLICE_SHAPES[1], "half", False, False, "fp16", seed=3
+    )
+    packed = gwprune.pack_conv2d_weight(weight, keep_idx)
+    monkeypatch.setenv("GWPRUNE_IMPLICIT_GATHER", "persistent")
+    monkeypatch.setenv("GWPRUNE_IMPLICIT_K_SLICES", value)
+    with pytest.raises(RuntimeError, match="GWPRUNE_IMPLICIT_K_SLICES must be a positive count"):
+        gwprune.ops.conv2d_packed(x, packed, bias, s, p, d, backend="implicit")
+
+
 @needs_implicit
 @pytest.mark.cuda
 @pytest.mark.parametrize("window", [*WINDOW_KERNELS, "rows"])
@@ -244,7 +295,10 @@ DENSE_ACTIVATIONS = {
 # the main kernel's (store_tile; the row gather, the only one for channels_last and TF32), the
 # window kernels' (store_tile again, called by window_kernel.cuh for "windows" and by
 # staged_window_kernel.cuh for "split") and the persistent kernel's from registers
-# (register_epilogue.cuh). GWPRUNE_IMPLICIT_GATHER is read for NCHW 16-bit x only.
+# (register_epilogue.cuh), over whole tiles and over K slices ("persistent-k3": the epilogue
+# runs after the partials are added up). GWPRUNE_IMPLICIT_GATHER is read for NCHW 16-bit x
+# only. Without an activation the split and persistent kernels run their bias-only
+# instantiations.
 EPILOGUES = [
     pytest.param(precision, layout, gather, id=f"{precision}-{layout}-{gather}")
     for precision, layout, gather in [
@@ -253,10 +307,21 @@ EPILOGUES = [
         *[
             (precision, "nchw", gather)
             for precision in ("fp16", "bf16")
-            for gather in ("rows", "windows", "split", "persistent")
+            for gather in ("rows", "windows", "split", "persistent", "persistent-k3")
         ],
     ]
 ]
+
+
+def force_kernel(monkeypatch, gather):
+    """GWPRUNE_IMPLICIT_GATHER, and GWPRUNE_IMPLICIT_K_SLICES for "persistent-kN"
+    (conftest.forced_gather's names)."""
+    name, _, slices = gather.partition("-k")
+    monkeypatch.setenv("GWPRUNE_IMPLICIT_GATHER", name)
+    if slices:
+        monkeypatch.setenv("GWPRUNE_IMPLICIT_K_SLICES", slices)
+
+
 # Two 256-wide output-channel tiles (the second mostly masked) and 196 output pixels per
 # image: the window kernels take it, and the persistent one too (an even pixel count).
 ACTIVATION_SHAPE = (2, 40, 300, (14, 14), 3, 1, 1, 1)
@@ -290,7 +355,7 @@ def test_implicit_fuses_the_activation(precision, layout, gather, activation, mo
     ref = activated_reference(x, weight, bias, keep_idx, (s, p, d), activation)
     memory_format = torch.channels_last if layout == "channels_last" else torch.contiguous_format
     packed = gwprune.pack_conv2d_weight(weight, keep_idx, memory_format)
-    monkeypatch.setenv("GWPRUNE_IMPLICIT_GATHER", gather)
+    force_kernel(monkeypatch, gather)
     with precision_flags(precision), poisoned_outputs("cuda"):
         out = gwprune.ops.conv2d_packed(
             x, packed, bias, s, p, d, activation=activation, backend="implicit"
@@ -304,7 +369,13 @@ def test_implicit_fuses_the_activation(precision, layout, gather, activation, mo
 @pytest.mark.parametrize("activation", ["relu", "relu6"])
 @pytest.mark.parametrize(
     "layout, gather",
-    [("channels_last", "rows"), ("nchw", "rows"), ("nchw", "windows"), ("nchw", "persistent")],
+    [
+        ("channels_last", "rows"),
+        ("nchw", "rows"),
+        ("nchw", "windows"),
+        ("nchw", "persistent"),
+        ("nchw", "persistent-k3"),
+    ],
     ids=lambda value: value,
 )
 def test_implicit_activation_keeps_nans(layout, gather, activation, monkeypatch):
@@ -317,7 +388,7 @@ def test_implicit_activation_keeps_nans(layout, gather, activation, monkeypatch)
     assert nan.any() and not nan.all(), "the case must carry the NaN to some outputs only"
     memory_format = torch.channels_last if layout == "channels_last" else torch.contiguous_format
     packed = gwprune.pack_conv2d_weight(weight, keep_idx, memory_format)
-    monkeypatch.setenv("GWPRUNE_IMPLICIT_GATHER", gather)
+    force_kernel(monkeypatch, gather)
     with precision_flags("fp16"), poisoned_outputs("cuda"):
         out = gwprune.ops.conv2d_packed(
             x, packed, bias, s, p, d, activation=activation, backend="implicit"
@@ -425,13 +496,15 @@ def extra_device_bytes(call) -> int:
 @needs_implicit
 @pytest.mark.cuda
 @pytest.mark.parametrize(("shape", "keep", "channels_last", "precision", "path"), AUTO_RULE_CASES)
-def test_auto_follows_the_documented_rule(shape, keep, channels_last, precision, path):
+def test_auto_follows_the_documented_rule(shape, keep, channels_last, precision, path, monkeypatch):
     """Which path "auto" took, told by what it allocates: the implicit kernel nothing but
     the output, the explicit path its compacted operand too (the two can round to the same
-    bits, so their results cannot tell them apart)."""
+    bits, so their results cannot tell them apart). One K slice: the sliced persistent
+    kernel's partials (windows/k_slices.cuh) would blur that signal."""
     x, weight, bias, keep_idx, (s, p, d), ref = implicit_case(
         shape, keep, True, channels_last, precision, 11
     )
+    monkeypatch.setenv("GWPRUNE_IMPLICIT_K_SLICES", "1")
     packed = gwprune.pack_conv2d_weight(weight, keep_idx)
     extra = {}
     with precision_flags(precision):

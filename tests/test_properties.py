@@ -241,7 +241,7 @@ def check_conv_case(case: ConvCase, device: str) -> None:
         # The window kernels forced on every case (they take 16-bit NCHW with contiguous
         # rows of any geometry; the rest falls back to the row gather, then checked again).
         if case.precision in ("fp16", "bf16"):
-            for kernel in ("windows", "staged", "split", "persistent"):
+            for kernel in ("windows", "staged", "split", "persistent", "persistent-k3"):
                 with (
                     precision_flags(case.precision),
                     poisoned_outputs(device),

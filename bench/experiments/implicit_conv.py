@@ -1,7 +1,7 @@
 """The implicit-GEMM conv against the explicit path, the equal-FLOPs anchor and dense.
 
     python bench/experiments/implicit_conv.py --out FILE.csv [--quick] [--layers a,b]
-        [--gathers rows,windows]
+        [--gathers rows,windows,persistent-k4]
 
 For each layer, precision (tf32, fp16, bf16) and keep ratio: gwprune with
 backend="implicit" and backend="explicit" (packed weight, x in the layout given),
@@ -91,9 +91,13 @@ def measure(name, layer, precision, keep, writer, gathers=GATHERS):
             row[f"{backend}_{layout_name}"] = time_ms(run)
         if layout_name == "nchw":
             # Each NCHW producer forced on the same call (GWPRUNE_IMPLICIT_GATHER; one
-            # that does not apply falls back to the row gather): side by side.
+            # that does not apply falls back to the row gather): side by side. "name-kN"
+            # also forces N K slices (GWPRUNE_IMPLICIT_K_SLICES, the persistent kernel's).
             for gather in gathers:
-                os.environ["GWPRUNE_IMPLICIT_GATHER"] = gather
+                name, _, slices = gather.partition("-k")
+                os.environ["GWPRUNE_IMPLICIT_GATHER"] = name
+                if slices:
+                    os.environ["GWPRUNE_IMPLICIT_K_SLICES"] = slices
                 try:
 
                     def forced(xl=xl, packed=packed):
@@ -105,6 +109,7 @@ def measure(name, layer, precision, keep, writer, gathers=GATHERS):
                     )
                 finally:
                     del os.environ["GWPRUNE_IMPLICIT_GATHER"]
+                    os.environ.pop("GWPRUNE_IMPLICIT_K_SLICES", None)
     row["anchor"] = min(row["anchor_nchw"], row["anchor_nhwc"])
     row["dense"] = min(row["dense_nchw"], row["dense_nhwc"])
     row["implicit"] = min(row["implicit_nchw"], row["implicit_nhwc"])

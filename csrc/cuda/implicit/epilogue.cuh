@@ -66,8 +66,11 @@ __device__ __forceinline__ void activate_each(float (&acc)[N], Function activati
 // acc = activation(acc + bias), in fp32 and in place, before an epilogue rounds and stores the
 // tile (fragment layout above: acc[4j + 2 half + h] is column 8j + 2 (lane % 4) + h). The
 // activation is a kernel parameter, the same in every thread: one switch per tile, not per
-// value, so each activation is one straight run of code and "none" costs one branch.
-template <typename Elem, int BN>
+// value, so each activation is one straight run of code. Activates = false leaves the switch
+// out of the kernel (p.activation must then be kNone): the six unrolled variants had grown the
+// persistent kernel from 3,448 to 11,264 instructions and cost 4-8 % with no activation
+// (bench/NOTES.md change 27), so the default kernels come in both forms.
+template <typename Elem, int BN, bool Activates = true>
 __device__ __forceinline__ void add_bias_and_activate(const ConvProblem& p, float (&acc)[BN / 2],
                                                       int first_col, int lane) {
   const Elem* bias = static_cast<const Elem*>(p.bias);
@@ -81,6 +84,7 @@ __device__ __forceinline__ void add_bias_and_activate(const ConvProblem& p, floa
       acc[4 * j + 2 + h] += b;
     }
   }
+  if constexpr (!Activates) return;
   switch (p.activation) {
     case EpilogueActivation::kNone:
       break;
@@ -182,8 +186,9 @@ __device__ __forceinline__ void store_nchw_runs(const ConvProblem& p, uint32_t s
 // overwrites), then stages the tile in `staging` and stores it. `first_row` is the tile's first
 // row (output pixels flat over images, row_pitch per image: rows past an image's
 // pixels are the run gather's padding and are not stored), `first_col` its first output channel;
-// `barrier_id` names this warpgroup's own barrier (128 threads).
-template <typename Elem, int BN, bool ChannelsLast>
+// `barrier_id` names this warpgroup's own barrier (128 threads). Activates as for
+// add_bias_and_activate.
+template <typename Elem, int BN, bool ChannelsLast, bool Activates = true>
 __device__ __forceinline__ void store_tile(const ConvProblem& p, float (&acc)[BN / 2],
                                            uint8_t* staging, int first_row, int first_col,
                                            int thread, int barrier_id) {
@@ -195,7 +200,7 @@ __device__ __forceinline__ void store_tile(const ConvProblem& p, float (&acc)[BN
   const uint32_t staging_address = smem_address(staging);
   const int warp = thread / 32, lane = thread % 32;
   const int r0 = warp * 16 + lane / 4;
-  add_bias_and_activate<Elem, BN>(p, acc, first_col, lane);
+  add_bias_and_activate<Elem, BN, Activates>(p, acc, first_col, lane);
 #pragma unroll
   for (int j = 0; j < BN / 8; ++j) {
 #pragma unroll

@@ -13,6 +13,7 @@
 #include <cuda.h>
 #include <cudaTypedefs.h>
 
+#include <array>
 #include <cstdlib>
 #include <limits>
 #include <string>
@@ -545,77 +546,176 @@ constexpr int kPersistent = -2;
 
 // The window kernels of one tile width: the register consumer's (Staged = -1), or the
 // staged one's with Staged register steps per stage (0: staged, 2: split). One CTA per tile.
+// The split kernel, a default, comes without the activation switch too (Activates,
+// ../epilogue.cuh); the others, forced or fallbacks, always have it.
 template <typename Elem, int BN, int Staged>
 struct WindowKernel {
   using Layout =
       std::conditional_t<(Staged >= 0), windows::StagedLayout<BN>, windows::WindowLayout<BN>>;
   static constexpr int kThreads = Staged >= 0 ? windows::kStagedThreads : windows::kThreads;
   using Kernel = void (*)(CUtensorMap, CUtensorMap, ConvProblem, windows::WindowLaunch);
-  static Kernel of(bool channels_aligned) {
+  template <bool ChannelsAligned, bool Activates>
+  static constexpr Kernel instance() {
     if constexpr (Staged >= 0) {
-      return channels_aligned ? windows::staged_window_conv_kernel<Elem, BN, true, Staged>
-                              : windows::staged_window_conv_kernel<Elem, BN, false, Staged>;
+      return windows::staged_window_conv_kernel < Elem, BN, ChannelsAligned, Staged,
+             Activates || Staged != 2 > ;
     } else {
-      return channels_aligned ? windows::window_conv_kernel<Elem, BN, true>
-                              : windows::window_conv_kernel<Elem, BN, false>;
+      return windows::window_conv_kernel<Elem, BN, ChannelsAligned>;
     }
   }
-  static int64_t grid(int64_t tiles) { return tiles; }
+  static Kernel of(bool channels_aligned, bool activates) {
+    if (channels_aligned) return activates ? instance<true, true>() : instance<true, false>();
+    return activates ? instance<false, true>() : instance<false, false>();
+  }
+  static std::array<Kernel, 4> all() {
+    return {instance<true, true>(), instance<true, false>(), instance<false, true>(),
+            instance<false, false>()};
+  }
 };
 
-// The persistent window kernel: at most one CTA per SM, each walking its share of tiles.
+// The persistent window kernel, over whole tiles or K slices (windows/k_slices.cuh), with and
+// without the activation switch.
 template <typename Elem, int BN>
 struct PersistentWindowKernel {
   using Layout = windows::WindowLayout<BN>;
   static constexpr int kThreads = windows::kThreads;
-  using Kernel = void (*)(CUtensorMap, CUtensorMap, ConvProblem, windows::WindowLaunch);
-  static Kernel of(bool channels_aligned) {
-    return channels_aligned ? windows::persistent_window_conv_kernel<Elem, BN, true>
-                            : windows::persistent_window_conv_kernel<Elem, BN, false>;
+  using Kernel = void (*)(CUtensorMap, CUtensorMap, ConvProblem, windows::WindowLaunch,
+                          windows::KSlices);
+  template <bool ChannelsAligned, bool Activates, bool Sliced>
+  static constexpr Kernel instance() {
+    return windows::persistent_window_conv_kernel<Elem, BN, ChannelsAligned, Activates, Sliced>;
   }
-  static int64_t grid(int64_t tiles) {
-    const int64_t sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
-    return tiles < sms ? tiles : sms;
+  template <bool ChannelsAligned>
+  static Kernel of(bool activates, bool sliced) {
+    if (sliced)
+      return activates ? instance<ChannelsAligned, true, true>()
+                       : instance<ChannelsAligned, false, true>();
+    return activates ? instance<ChannelsAligned, true, false>()
+                     : instance<ChannelsAligned, false, false>();
+  }
+  static Kernel of(bool channels_aligned, bool activates, bool sliced) {
+    return channels_aligned ? of<true>(activates, sliced) : of<false>(activates, sliced);
+  }
+  static std::array<Kernel, 8> all() {
+    return {instance<true, true, true>(),   instance<true, true, false>(),
+            instance<true, false, true>(),  instance<true, false, false>(),
+            instance<false, true, true>(),  instance<false, true, false>(),
+            instance<false, false, true>(), instance<false, false, false>()};
   }
 };
 
-template <typename Kernel>
-void launch_windows(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& group_idx,
-                    const std::optional<at::Tensor>& bias, const ConvGeometry& g, at::Tensor& out,
-                    Activation activation, int bn) {
-  const ConvProblem p = make_problem(x, weight, group_idx, bias, g, out, activation, windows::kBK);
+// What every window kernel's launch needs: the problem, the windows' plan, both tensor maps
+// and the shared memory.
+template <typename Layout>
+struct WindowLaunchSetup {
+  ConvProblem p;
   windows::WindowLaunch w;
-  TORCH_CHECK(window_launch<typename Kernel::Layout>(x, g, p, w),
+  CUtensorMap weight_map, x_map;
+  int shared_bytes;
+  int64_t tiles;
+};
+
+template <typename Layout>
+WindowLaunchSetup<Layout> set_up_windows(const at::Tensor& x, const at::Tensor& weight,
+                                         const at::Tensor& group_idx,
+                                         const std::optional<at::Tensor>& bias,
+                                         const ConvGeometry& g, at::Tensor& out,
+                                         Activation activation, int bn) {
+  WindowLaunchSetup<Layout> setup{};
+  setup.p = make_problem(x, weight, group_idx, bias, g, out, activation, windows::kBK);
+  TORCH_CHECK(window_launch<Layout>(x, g, setup.p, setup.w),
               "gwprune: the window kernel does not take this call");
-  const CUtensorMap weight_map = weight_tensor_map(weight, bn);
-  const CUtensorMap x_map =
-      x_span_tensor_map(x, w.box, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_SWIZZLE_NONE);
-  const int shared_bytes = Kernel::Layout::shared_bytes(w);
-  auto* kernel = Kernel::of(x.stride(1) % 8 == 0);
-  // Once per instantiation, not per call (host time: issue 15), as launch() does.
+  setup.weight_map = weight_tensor_map(weight, bn);
+  setup.x_map = x_span_tensor_map(x, setup.w.box, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                                  CU_TENSOR_MAP_SWIZZLE_NONE);
+  setup.shared_bytes = Layout::shared_bytes(setup.w);
+  setup.tiles =
+      ((setup.p.rows + kTileRows - 1) / kTileRows) * ((setup.p.out_channels + bn - 1) / bn);
+  return setup;
+}
+
+// Once per instantiation, not per call (host time: issue 15), as launch() does.
+template <typename Kernel>
+void allow_window_shared_memory() {
   static const bool configured = [] {
-    for (auto* each : {Kernel::of(true), Kernel::of(false)})
+    for (auto* each : Kernel::all())
       C10_CUDA_CHECK(cudaFuncSetAttribute(each, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                           windows::kMaxSharedBytes));
     return true;
   }();
   (void)configured;
-  const int64_t tiles = ((p.rows + kTileRows - 1) / kTileRows) * ((p.out_channels + bn - 1) / bn);
-  kernel<<<static_cast<unsigned>(Kernel::grid(tiles)), Kernel::kThreads, shared_bytes,
-           at::cuda::getCurrentCUDAStream()>>>(weight_map, x_map, p, w);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 template <typename Elem, int BN, int Staged>
 void launch_windows(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& group_idx,
                     const std::optional<at::Tensor>& bias, const ConvGeometry& g, at::Tensor& out,
                     Activation activation) {
-  if constexpr (Staged == kPersistent)
-    launch_windows<PersistentWindowKernel<Elem, BN>>(x, weight, group_idx, bias, g, out, activation,
-                                                     BN);
-  else
-    launch_windows<WindowKernel<Elem, BN, Staged>>(x, weight, group_idx, bias, g, out, activation,
-                                                   BN);
+  using Kernel = WindowKernel<Elem, BN, Staged>;
+  const auto setup =
+      set_up_windows<typename Kernel::Layout>(x, weight, group_idx, bias, g, out, activation, BN);
+  allow_window_shared_memory<Kernel>();
+  auto* kernel = Kernel::of(x.stride(1) % 8 == 0, activation != Activation::kNone);
+  kernel<<<static_cast<unsigned>(setup.tiles), Kernel::kThreads, setup.shared_bytes,
+           at::cuda::getCurrentCUDAStream()>>>(setup.weight_map, setup.x_map, setup.p, setup.w);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+// K slices per tile of the persistent kernel: choose_k_slices' estimate, or
+// GWPRUNE_IMPLICIT_K_SLICES (a positive count, capped at the stages; read per call so that a
+// benchmark can time several counts on one call).
+inline int persistent_k_slices(int64_t tiles, int k_tiles, int sms) {
+  const char* forced = std::getenv("GWPRUNE_IMPLICIT_K_SLICES");
+  if (forced != nullptr && forced[0] != '\0') {
+    const int slices = std::atoi(forced);
+    TORCH_CHECK(slices > 0, "GWPRUNE_IMPLICIT_K_SLICES must be a positive count, not '", forced,
+                "'");
+    return slices < k_tiles ? slices : k_tiles;
+  }
+  return windows::choose_k_slices(tiles, k_tiles, sms);
+}
+
+// Where the window kernel is the default and its output tiles are too few to fill the GPU,
+// the persistent kernel over K slices (windows/k_slices.cuh), where its register epilogue
+// takes the pixels and persistent_k_slices gives more than one.
+inline bool k_slices_pay(const at::Tensor& x, const at::Tensor& weight, const ConvGeometry& g) {
+  if (!windows::register_epilogue_takes_pixels(g.out_pixels())) return false;
+  const ConvProblem p = problem_shape(x, weight, g, windows::kBK);
+  // launch_windows_for_width's tile width.
+  const int64_t bn = p.out_channels > 128 ? 256 : p.out_channels > 64 ? 128 : 64;
+  const int64_t tiles =
+      ((int64_t{p.rows} + kTileRows - 1) / kTileRows) * ((p.out_channels + bn - 1) / bn);
+  const int sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+  return persistent_k_slices(tiles, p.k_tiles, sms) > 1;
+}
+
+template <typename Elem, int BN>
+void launch_persistent_windows(const at::Tensor& x, const at::Tensor& weight,
+                               const at::Tensor& group_idx, const std::optional<at::Tensor>& bias,
+                               const ConvGeometry& g, at::Tensor& out, Activation activation) {
+  using Kernel = PersistentWindowKernel<Elem, BN>;
+  const auto setup =
+      set_up_windows<typename Kernel::Layout>(x, weight, group_idx, bias, g, out, activation, BN);
+  allow_window_shared_memory<Kernel>();
+  const int sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+  windows::KSlices k;
+  k.slices = persistent_k_slices(setup.tiles, setup.p.k_tiles, sms);
+  at::Tensor workspace;
+  const auto stream = at::cuda::getCurrentCUDAStream();
+  if (k.slices > 1) {
+    // fp32 partials of every unit (128 x BN each), then one counter per (tile, consumer warp),
+    // zeroed on the stream; the caching allocator keeps the memory for the next call.
+    const int64_t partial_floats = setup.tiles * k.slices * kTileRows * BN;
+    const int64_t counters = setup.tiles * windows::kConsumerWarps;
+    workspace = at::empty({partial_floats + counters}, x.options().dtype(at::kFloat));
+    k.partials = reinterpret_cast<float4*>(workspace.data_ptr<float>());
+    k.arrivals = reinterpret_cast<int*>(workspace.data_ptr<float>() + partial_floats);
+    C10_CUDA_CHECK(cudaMemsetAsync(k.arrivals, 0, counters * sizeof(int), stream));
+  }
+  const int64_t units = setup.tiles * k.slices;
+  auto* kernel = Kernel::of(x.stride(1) % 8 == 0, activation != Activation::kNone, k.slices > 1);
+  kernel<<<static_cast<unsigned>(units < sms ? units : sms), Kernel::kThreads, setup.shared_bytes,
+           stream>>>(setup.weight_map, setup.x_map, setup.p, setup.w, k);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 template <typename Elem, int Staged>
@@ -623,12 +723,19 @@ void launch_windows_for_width(const at::Tensor& x, const at::Tensor& weight,
                               const at::Tensor& group_idx, const std::optional<at::Tensor>& bias,
                               const ConvGeometry& g, at::Tensor& out, Activation activation) {
   const int64_t out_channels = weight.size(0);
+  auto launch_width = [&](auto width) {
+    constexpr int kBN = decltype(width)::value;
+    if constexpr (Staged == kPersistent)
+      launch_persistent_windows<Elem, kBN>(x, weight, group_idx, bias, g, out, activation);
+    else
+      launch_windows<Elem, kBN, Staged>(x, weight, group_idx, bias, g, out, activation);
+  };
   if (out_channels > 128) {
-    launch_windows<Elem, 256, Staged>(x, weight, group_idx, bias, g, out, activation);
+    launch_width(std::integral_constant<int, 256>{});
   } else if (out_channels > 64) {
-    launch_windows<Elem, 128, Staged>(x, weight, group_idx, bias, g, out, activation);
+    launch_width(std::integral_constant<int, 128>{});
   } else {
-    launch_windows<Elem, 64, Staged>(x, weight, group_idx, bias, g, out, activation);
+    launch_width(std::integral_constant<int, 64>{});
   }
 }
 
@@ -694,9 +801,11 @@ inline Producer nchw_producer(const at::Tensor& x, const at::Tensor& weight,
       return run_pairs_apply(x, weight, g) ? Producer::kRunPairs : Producer::kRows;
     return Producer::kRows;
   }
-  if (window_kernel_is_default(x, weight, g))
+  if (window_kernel_is_default(x, weight, g)) {
+    if (k_slices_pay(x, weight, g)) return Producer::kPersistentWindows;
     return split_kernel_is_default(x, weight, g) ? Producer::kSplitWindows
                                                  : unsplit_window_kernel(g);
+  }
   if (line_gather_applies(x, g)) return Producer::kLines;
   if (run_pairs_apply(x, weight, g)) return Producer::kRunPairs;
   if (run_gather_applies(x, g)) return Producer::kRuns;

@@ -78,6 +78,13 @@ __device__ __forceinline__ void mbarrier_init(uint64_t* barrier, uint32_t arriva
 }
 
 // Makes the initialised barriers visible to the copy engine (async proxy).
+// Orders this thread's global memory accesses before and after it at GPU scope (a lighter
+// fence than __threadfence's sequentially consistent one): a release before a count that
+// other CTAs read, an acquire after reading it (windows/k_slices.cuh).
+__device__ __forceinline__ void fence_acq_rel_gpu() {
+  asm volatile("fence.acq_rel.gpu;" ::: "memory");
+}
+
 __device__ __forceinline__ void fence_barrier_init() {
   asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
 }

@@ -26,6 +26,7 @@
 
 #include "../sm90_primitives.cuh"
 #include "../wgmma_ops.cuh"
+#include "k_slices.cuh"
 #include "window_geometry.cuh"
 #include "window_producer.cuh"
 
@@ -148,13 +149,14 @@ __device__ __forceinline__ uint32_t fragment_parity(const uint32_t (&a)[4]) {
 //
 // `cursor` is where the warp stands between tiles (a persistent CTA's stages and ring
 // channels run on across its tiles); the tile's last stage and its last channel are left
-// for the caller to hand back (release_tile), after the last wgmma is waited for.
+// for the caller to hand back (release_tile), after the last wgmma is waited for. `range` is
+// the tile's stages that this work unit multiplies (all of them, or a K slice: k_slices.cuh).
 template <typename View, typename MmaType, int BN, int Stages, int BK, int RegisterSteps = BK / 16,
           typename Shared, typename Tile, typename Launch>
 __device__ __forceinline__ void consume_windows(float (&acc)[BN / 2], const ConvProblem& p,
                                                 const Shared& s, const Tile& tile, const Launch& w,
                                                 int first_row, int consumer, int thread,
-                                                ConsumerCursor& cursor) {
+                                                ConsumerCursor& cursor, KRange range) {
   using Mma = WgmmaRegisterA<MmaType, BN>;
   constexpr int kBTileBytes = BN * 128;
   constexpr int kSteps = BK / 16;
@@ -166,8 +168,9 @@ __device__ __forceinline__ void consume_windows(float (&acc)[BN / 2], const Conv
                                          View::pixel(p, tile, w, s.ring, row + 8)};
   uint32_t a[2][4] = {};
   uint32_t sink = 0;
+  const int stages = range.end - range.begin;
 #pragma unroll 1
-  for (int kt = 0; kt < p.k_tiles; ++kt) {
+  for (int kt = 0; kt < stages; ++kt) {  // kt counts the unit's stages, from 0
     const int g = cursor.stages + kt;
     const auto [stage, table, last_channel] = start_stage<Stages, BK>(s, g);
     const uint32_t b = smem_address(s.b_stages + stage * kBTileBytes);
@@ -225,7 +228,7 @@ __device__ __forceinline__ void consume_windows(float (&acc)[BN / 2], const Conv
   }
   wgmma_wait_group<0>();
   fence_accumulators(acc);
-  cursor.stages += p.k_tiles;
+  cursor.stages += stages;
   // Never true (rows is positive): only so that `sink`, and with it the fragments' last
   // reads, cannot be removed.
   if (p.rows < 0) acc[0] += __uint_as_float(sink);
@@ -238,8 +241,8 @@ __device__ __forceinline__ void consume_windows(float (&acc)[BN / 2], const Conv
                                                 const Shared& s, const Tile& tile, const Launch& w,
                                                 int first_row, int consumer, int thread) {
   ConsumerCursor cursor;
-  consume_windows<View, MmaType, BN, Stages, BK, RegisterSteps>(acc, p, s, tile, w, first_row,
-                                                                consumer, thread, cursor);
+  consume_windows<View, MmaType, BN, Stages, BK, RegisterSteps>(
+      acc, p, s, tile, w, first_row, consumer, thread, cursor, KRange{0, p.k_tiles});
 }
 
 #endif  // GWPRUNE_SM90A_DEVICE

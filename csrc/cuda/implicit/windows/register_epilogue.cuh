@@ -36,13 +36,17 @@ __device__ __forceinline__ uint32_t pack_pair(float low, float high) {
   return static_cast<uint32_t>(low_bits) | (static_cast<uint32_t>(high_bits) << 16);
 }
 
-// acc is overwritten (add_bias_and_activate).
-template <typename Elem, int BN>
+// acc is overwritten (add_bias_and_activate). Each warp stores its own 16 rows: a warp may
+// store while the others of its warpgroup do not (k_slices.cuh). Without an activation the
+// bias is added as each pair is packed, as before the activations came (v10a): adding it to
+// the whole tile first measured ~7 % slower on the seed conv (bench/NOTES.md change 29).
+template <typename Elem, int BN, bool Activates>
 __device__ __forceinline__ void store_tile_nchw_registers(const ConvProblem& p,
                                                           float (&acc)[BN / 2], int first_row,
                                                           int first_col, int thread) {
   const int warp = thread / 32, lane = thread % 32;
-  add_bias_and_activate<Elem, BN>(p, acc, first_col, lane);
+  if constexpr (Activates) add_bias_and_activate<Elem, BN>(p, acc, first_col, lane);
+  const Elem* bias = Activates ? nullptr : static_cast<const Elem*>(p.bias);
   const bool odd_row = (lane >> 2) & 1;
   // The pair this lane stores: its own column (c) or its neighbour's (c + 1), from the
   // even one of the two rows.
@@ -61,12 +65,18 @@ __device__ __forceinline__ void store_tile_nchw_registers(const ConvProblem& p,
   }
 #pragma unroll
   for (int j = 0; j < BN / 8; ++j) {
+    const int own = first_col + 8 * j + 2 * (lane % 4);  // this lane's columns own, own + 1
+    float b0 = 0.f, b1 = 0.f;
+    if (bias != nullptr) {
+      if (own < p.out_channels) b0 = to_float(bias[own]);
+      if (own + 1 < p.out_channels) b1 = to_float(bias[own + 1]);
+    }
     const int channel = column + 8 * j;
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
-      // This lane's own pair of columns, own = first_col + 8j + 2 (lane % 4) and own + 1, of
-      // row r (half 0) or r + 8.
-      const uint32_t mine = pack_pair<Elem>(acc[4 * j + 2 * half], acc[4 * j + 2 * half + 1]);
+      // This lane's own pair of columns (own, own + 1) of row r (half 0) or r + 8.
+      const uint32_t mine =
+          pack_pair<Elem>(acc[4 * j + 2 * half] + b0, acc[4 * j + 2 * half + 1] + b1);
       const uint32_t theirs = __shfl_xor_sync(0xffffffffu, mine, 4);
       // Even row: column own of rows r, r + 1; odd row: column own + 1 of rows r - 1, r.
       const uint32_t pair =

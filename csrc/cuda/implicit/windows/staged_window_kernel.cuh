@@ -61,7 +61,8 @@ struct StagedRoles {
 template <int BN>
 using StagedLayout = RingLayout<BN, kStagedStages, kATileBytes, 3>;
 
-template <typename Elem, int BN, bool ChannelsAligned, int RegisterSteps>
+// Activates: as for add_bias_and_activate (../epilogue.cuh).
+template <typename Elem, int BN, bool ChannelsAligned, int RegisterSteps, bool Activates>
 __global__ void __launch_bounds__(kStagedThreads, 1)
     staged_window_conv_kernel(const __grid_constant__ CUtensorMap weight_map,
                               const __grid_constant__ CUtensorMap x_map, const ConvProblem p,
@@ -120,9 +121,9 @@ __global__ void __launch_bounds__(kStagedThreads, 1)
     named_barrier_sync(kConsumersBarrier, 256);
     constexpr int kStagingBytes = BN * (64 * sizeof(Elem) + 16);
     static_assert(2 * kStagingBytes <= Layout::kRingOffset, "the output tiles fit the stages");
-    store_tile<Elem, BN, false>(p, acc, shared + consumer * kStagingBytes,
-                                cta.first_row + 64 * consumer, cta.first_col, thread,
-                                kConsumersBarrier + 1 + consumer);
+    store_tile<Elem, BN, false, Activates>(p, acc, shared + consumer * kStagingBytes,
+                                           cta.first_row + 64 * consumer, cta.first_col, thread,
+                                           kConsumersBarrier + 1 + consumer);
   }
 #endif
 }

@@ -16,6 +16,7 @@
 #include <cstdint>
 
 #include "../sm90_primitives.cuh"
+#include "k_slices.cuh"
 #include "window_geometry.cuh"
 
 namespace gwprune::cuda::implicit::windows {
@@ -47,27 +48,32 @@ struct ProducerCursor {
   int32_t group = -1, previous = -1;
 };
 
-// The groups that thread `thread` of stage kt writes the entry of, and the group before it
-// (-1 before the first): each stage's channel starts depend on both.
-__device__ __forceinline__ void fetch_stage_groups(const ConvProblem& p, int k, int32_t& group,
-                                                   int32_t& previous) {
+// The group k whose entry a thread writes, and the group before it: each stage's channel
+// starts depend on both. Before the first group of a unit's K range (`first`) there is none
+// (-1), so the range's first channel is copied even where an earlier range read it too.
+__device__ __forceinline__ void fetch_stage_groups(const ConvProblem& p, int k, int first,
+                                                   int32_t& group, int32_t& previous) {
   group = fetch_group(p, k);
-  previous = k > 0 ? fetch_group(p, k - 1) : -1;
+  previous = k > first ? fetch_group(p, k - 1) : -1;
 }
 
-__device__ __forceinline__ ProducerCursor first_producer_cursor(const ConvProblem& p, int thread) {
+template <int BK>
+__device__ __forceinline__ ProducerCursor first_producer_cursor(const ConvProblem& p, int thread,
+                                                                int first_stage = 0) {
   ProducerCursor cursor;
-  fetch_stage_groups(p, thread, cursor.group, cursor.previous);
+  fetch_stage_groups(p, first_stage * BK + thread, first_stage * BK, cursor.group, cursor.previous);
   return cursor;
 }
 
-// Run by producer threads [0, 64); thread 0 also copies the weight tiles. Produces one
-// tile's k_tiles stages from `cursor` on and leaves it at the next tile's first stage.
+// Run by producer threads [0, 64); thread 0 also copies the weight tiles. Produces the
+// stages `range` of one tile from `cursor` on and leaves it at stage `next_first` (the first
+// of the CTA's next unit).
 template <int Stages, int BTileBytes, int BK>
 __device__ __forceinline__ void produce_windows(const ConvProblem& p, const void* weight_map,
                                                 const void* x_map, const WindowShared& s,
                                                 const TileWindows& tile, const WindowLaunch& w,
-                                                int first_col, int thread, ProducerCursor& cursor) {
+                                                int first_col, int thread, ProducerCursor& cursor,
+                                                KRange range, int next_first) {
   const int warp = thread / 32, lane = thread % 32;
   int boxes = 0;
   for (int k = 0; k < kMaxSegments; ++k)
@@ -75,15 +81,17 @@ __device__ __forceinline__ void produce_windows(const ConvProblem& p, const void
   const uint32_t window_bytes = static_cast<uint32_t>(boxes * w.box * 2);
   int channels_before = cursor.channels;  // channels that start in earlier stages
 #pragma unroll 1
-  for (int kt = 0; kt < p.k_tiles; ++kt) {
-    const int g = cursor.stages + kt;  // the CTA's stage count: barrier phases and parities
+  for (int kt = range.begin; kt < range.end; ++kt) {
+    // The CTA's stage count: barrier phases and parities.
+    const int g = cursor.stages + (kt - range.begin);
     const int stage = g % Stages;
     // This stage's groups were fetched a stage ahead; start the next stage's fetch (an L2
-    // round trip) before waiting for anything. After a tile's last stage that is the next
-    // tile's first.
+    // round trip) before waiting for anything. After a unit's last stage that is the next
+    // unit's first.
     const int32_t group = cursor.group, previous_group = cursor.previous;
-    fetch_stage_groups(p, (kt + 1 < p.k_tiles ? kt + 1 : 0) * BK + thread, cursor.group,
-                       cursor.previous);
+    const int next = kt + 1 < range.end ? kt + 1 : next_first;
+    fetch_stage_groups(p, next * BK + thread, (kt + 1 < range.end ? range.begin : next) * BK,
+                       cursor.group, cursor.previous);
     if (g >= Stages) mbarrier_wait(&s.empty[stage], ((g / Stages) - 1) & 1);
     // Padding columns (-1) have no channel and start none.
     const GroupTap t = group >= 0 ? decode_tap(p, group) : GroupTap{-1, 0, 0, 0};
@@ -132,18 +140,19 @@ __device__ __forceinline__ void produce_windows(const ConvProblem& p, const void
       }
     }
   }
-  cursor.stages += p.k_tiles;
+  cursor.stages += range.end - range.begin;
   cursor.channels = channels_before;
 }
 
+// One whole tile per CTA.
 template <int Stages, int BTileBytes, int BK>
 __device__ __forceinline__ void produce_windows(const ConvProblem& p, const void* weight_map,
                                                 const void* x_map, const WindowShared& s,
                                                 const TileWindows& tile, const WindowLaunch& w,
                                                 int first_col, int thread) {
-  ProducerCursor cursor = first_producer_cursor(p, thread);
+  ProducerCursor cursor = first_producer_cursor<BK>(p, thread);
   produce_windows<Stages, BTileBytes, BK>(p, weight_map, x_map, s, tile, w, first_col, thread,
-                                          cursor);
+                                          cursor, KRange{0, p.k_tiles}, 0);
 }
 
 // What a reader (consumer or gatherer warp) needs at the start of stage kt, once the stage's
