@@ -1,6 +1,9 @@
 // The implicit-GEMM path: a group-wise conv2d as one Hopper kernel that reads the
 // kept groups straight from x inside its tensor-core mainloop. No compacted
-// buffer is written; extra device memory is nothing beyond the packed weight.
+// buffer is written; extra device memory is nothing beyond the packed weight, except where
+// the persistent window kernel cuts a launch of few tiles into K slices
+// (windows/k_slices.cuh): fp32 partials of at most 4 tiles per SM, from the caching
+// allocator, bounded by the GPU and not by the batch.
 //
 // Contract (checked by implicit_conv_supported, which the dispatcher asks first):
 // - an sm_90 device and a build with the sm_90a target;
