@@ -3,7 +3,8 @@
 // buffer is written; extra device memory is nothing beyond the packed weight, except where
 // the persistent window kernel cuts a launch of few tiles into K slices
 // (windows/k_slices.cuh): fp32 partials of at most 4 tiles per SM, from the caching
-// allocator, bounded by the GPU and not by the batch.
+// allocator, bounded by the GPU and not by the batch (unless GWPRUNE_IMPLICIT_K_SLICES forces
+// a count).
 //
 // Contract (checked by implicit_conv_supported, which the dispatcher asks first):
 // - an sm_90 device and a build with the sm_90a target;

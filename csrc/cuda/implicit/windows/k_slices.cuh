@@ -11,9 +11,11 @@
 //   workspace, then counts itself in its (tile, consumer, warp) arrival counter; the warp that
 //   counts last adds the partials of slices 0, 1, ..., slices - 1 in that order whatever order
 //   the units finished in, so the output is bitwise the same from run to run;
-// - the workspace is fp32 partials for every unit (128 x BN each, at most kMaxUnitsPerSm per
-//   SM, so bounded by the GPU and not the batch) and one zeroed int counter per (tile,
-//   consumer warp), both from PyTorch's caching allocator on the launch's stream;
+// - the workspace is fp32 partials for every unit (128 x BN each; choose_k_slices keeps
+//   to kMaxUnitsPerSm per SM, so it is bounded by the GPU and not the batch, while a count
+//   forced by GWPRUNE_IMPLICIT_K_SLICES, for benchmarks and tests, is not bounded) and one
+//   zeroed int counter per (tile, consumer warp), both from PyTorch's caching allocator on
+//   the launch's stream;
 // - slices == 1 is the unsliced kernel: no workspace, no counters.
 #pragma once
 
