@@ -557,8 +557,9 @@ struct WindowKernel {
   template <bool ChannelsAligned, bool Activates>
   static constexpr Kernel instance() {
     if constexpr (Staged >= 0) {
-      return windows::staged_window_conv_kernel < Elem, BN, ChannelsAligned, Staged,
-             Activates || Staged != 2 > ;
+      // Only the split kernel drops the switch.
+      constexpr bool kActivates = Activates || Staged != 2;
+      return windows::staged_window_conv_kernel<Elem, BN, ChannelsAligned, Staged, kActivates>;
     } else {
       return windows::window_conv_kernel<Elem, BN, ChannelsAligned>;
     }
