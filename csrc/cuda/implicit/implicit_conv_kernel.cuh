@@ -353,6 +353,17 @@ static_assert(mirrors(Activation::kNone, EpilogueActivation::kNone) &&
                   mirrors(Activation::kGeluTanh, EpilogueActivation::kGeluTanh),
               "EpilogueActivation must list gwprune::Activation's values in its order");
 
+// The widest output-channel tile (BN) that the output channels fill at least half of: the
+// tile width of every launch.
+inline int tile_width(int64_t out_channels) {
+  return out_channels > 128 ? 256 : out_channels > 64 ? 128 : 64;
+}
+
+// A launch's output tiles: 128-row pixel tiles times bn-wide output-channel tiles.
+inline int64_t output_tiles(const ConvProblem& p, int64_t bn) {
+  return ((int64_t{p.rows} + kTileRows - 1) / kTileRows) * ((p.out_channels + bn - 1) / bn);
+}
+
 inline ConvProblem make_problem(const at::Tensor& x, const at::Tensor& weight,
                                 const at::Tensor& group_idx, const std::optional<at::Tensor>& bias,
                                 const ConvGeometry& g, at::Tensor& out, Activation activation,
@@ -413,7 +424,7 @@ void launch(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& gro
   }
   p.rows = static_cast<int32_t>(x.size(0) * p.row_pitch);
   const CUtensorMap weight_map = weight_tensor_map(weight, BN);
-  const int64_t tiles = ((p.rows + kTileRows - 1) / kTileRows) * ((p.out_channels + BN - 1) / BN);
+  const int64_t tiles = output_tiles(p, BN);
   if constexpr (Kind == Producer::kRunPairs) {
     // Neighbouring blocks take neighbouring output-channel tiles of one pixel tile (the
     // tile order in the kernel), so a cluster of two is a pair when the channel tiles are
@@ -442,11 +453,10 @@ template <typename Elem, bool ChannelsLast, Producer Kind>
 void launch_for_width(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& group_idx,
                       const std::optional<at::Tensor>& bias, const ConvGeometry& g, at::Tensor& out,
                       Activation activation) {
-  // The widest tile that the output channels fill at least half of.
-  const int64_t out_channels = weight.size(0);
-  if (out_channels > 128) {
+  const int width = tile_width(weight.size(0));
+  if (width == 256) {
     launch<Elem, 256, ChannelsLast, Kind>(x, weight, group_idx, bias, g, out, activation);
-  } else if (out_channels > 64) {
+  } else if (width == 128) {
     launch<Elem, 128, ChannelsLast, Kind>(x, weight, group_idx, bias, g, out, activation);
   } else {
     launch<Elem, 64, ChannelsLast, Kind>(x, weight, group_idx, bias, g, out, activation);
@@ -630,8 +640,7 @@ WindowLaunchSetup<Layout> set_up_windows(const at::Tensor& x, const at::Tensor& 
   setup.x_map = x_span_tensor_map(x, setup.w.box, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
                                   CU_TENSOR_MAP_SWIZZLE_NONE);
   setup.shared_bytes = Layout::shared_bytes(setup.w);
-  setup.tiles =
-      ((setup.p.rows + kTileRows - 1) / kTileRows) * ((setup.p.out_channels + bn - 1) / bn);
+  setup.tiles = output_tiles(setup.p, bn);
   return setup;
 }
 
@@ -681,10 +690,7 @@ inline int persistent_k_slices(int64_t tiles, int k_tiles, int sms) {
 inline bool k_slices_pay(const at::Tensor& x, const at::Tensor& weight, const ConvGeometry& g) {
   if (!windows::register_epilogue_takes_pixels(g.out_pixels())) return false;
   const ConvProblem p = problem_shape(x, weight, g, windows::kBK);
-  // launch_windows_for_width's tile width.
-  const int64_t bn = p.out_channels > 128 ? 256 : p.out_channels > 64 ? 128 : 64;
-  const int64_t tiles =
-      ((int64_t{p.rows} + kTileRows - 1) / kTileRows) * ((p.out_channels + bn - 1) / bn);
+  const int64_t tiles = output_tiles(p, tile_width(p.out_channels));
   const int sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
   return persistent_k_slices(tiles, p.k_tiles, sms) > 1;
 }
@@ -723,7 +729,6 @@ template <typename Elem, int Staged>
 void launch_windows_for_width(const at::Tensor& x, const at::Tensor& weight,
                               const at::Tensor& group_idx, const std::optional<at::Tensor>& bias,
                               const ConvGeometry& g, at::Tensor& out, Activation activation) {
-  const int64_t out_channels = weight.size(0);
   auto launch_width = [&](auto width) {
     constexpr int kBN = decltype(width)::value;
     if constexpr (Staged == kPersistent)
@@ -731,9 +736,10 @@ void launch_windows_for_width(const at::Tensor& x, const at::Tensor& weight,
     else
       launch_windows<Elem, kBN, Staged>(x, weight, group_idx, bias, g, out, activation);
   };
-  if (out_channels > 128) {
+  const int width = tile_width(weight.size(0));
+  if (width == 256) {
     launch_width(std::integral_constant<int, 256>{});
-  } else if (out_channels > 64) {
+  } else if (width == 128) {
     launch_width(std::integral_constant<int, 128>{});
   } else {
     launch_width(std::integral_constant<int, 64>{});
