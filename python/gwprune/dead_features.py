@@ -55,7 +55,7 @@ import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .fold import _ChildrenAsLeaves, activation_of_module
+from .fold import activation_of_module, trace_children_as_leaves
 from .nn import GroupwiseLinear
 
 __all__ = ["DeadFeatureReport", "ShrunkChain", "drop_dead_features"]
@@ -108,17 +108,10 @@ def _is_producer(module: nn.Module) -> bool:
 def _trace(module: nn.Module, method: str = "forward") -> torch.fx.Graph | None:
     """``module``'s ``method`` traced in eval mode, every submodule one node; None where
     it does not trace."""
-    tracer = _ChildrenAsLeaves()
-    tracer.traced_func_name = method  # the method traced instead of forward, self bound
-    modes = [(m, m.training) for m in module.modules()]
-    module.eval()
     try:
-        return tracer.trace(module)
+        return trace_children_as_leaves(module, method)
     except Exception:  # noqa: BLE001  (a module that does not trace keeps its layers)
         return None
-    finally:
-        for m, training in modes:
-            m.training = training
 
 
 class _Scope:

@@ -118,6 +118,21 @@ class _ChildrenAsLeaves(torch.fx.Tracer):
         return True
 
 
+def trace_children_as_leaves(module: nn.Module, method: str = "forward") -> torch.fx.Graph:
+    """``module``'s ``method`` (forward, or another method, self bound) traced in eval mode,
+    every submodule one node; every module's training mode is restored afterwards, as it
+    was. Raises what tracing raises."""
+    tracer = _ChildrenAsLeaves()
+    tracer.traced_func_name = method
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        return tracer.trace(module)
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
 @dataclass
 class _Chain:
     layer: str  # qualified name
@@ -298,9 +313,8 @@ def fold_converted(
 def _fold_parent(model, parent_name, parent, layers, report, may_rewrite) -> nn.Module:
     where = f"{parent_name or 'the model'} ({type(parent).__name__})"
     was_training = parent.training
-    parent.eval()
     try:
-        graph = _ChildrenAsLeaves().trace(parent)
+        graph = trace_children_as_leaves(parent)
     except Exception as error:  # noqa: BLE001  (any tracing failure: no folding there)
         if not _has_foldable_modules(parent):
             report.untraced.append(where)
@@ -311,8 +325,6 @@ def _fold_parent(model, parent_name, parent, layers, report, may_rewrite) -> nn.
             f"its layers {', '.join(sorted(layers.values()))} keep their BatchNorm / activation"
         )
         return model
-    finally:
-        parent.train(was_training)
     uses = collections.Counter(id(m) for _, m in model.named_modules(remove_duplicate=False))
     chains = _find_chains(parent, graph, layers, uses)
     if not chains:
