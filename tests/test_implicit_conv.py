@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from conftest import (
     DTYPES,
     assert_matches,
+    forced_gather,
     implicit_kernel_available,
     make_keep_idx,
     poisoned_outputs,
@@ -313,15 +314,6 @@ EPILOGUES = [
 ]
 
 
-def force_kernel(monkeypatch, gather):
-    """GWPRUNE_IMPLICIT_GATHER, and GWPRUNE_IMPLICIT_K_SLICES for "persistent-kN"
-    (conftest.forced_gather's names)."""
-    name, _, slices = gather.partition("-k")
-    monkeypatch.setenv("GWPRUNE_IMPLICIT_GATHER", name)
-    if slices:
-        monkeypatch.setenv("GWPRUNE_IMPLICIT_K_SLICES", slices)
-
-
 # Two 256-wide output-channel tiles (the second mostly masked) and 196 output pixels per
 # image: the window kernels take it, and the persistent one too (an even pixel count).
 ACTIVATION_SHAPE = (2, 40, 300, (14, 14), 3, 1, 1, 1)
@@ -348,15 +340,14 @@ def activated_reference(x, weight, bias, keep_idx, geometry, activation):
 @pytest.mark.cuda
 @pytest.mark.parametrize("activation", [None, *ACTIVATIONS])
 @pytest.mark.parametrize("precision, layout, gather", EPILOGUES)
-def test_implicit_fuses_the_activation(precision, layout, gather, activation, monkeypatch):
+def test_implicit_fuses_the_activation(precision, layout, gather, activation):
     """The activation in the epilogue, on the output plus the bias in fp32 (an activation
     before the bias, or none, is far outside the tolerance)."""
     x, weight, bias, keep_idx, (s, p, d) = activation_case(precision, layout, "half", seed=13)
     ref = activated_reference(x, weight, bias, keep_idx, (s, p, d), activation)
     memory_format = torch.channels_last if layout == "channels_last" else torch.contiguous_format
     packed = gwprune.pack_conv2d_weight(weight, keep_idx, memory_format)
-    force_kernel(monkeypatch, gather)
-    with precision_flags(precision), poisoned_outputs("cuda"):
+    with forced_gather(gather), precision_flags(precision), poisoned_outputs("cuda"):
         out = gwprune.ops.conv2d_packed(
             x, packed, bias, s, p, d, activation=activation, backend="implicit"
         )
@@ -378,7 +369,7 @@ def test_implicit_fuses_the_activation(precision, layout, gather, activation, mo
     ],
     ids=lambda value: value,
 )
-def test_implicit_activation_keeps_nans(layout, gather, activation, monkeypatch):
+def test_implicit_activation_keeps_nans(layout, gather, activation):
     """relu and relu6 pass a NaN on, as PyTorch's do (fmaxf(NaN, 0) would make it 0): with
     every group kept, the NaN of x comes out exactly where dense PyTorch puts it."""
     x, weight, bias, keep_idx, (s, p, d) = activation_case("fp16", layout, "all", seed=17)
@@ -388,8 +379,7 @@ def test_implicit_activation_keeps_nans(layout, gather, activation, monkeypatch)
     assert nan.any() and not nan.all(), "the case must carry the NaN to some outputs only"
     memory_format = torch.channels_last if layout == "channels_last" else torch.contiguous_format
     packed = gwprune.pack_conv2d_weight(weight, keep_idx, memory_format)
-    force_kernel(monkeypatch, gather)
-    with precision_flags("fp16"), poisoned_outputs("cuda"):
+    with forced_gather(gather), precision_flags("fp16"), poisoned_outputs("cuda"):
         out = gwprune.ops.conv2d_packed(
             x, packed, bias, s, p, d, activation=activation, backend="implicit"
         ).cpu()
