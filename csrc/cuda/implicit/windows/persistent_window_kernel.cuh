@@ -9,6 +9,9 @@
 // and the epilogue stores from registers (register_epilogue.cuh) so that it needs none of
 // the shared memory the producer is already filling for the next tile.
 //
+// The producer warpgroup runs as two teams of 64 threads that fill alternate stages
+// (window_producer.cuh), since one team's per-stage chain was as long as the consumers'.
+//
 // With several K slices per tile (k_slices.cuh) the CTAs walk work units (tile, slice)
 // instead: a unit multiplies its slice's stages, and the tile's last unit adds the partials
 // up and runs the epilogue.
@@ -27,6 +30,9 @@
 #include "window_kernel.cuh"
 
 namespace gwprune::cuda::implicit::windows {
+
+// The producer warpgroup's 128 threads as two teams that alternate stages.
+constexpr int kProducerTeams = 2;
 
 template <typename Elem, int BN, bool ChannelsAligned, bool Activates, bool Sliced>
 __global__ void __launch_bounds__(kThreads, 1)
@@ -62,16 +68,18 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   if (warpgroup == 0) {
     release_registers<kProducerRegisters>();
-    if (thread >= kTableThreads) return;
-    ProducerCursor cursor =
-        first_producer_cursor<kBK>(p, thread, blockIdx.x < units ? range_of(blockIdx.x).begin : 0);
+    // Two producer teams of 64 threads, alternating stages (window_producer.cuh).
+    static_assert(kProducerTeams * kTableThreads == 128, "the teams fill the producer warpgroup");
+    const int team = thread / kTableThreads, team_thread = thread % kTableThreads;
+    ProducerCursor cursor = first_producer_cursor<kBK>(
+        p, team_thread, blockIdx.x < units ? range_of(blockIdx.x).begin : 0);
     for (int u = blockIdx.x; u < units; u += gridDim.x) {
       const int t = u / slices;
       const int first_row = (t / col_tiles) * kTileRows;
       const int next = u + static_cast<int>(gridDim.x);
-      produce_windows<kStages, Layout::kBTileBytes, kBK>(
+      produce_windows<kStages, Layout::kBTileBytes, kBK, kProducerTeams>(
           p, &weight_map, &x_map, s, tile_windows(p, first_row, w.box), w, (t % col_tiles) * BN,
-          thread, cursor, range_of(u), next < units ? range_of(next).begin : 0);
+          team_thread, cursor, range_of(u), next < units ? range_of(next).begin : 0, team);
     }
   } else {
     claim_registers<kConsumerRegisters>();

@@ -37,7 +37,11 @@ struct WindowShared {
 #ifdef GWPRUNE_SM90A_DEVICE
 
 constexpr int kTableThreads = 64;  // one per kept group of a stage
-constexpr int kTableBarrier = 1;   // named barrier of those threads
+constexpr int kTableBarrier = 1;   // named barrier of those threads (team 0)
+// Producer teams (the persistent kernel's two): team t's named barrier and its scratch
+// words. Barrier 2 is the window kernel's consumers'; scratch [4, 8) is stage_last.
+__host__ __device__ constexpr int team_barrier(int team) { return kTableBarrier + 2 * team; }
+__host__ __device__ constexpr int team_scratch(int team) { return 8 * team; }
 
 // Where a CTA's producer stands between tiles: the stages and channel ordinals it has
 // used so far (a persistent CTA's barrier phases and ring slots run on across its tiles),
@@ -65,16 +69,24 @@ __device__ __forceinline__ ProducerCursor first_producer_cursor(const ConvProble
   return cursor;
 }
 
-// Run by producer threads [0, 64); thread 0 also copies the weight tiles. Produces the
-// stages `range` of one tile from `cursor` on and leaves it at stage `next_first` (the first
-// of the CTA's next unit).
-template <int Stages, int BTileBytes, int BK>
+// Run by producer threads [0, 64) of each team (`thread` counts within the team); a team's
+// thread 0 also copies the weight tiles. Produces the stages `range` of one tile from
+// `cursor` on and leaves it at stage `next_first` (the first of the CTA's next unit).
+//
+// With Teams = 2 the CTA's stages alternate between two teams of 64 threads (team t fills
+// the stages g with g % 2 == t). One team's chain took 1,780-2,650 cycles a stage, as long
+// as the consumers' (bench/NOTES.md change 32); with two, each has two stages' time for a
+// stage's waits, table, copies and arrivals. Both teams still count every stage's new
+// channels (the ordinals run across stages), so they need nothing from each other.
+template <int Stages, int BTileBytes, int BK, int Teams = 1>
 __device__ __forceinline__ void produce_windows(const ConvProblem& p, const void* weight_map,
                                                 const void* x_map, const WindowShared& s,
                                                 const TileWindows& tile, const WindowLaunch& w,
                                                 int first_col, int thread, ProducerCursor& cursor,
-                                                KRange range, int next_first) {
+                                                KRange range, int next_first, int team = 0) {
+  static_assert(Teams == 1 || Teams == 2, "one or two producer teams");
   const int warp = thread / 32, lane = thread % 32;
+  int* const scratch = s.scratch + team_scratch(team);
   int boxes = 0;
   for (int k = 0; k < kMaxSegments; ++k)
     if (k < tile.segments) boxes += tile.boxes[k];
@@ -92,21 +104,30 @@ __device__ __forceinline__ void produce_windows(const ConvProblem& p, const void
     const int next = kt + 1 < range.end ? kt + 1 : next_first;
     fetch_stage_groups(p, next * BK + thread, (kt + 1 < range.end ? range.begin : next) * BK,
                        cursor.group, cursor.previous);
-    if (g >= Stages) mbarrier_wait(&s.empty[stage], ((g / Stages) - 1) & 1);
+    const bool own = Teams == 1 || (g & 1) == team;  // this team fills stage g
+    if (own && g >= Stages) mbarrier_wait(&s.empty[stage], ((g / Stages) - 1) & 1);
     // Padding columns (-1) have no channel and start none.
     const GroupTap t = group >= 0 ? decode_tap(p, group) : GroupTap{-1, 0, 0, 0};
     const int c = t.c;
     const int previous = previous_group >= 0 ? decode_tap(p, previous_group).c : -1;
     const bool starts_channel = c >= 0 && c != previous;
     const uint32_t starts = __ballot_sync(0xffffffffu, starts_channel);
-    if (lane == 0) s.scratch[(g & 1) * 2 + warp] = __popc(starts);
-    named_barrier_sync(kTableBarrier, kTableThreads);
-    const int before_warp = warp == 0 ? 0 : s.scratch[(g & 1) * 2];
-    const int in_stage = s.scratch[(g & 1) * 2] + s.scratch[(g & 1) * 2 + 1];
+    if (lane == 0) scratch[(g & 1) * 2 + warp] = __popc(starts);
+    named_barrier_sync(team_barrier(team), kTableThreads);
+    const int before_warp = warp == 0 ? 0 : scratch[(g & 1) * 2];
+    const int in_stage = scratch[(g & 1) * 2] + scratch[(g & 1) * 2 + 1];
     // Ordinal of this group's channel: the channels started up to and including it, less one.
     const int q = channels_before + before_warp + __popc(starts & ((2u << lane) - 1)) - 1;
     const int turn = s.ring_slots.slots.divide(q);  // how many times the ring wrapped before q
     const int slot = q - turn * s.ring_slots.slots.divisor;
+    if (!own) {
+      // The other team's stage: only its slot waits, so that this team waits for every
+      // channel's slot in ordinal order. A slot's parity wait can only tell its last two
+      // phases apart; in order, no slot is more than one phase behind its wait.
+      if (starts_channel && turn > 0) mbarrier_wait(&s.ring_empty[slot], (turn - 1) & 1);
+      channels_before += in_stage;
+      continue;
+    }
     const int view = slot * s.ring_slots.slot_elements + 8 * (q & 3) +
                      t.i * p.dilation_h * p.width + t.j * p.dilation_w;
     const uint32_t tap_bit = c >= 0 ? 1u << t.tap : 0u;
