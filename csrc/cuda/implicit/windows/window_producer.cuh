@@ -39,7 +39,9 @@ struct WindowShared {
 constexpr int kTableThreads = 64;  // one per kept group of a stage
 constexpr int kTableBarrier = 1;   // named barrier of those threads (team 0)
 // Producer teams (the persistent kernel's two): team t's named barrier and its scratch
-// words. Barrier 2 is the window kernel's consumers'; scratch [4, 8) is stage_last.
+// words. Team 1's barrier 3 is free only in the persistent kernel (the window kernel's
+// consumers use 2, the staged kernel's 2-4, and both run one team); scratch [4, 8) is
+// stage_last.
 __host__ __device__ constexpr int team_barrier(int team) { return kTableBarrier + 2 * team; }
 __host__ __device__ constexpr int team_scratch(int team) { return 8 * team; }
 
