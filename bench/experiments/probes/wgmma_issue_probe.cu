@@ -54,24 +54,6 @@ enum class Variant { kRegister, kRegisterLoads, kRegisterStage, kSharedStep, kSh
 //               the stage before (at its step 1), so no element load waits for a table load.
 enum class Loads { kTable8, kTable4, kNoTable, kTableOnly, kPairs, kAhead8, kAhead4 };
 
-__device__ __forceinline__ uint32_t load_u32(uint32_t address, uint32_t valid) {
-  uint32_t bits;
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %2, 0;\nmov.b32 %0, 0;\n@p ld.shared.u32 %0, [%1];\n}"
-      : "=r"(bits)
-      : "r"(address), "r"(valid));
-  return bits;
-}
-
-__device__ __forceinline__ uint32_t load_u16(uint32_t address, uint32_t valid) {
-  uint32_t bits;
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %2, 0;\nmov.b32 %0, 0;\n@p ld.shared.u16 %0, [%1];\n}"
-      : "=r"(bits)
-      : "r"(address), "r"(valid));
-  return bits;
-}
-
 template <Variant V, int Pending, Loads L = Loads::kTable8, bool Copies = false>
 __global__ void __launch_bounds__(384, 1) issue(int stages, float* sink, const uint8_t* source) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -255,13 +237,14 @@ __global__ void __launch_bounds__(384, 1) issue(int stages, float* sink, const u
               v[e][1] = valid[step][e] & 0x1400u;
             } else if constexpr (L == Loads::kPairs) {
               // Both pixels of the pair from one aligned 4-byte word (an even view offset).
-              const uint32_t both = load_u32(pair + (offset[step][e] & ~3u), valid[step][e]);
+              const uint32_t both =
+                  load_shared_or_zero<4>(pair + (offset[step][e] & ~3u), valid[step][e]);
               v[e][0] = both & 0xffffu;
               v[e][1] = both >> 16;
             } else {
 #pragma unroll
               for (int h = 0; h < 2; ++h)
-                v[e][h] = load_u16(pixel + 16 * h + offset[step][e], valid[step][e]);
+                v[e][h] = load_shared_or_zero<2>(pixel + 16 * h + offset[step][e], valid[step][e]);
             }
           }
           // kAhead*: the next stage's entries, once this stage's first loads are out.

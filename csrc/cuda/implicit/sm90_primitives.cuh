@@ -70,6 +70,25 @@ __device__ __forceinline__ T load_shared(uint32_t address) {
   return value;
 }
 
+// A 2- or 4-byte shared load into a zero-extended 32-bit register, or zero where `valid` is
+// 0: predicated, so a warp reads padding elements without branching per element.
+template <int Bytes>
+__device__ __forceinline__ uint32_t load_shared_or_zero(uint32_t address, uint32_t valid) {
+  static_assert(Bytes == 2 || Bytes == 4, "load_shared_or_zero moves 2 or 4 bytes");
+  uint32_t bits;
+  if constexpr (Bytes == 2)
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %2, 0;\nmov.b32 %0, 0;\n@p ld.shared.u16 %0, [%1];\n}"
+        : "=r"(bits)
+        : "r"(address), "r"(valid));
+  else
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %2, 0;\nmov.b32 %0, 0;\n@p ld.shared.u32 %0, [%1];\n}"
+        : "=r"(bits)
+        : "r"(address), "r"(valid));
+  return bits;
+}
+
 // ---- mbarrier ---------------------------------------------------------------------------
 
 __device__ __forceinline__ void mbarrier_init(uint64_t* barrier, uint32_t arrivals) {

@@ -103,12 +103,7 @@ struct RowWindowView {
     const uint32_t valid = f.taps & static_cast<uint32_t>(entry.y);
     // Into a 32-bit register, zero-extended: two elements then pack with one PRMT (16-bit
     // registers cost a PRMT per element to clear and another to insert).
-    uint32_t bits;
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %2, 0;\nmov.b32 %0, 0;\n@p ld.shared.u16 %0, [%1];\n}"
-        : "=r"(bits)
-        : "r"(address), "r"(valid));
-    return bits;
+    return load_shared_or_zero<2>(address, valid);
   }
 };
 
