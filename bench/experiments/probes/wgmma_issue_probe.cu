@@ -254,10 +254,7 @@ __global__ void __launch_bounds__(384, 1) issue(int stages, float* sink, const u
           wgmma_wait_group<Pending>();
           uint32_t (&frag)[4] = a[0][step];
           sink_bits ^= frag[0] ^ frag[1] ^ frag[2] ^ frag[3];
-          frag[0] = v[0][0] | (v[1][0] << 16);
-          frag[1] = v[0][1] | (v[1][1] << 16);
-          frag[2] = v[2][0] | (v[3][0] << 16);
-          frag[3] = v[2][1] | (v[3][1] << 16);
+          pack_register_fragment(v, frag);
           fence_accumulators(acc);
           wgmma_fence();
           if constexpr (V == Variant::kSharedStep)

@@ -231,6 +231,17 @@ __device__ __forceinline__ void wgmma_wait_group() {
   asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(Pending) : "memory");
 }
 
+// A register-A wgmma fragment (WgmmaRegisterA: rows r, r + 8 and K pairs k, k + 8 of
+// this thread) from its 8 elements, each zero-extended in the low half of a 32-bit word:
+// v[e][h] is K column e (k, k + 1, k + 8, k + 9) of row h.
+__device__ __forceinline__ void pack_register_fragment(const uint32_t (&v)[4][2],
+                                                       uint32_t (&frag)[4]) {
+  frag[0] = v[0][0] | (v[1][0] << 16);
+  frag[1] = v[0][1] | (v[1][1] << 16);
+  frag[2] = v[2][0] | (v[3][0] << 16);
+  frag[3] = v[2][1] | (v[3][1] << 16);
+}
+
 // Keeps the compiler from moving accumulator reads/writes across an asynchronous wgmma.
 template <int N>
 __device__ __forceinline__ void fence_accumulators(float (&d)[N]) {

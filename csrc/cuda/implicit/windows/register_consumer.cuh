@@ -192,10 +192,7 @@ __device__ __forceinline__ void consume_windows(float (&acc)[BN / 2], const Conv
       }
       uint32_t (&frag)[4] = a[step % 2];
       sink ^= fragment_parity(frag);
-      frag[0] = v[0][0] | (v[1][0] << 16);
-      frag[1] = v[0][1] | (v[1][1] << 16);
-      frag[2] = v[2][0] | (v[3][0] << 16);
-      frag[3] = v[2][1] | (v[3][1] << 16);
+      pack_register_fragment(v, frag);
       fence_accumulators(acc);
       wgmma_fence();
       Mma::mma(acc, frag, sw128_kmajor_descriptor(b + 32 * step), (kt > 0 || step > 0) ? 1 : 0);
