@@ -6,7 +6,9 @@ in the cursors, printed by CTA 0 and CTA gridDim / 2 at the end of each launch):
     git apply bench/experiments/window_profile.patch
     python setup.py build_ext --inplace && python bench/experiments/window_profile.py
 
-Prints each layer's last launch's counters; timing-only (printf in the kernel).
+Prints each layer's last launch's counters; timing-only (printf in the kernel). The patch
+applies to the tree with two producer teams (from 3e40d47) and prints each team's thread 0;
+change 32's counters were taken with its first form, on 5fcd5ec's one-team producer.
 """
 
 import os
