@@ -192,17 +192,32 @@ PERSISTENT_SHAPES = [
 @pytest.mark.parametrize("keep", ["quarter", "half", "all"])
 @pytest.mark.parametrize("shape", PERSISTENT_SHAPES, ids=shape_id)
 def test_persistent_window_kernel_walks_many_tiles(shape, keep, precision, monkeypatch):
+    check_persistent_kernel(
+        shape,
+        keep,
+        precision,
+        hash((shape_id(shape), keep)) % 2**31,
+        f"implicit persistent {shape_id(shape)} keep={keep}",
+        1,
+        monkeypatch,
+    )
+
+
+def check_persistent_kernel(shape, keep, precision, seed, context, repeats, monkeypatch):
+    """The persistent window kernel on one case: correct, every output written (poisoned),
+    and bitwise the same over `repeats` more calls."""
     x, weight, bias, keep_idx, (s, p, d), ref = implicit_case(
-        shape, keep, True, False, precision, seed=hash((shape_id(shape), keep)) % 2**31
+        shape, keep, True, False, precision, seed=seed
     )
     packed = gwprune.pack_conv2d_weight(weight, keep_idx)
     monkeypatch.setenv("GWPRUNE_IMPLICIT_GATHER", "persistent")
     with precision_flags(precision):
         with poisoned_outputs("cuda"):
             out = gwprune.ops.conv2d_packed(x, packed, bias, s, p, d, backend="implicit")
-        assert_matches(out, ref, precision, f"implicit persistent {shape_id(shape)} keep={keep}")
-        again = gwprune.ops.conv2d_packed(x, packed, bias, s, p, d, backend="implicit")
-    assert torch.equal(out, again), "the persistent kernel differs from run to run"
+        assert_matches(out, ref, precision, context)
+        for _ in range(repeats):
+            again = gwprune.ops.conv2d_packed(x, packed, bias, s, p, d, backend="implicit")
+            assert torch.equal(out, again), f"{context}: differs from run to run"
 
 
 # Few output tiles (a batch of one: 4 tiles of 128 x 256; 2 x 64 x 14 x 14: 4 tiles of 128 x
@@ -226,20 +241,16 @@ K_SLICE_SHAPES = [
 def test_persistent_k_slices_match(shape, keep, slices, precision, monkeypatch):
     """Each unit's partials, added up by the tile's last unit in slice order: correct, every
     output written (poisoned), and bitwise the same from run to run whichever unit is last."""
-    x, weight, bias, keep_idx, (s, p, d), ref = implicit_case(
-        shape, keep, True, False, precision, seed=hash((shape_id(shape), keep, slices)) % 2**31
-    )
-    packed = gwprune.pack_conv2d_weight(weight, keep_idx)
-    monkeypatch.setenv("GWPRUNE_IMPLICIT_GATHER", "persistent")
     monkeypatch.setenv("GWPRUNE_IMPLICIT_K_SLICES", str(slices))
-    context = f"implicit persistent, {slices} K slices, {shape_id(shape)} keep={keep}"
-    with precision_flags(precision):
-        with poisoned_outputs("cuda"):
-            out = gwprune.ops.conv2d_packed(x, packed, bias, s, p, d, backend="implicit")
-        assert_matches(out, ref, precision, context)
-        for _ in range(3):
-            again = gwprune.ops.conv2d_packed(x, packed, bias, s, p, d, backend="implicit")
-            assert torch.equal(out, again), f"{context}: differs from run to run"
+    check_persistent_kernel(
+        shape,
+        keep,
+        precision,
+        hash((shape_id(shape), keep, slices)) % 2**31,
+        f"implicit persistent, {slices} K slices, {shape_id(shape)} keep={keep}",
+        3,
+        monkeypatch,
+    )
 
 
 @needs_implicit
