@@ -60,7 +60,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   if (threadIdx.x == 0) {
     init_window_barriers(s.full, s.empty, s.ring_empty, static_cast<int>(w.ring.divisor),
-                         kTableThreads);
+                         full_arrivals(kProducerTeams));
     prefetch_tensor_map(&weight_map);
     prefetch_tensor_map(&x_map);
   }

@@ -44,6 +44,11 @@ constexpr int kTableBarrier = 1;   // named barrier of those threads (team 0)
 // stage_last.
 __host__ __device__ constexpr int team_barrier(int team) { return kTableBarrier + 2 * team; }
 __host__ __device__ constexpr int team_scratch(int team) { return 8 * team; }
+// Arrivals on a stage's full barrier: every table entry's writer and, with two teams, each
+// warp of the team that does not fill the stage (produce_windows).
+__host__ __device__ constexpr int full_arrivals(int teams) {
+  return kTableThreads + (teams - 1) * kTableThreads / 32;
+}
 
 // Where a CTA's producer stands between tiles: the stages and channel ordinals it has
 // used so far (a persistent CTA's barrier phases and ring slots run on across its tiles),
@@ -80,6 +85,18 @@ __device__ __forceinline__ ProducerCursor first_producer_cursor(const ConvProble
 // as the consumers' (bench/NOTES.md change 32); with two, each has two stages' time for a
 // stage's waits, table, copies and arrivals. Both teams still count every stage's new
 // channels (the ordinals run across stages), so they need nothing from each other.
+//
+// A team also waits for the ring slots of the other team's new channels, in ordinal order:
+// a slot's parity wait tells only its last two phases apart, and waiting for every slot in
+// order keeps each slot at most one phase behind the wait. Such a wait must not come too
+// late either: once the consumers have released the channel itself the slot is a phase
+// ahead, the parity reads as not yet released, and the team would wait for a release that
+// needs its own next stage (a deadlock that compute-sanitizer's initcheck timing exposed,
+// bench/NOTES.md change 33). So each of the other team's warps also arrives on the stage's
+// full barrier (full_arrivals) once its waits are done, and the consumers, who release
+// the stage's channels, cannot start the stage before that. It first waits for the stage
+// to be free, as the filling team does, so its arrival cannot land in the barrier's
+// previous phase.
 template <int Stages, int BTileBytes, int BK, int Teams = 1>
 __device__ __forceinline__ void produce_windows(const ConvProblem& p, const void* weight_map,
                                                 const void* x_map, const WindowShared& s,
@@ -107,7 +124,7 @@ __device__ __forceinline__ void produce_windows(const ConvProblem& p, const void
     fetch_stage_groups(p, next * BK + thread, (kt + 1 < range.end ? range.begin : next) * BK,
                        cursor.group, cursor.previous);
     const bool own = Teams == 1 || (g & 1) == team;  // this team fills stage g
-    if (own && g >= Stages) mbarrier_wait(&s.empty[stage], ((g / Stages) - 1) & 1);
+    if (g >= Stages) mbarrier_wait(&s.empty[stage], ((g / Stages) - 1) & 1);
     // Padding columns (-1) have no channel and start none.
     const GroupTap t = group >= 0 ? decode_tap(p, group) : GroupTap{-1, 0, 0, 0};
     const int c = t.c;
@@ -127,6 +144,8 @@ __device__ __forceinline__ void produce_windows(const ConvProblem& p, const void
       // channel's slot in ordinal order. A slot's parity wait can only tell its last two
       // phases apart; in order, no slot is more than one phase behind its wait.
       if (starts_channel && turn > 0) mbarrier_wait(&s.ring_empty[slot], (turn - 1) & 1);
+      __syncwarp();
+      if (lane == 0) mbarrier_arrive(&s.full[stage]);
       channels_before += in_stage;
       continue;
     }
