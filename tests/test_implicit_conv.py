@@ -111,7 +111,17 @@ LINEAR_OFFSET_SHAPES = [
     (2, 40, 512, (14, 14), 3, 1, 1, 1),
     (1, 16, 1000, (9, 9), 3, 1, 1, 1),
 ]
-NCHW_GATHERS = ["rows", "runs", "pairs", "lines", "windows", "staged", "split", "persistent"]
+NCHW_GATHERS = [
+    "rows",
+    "runs",
+    "pairs",
+    "lines",
+    "async-lines",
+    "windows",
+    "staged",
+    "split",
+    "persistent",
+]
 # The window kernels: A read into registers by the consumers, staged in shared memory
 # by gatherer warps, or split between the two; and the register one with one CTA per SM
 # walking the tiles.

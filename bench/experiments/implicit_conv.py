@@ -40,10 +40,22 @@ LAYERS = {
     "r50-1x1-1024-14": (64, 1024, 256, 14, 1, 1, 0),
     "r50-1x1-256-56": (64, 256, 64, 56, 1, 1, 0),
     "r50-1x1-512-28": (64, 512, 128, 28, 1, 1, 0),
+    "r50-1x1-64-56": (64, 64, 256, 56, 1, 1, 0),
+    "r50-1x1-128-28": (64, 128, 512, 28, 1, 1, 0),
     "batch1-512-14": (1, 512, 512, 14, 3, 1, 1),
 }
 # The NCHW producers (GWPRUNE_IMPLICIT_GATHER), each timed on the same call.
-GATHERS = ("rows", "runs", "pairs", "lines", "windows", "staged", "split", "persistent")
+GATHERS = (
+    "rows",
+    "runs",
+    "pairs",
+    "lines",
+    "async-lines",
+    "windows",
+    "staged",
+    "split",
+    "persistent",
+)
 QUICK = ["seed-512-28", "r50-256-14", "r50-1x1-1024-14", "batch1-512-14"]
 
 
@@ -94,8 +106,8 @@ def measure(name, layer, precision, keep, writer, gathers=GATHERS):
             # that does not apply falls back to the row gather): side by side. "name-kN"
             # also forces N K slices (GWPRUNE_IMPLICIT_K_SLICES, the persistent kernel's).
             for gather in gathers:
-                name, _, slices = gather.partition("-k")
-                os.environ["GWPRUNE_IMPLICIT_GATHER"] = name
+                producer, _, slices = gather.partition("-k")
+                os.environ["GWPRUNE_IMPLICIT_GATHER"] = producer
                 if slices:
                     os.environ["GWPRUNE_IMPLICIT_K_SLICES"] = slices
                 try:

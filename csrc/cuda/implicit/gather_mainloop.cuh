@@ -83,6 +83,7 @@ struct ConvProblem {
   FastDivision by_taps, by_kernel_w;  // decode group = (c * taps + i * kernel_w + j)
   int32_t stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w;
   int32_t x_stride_n, x_stride_c, x_stride_h, x_stride_w;
+  int32_t x_span;  // elements from x's first to its last, plus one (the async line gather's)
   int32_t k_tiles;
   EpilogueActivation activation;  // on each output value, after the bias
 };

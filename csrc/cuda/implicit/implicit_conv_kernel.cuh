@@ -68,6 +68,7 @@ struct TileConfig {
 // - kRunPairs, the run gather in CTA pairs: a 2-CTA cluster on one pixel tile and two
 //   output-channel tiles, each CTA gathering half of every stage into both;
 // - kLines, the NCHW line gather (the run gather's geometry, by TMA; line_gather.cuh);
+// - kAsyncLines, the same lines copied by the producer threads' cp.async instead;
 // - kWindows, the window kernel (windows/): each channel's input rows copied once per tile
 //   by TMA, the consumers reading their A fragments from them (no A tile);
 // - kStagedWindows, the staged window kernel (windows/staged_window_kernel.cuh): the same
@@ -77,12 +78,13 @@ struct TileConfig {
 // - kPersistentWindows, the window kernel with one CTA per SM walking the output tiles
 //   (windows/persistent_window_kernel.cuh).
 // The first three move the data through the producer's registers (register sets
-// pipelined by parts); kLines starts copies.
+// pipelined by parts); kLines and kAsyncLines start copies.
 enum class Producer {
   kRows,
   kRuns,
   kRunPairs,
   kLines,
+  kAsyncLines,
   kWindows,
   kStagedWindows,
   kSplitWindows,
@@ -200,6 +202,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   uint64_t* loaded = empty + kStages;
   constexpr bool kAMnMajor = Kind != Producer::kRows;
   constexpr bool kPaired = Kind == Producer::kRunPairs;
+  constexpr bool kLineGather = Kind == Producer::kLines || Kind == Producer::kAsyncLines;
 
   // Tiles along Cout vary fastest, so the CTAs that share a pixel tile run together
   // and its gathered rows of x are read from L2 once.
@@ -216,7 +219,9 @@ __global__ void __launch_bounds__(kThreads, 1)
       // In a pair both CTAs' producers fill each stage and both CTAs' consumers free it.
       mbarrier_init(&full[s], kPaired ? 2 * kProducerThreads : kProducerThreads);
       mbarrier_init(&empty[s], kPaired ? 4 : 2);
-      mbarrier_init(&loaded[s], 1);
+      // The line gather's copies: thread 0's arrival, and each producer thread's once its
+      // cp.async copies have landed (kAsyncLines).
+      mbarrier_init(&loaded[s], Kind == Producer::kAsyncLines ? 1 + kProducerThreads : 1);
     }
     fence_barrier_init();
     prefetch_tensor_map(&weight_map);
@@ -231,9 +236,9 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   if (warpgroup == 0) {
     if constexpr (kProducerRegisters < kLaunchRegisters) release_registers<kProducerRegisters>();
-    if constexpr (Kind == Producer::kLines) {
+    if constexpr (kLineGather) {
       auto* padding = reinterpret_cast<uint32_t*>(shared + Config::kPaddingTableOffset);
-      const LineGather<kStages, Config::kBTileBytes> gather{
+      const LineGather<kStages, Config::kBTileBytes, Kind == Producer::kAsyncLines> gather{
           p,    &x_map, &weight_map, a_stages,  b_stages,  loaded,
           full, empty,  padding,     first_row, first_col, thread};
       gather.run();
@@ -417,11 +422,13 @@ void launch(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& gro
   CUtensorMap x_map{};
   if constexpr (Kind == Producer::kRuns || Kind == Producer::kRunPairs)
     p.row_pitch = static_cast<int32_t>(run_row_pitch(g));
-  if constexpr (Kind == Producer::kLines) {
+  if constexpr (Kind == Producer::kLines || Kind == Producer::kAsyncLines)
     p.row_pitch = static_cast<int32_t>(line_row_pitch(g.out_pixels()));
+  if constexpr (Kind == Producer::kLines)
     x_map = x_span_tensor_map(x, kLinePixels, CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
                               CU_TENSOR_MAP_SWIZZLE_128B);
-  }
+  // Below 2^31 wherever the line gather applies (line_gather_applies).
+  if constexpr (Kind == Producer::kAsyncLines) p.x_span = static_cast<int32_t>(element_span(x));
   p.rows = static_cast<int32_t>(x.size(0) * p.row_pitch);
   const CUtensorMap weight_map = weight_tensor_map(weight, BN);
   const int64_t tiles = output_tiles(p, BN);
@@ -776,8 +783,9 @@ inline Producer unsplit_window_kernel(const ConvGeometry& g) {
 }
 
 // The NCHW 16-bit producer: the window kernel (split or persistent) where it is the default,
-// else the line gather where it applies, else the run gather in pairs, alone, else the row
-// gather. GWPRUNE_IMPLICIT_GATHER=rows|runs|pairs|lines|windows|staged|split|persistent forces
+// else the line gather (its cp.async form) where it applies, else the run gather in pairs, alone, else the row
+// gather. GWPRUNE_IMPLICIT_GATHER=rows|runs|pairs|lines|async-lines|windows|staged|split|persistent
+// forces
 // one (one that does not apply falls back to the row gather); it is read per call so that a
 // benchmark can time them all on one call (bench/experiments/implicit_conv.py).
 inline Producer nchw_producer(const at::Tensor& x, const at::Tensor& weight,
@@ -786,10 +794,10 @@ inline Producer nchw_producer(const at::Tensor& x, const at::Tensor& weight,
   if (forced != nullptr && forced[0] != '\0') {
     const std::string name(forced);
     TORCH_CHECK(name == "rows" || name == "runs" || name == "pairs" || name == "lines" ||
-                    name == "windows" || name == "staged" || name == "split" ||
-                    name == "persistent",
-                "GWPRUNE_IMPLICIT_GATHER must be 'rows', 'runs', 'pairs', 'lines', 'windows', "
-                "'staged', 'split' or 'persistent', not '",
+                    name == "async-lines" || name == "windows" || name == "staged" ||
+                    name == "split" || name == "persistent",
+                "GWPRUNE_IMPLICIT_GATHER must be 'rows', 'runs', 'pairs', 'lines', 'async-lines', "
+                "'windows', 'staged', 'split' or 'persistent', not '",
                 name, "'");
     if (name == "windows")
       return window_path_applies<windows::WindowLayout<256>>(x, weight, g) ? Producer::kWindows
@@ -802,7 +810,10 @@ inline Producer nchw_producer(const at::Tensor& x, const at::Tensor& weight,
       if (!window_path_applies<windows::StagedLayout<256>>(x, weight, g)) return Producer::kRows;
       return name == "staged" ? Producer::kStagedWindows : Producer::kSplitWindows;
     }
-    if (name == "lines") return line_gather_applies(x, g) ? Producer::kLines : Producer::kRows;
+    if (name == "lines" || name == "async-lines") {
+      if (!line_gather_applies(x, g)) return Producer::kRows;
+      return name == "lines" ? Producer::kLines : Producer::kAsyncLines;
+    }
     if (name == "runs") return run_gather_applies(x, g) ? Producer::kRuns : Producer::kRows;
     if (name == "pairs")
       return run_pairs_apply(x, weight, g) ? Producer::kRunPairs : Producer::kRows;
@@ -813,7 +824,9 @@ inline Producer nchw_producer(const at::Tensor& x, const at::Tensor& weight,
     return split_kernel_is_default(x, weight, g) ? Producer::kSplitWindows
                                                  : unsplit_window_kernel(g);
   }
-  if (line_gather_applies(x, g)) return Producer::kLines;
+  // The lines by cp.async: 3-10 % faster than by TMA on ResNet-50's 1x1 convs at 56² and
+  // 28² (H100, 2026-12-06, bench/NOTES.md change 33).
+  if (line_gather_applies(x, g)) return Producer::kAsyncLines;
   if (run_pairs_apply(x, weight, g)) return Producer::kRunPairs;
   if (run_gather_applies(x, g)) return Producer::kRuns;
   return Producer::kRows;
@@ -849,6 +862,10 @@ void launch_for_layout(const at::Tensor& x, const at::Tensor& weight, const at::
       case Producer::kLines:
         launch_for_width<Elem, false, Producer::kLines>(x, weight, group_idx, bias, g, out,
                                                         activation);
+        return;
+      case Producer::kAsyncLines:
+        launch_for_width<Elem, false, Producer::kAsyncLines>(x, weight, group_idx, bias, g, out,
+                                                             activation);
         return;
       case Producer::kRuns:
         launch_for_width<Elem, false, Producer::kRuns>(x, weight, group_idx, bias, g, out,

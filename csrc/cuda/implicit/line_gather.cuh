@@ -37,6 +37,13 @@
 // `loaded` barrier with the whole stage's bytes), then zeroes the padding of its line two
 // stages back and arrives on that stage's `full` barrier. Copies of two stages are in
 // flight while a third is patched.
+//
+// ByThreads (the async-lines producer): the lines are copied by the producer threads with
+// 16-byte cp.async instead of one TMA box each, since the copy engine takes ~59 cycles a box
+// whatever its size (bench/NOTES.md change 23): 128 lines a stage are ~7,500 cycles of it
+// against the stage's ~1,024 of tensor work. Eight lanes copy one line (128 contiguous
+// bytes), each thread arrives on `loaded` once its copies have landed (the barrier counts
+// the 128 threads besides thread 0), and the chunks past x's span read as zeros.
 #pragma once
 
 #include <cstdint>
@@ -57,7 +64,7 @@ inline int64_t line_row_pitch(int64_t out_pixels) {
 
 #ifdef GWPRUNE_SM90A_DEVICE
 
-template <int Stages, int BTileBytes>
+template <int Stages, int BTileBytes, bool ByThreads = false>
 struct LineGather {
   static constexpr int kATileBytes = kTileRows * kRowBytes;
   static constexpr int kBK = 64;  // kept groups per stage, one per producer thread and half
@@ -78,6 +85,28 @@ struct LineGather {
   uint64_t* empty;
   uint32_t* padding;  // kPaddingTableBytes of shared memory
   int first_row, first_col, thread;
+
+  // ByThreads: the warp's 32 lines of one stage (each lane's `coordinate`), eight lanes per
+  // line so that each cp.async instruction reads four whole 128-byte lines. Chunks before x
+  // or past its span (padding columns, rows past the last image) are zero-filled.
+  __device__ __forceinline__ void copy_lines(uint32_t a_stage, int coordinate) const {
+    const int lane = thread % 32, chunk = lane % 8;
+    const auto* x = static_cast<const uint8_t*>(p.x);
+#pragma unroll
+    for (int round = 0; round < 8; ++round) {
+      const int source_lane = 4 * round + lane / 8;
+      const int line_start = __shfl_sync(0xffffffffu, coordinate, source_lane);
+      const int line_thread = thread - lane + source_lane;
+      const int group = line_thread % kBK, half = line_thread / kBK;
+      const uint32_t destination = a_stage + (half * 8 + group / 8) * 1024 + (group % 8) * 128 +
+                                   (((chunk ^ group) & 7) << 4);
+      const int first = line_start + 8 * chunk;
+      const int left = p.x_span - first;
+      const int elements = first < 0 ? 0 : (left > 8 ? 8 : (left > 0 ? left : 0));
+      copy_async_16(destination, x + 2 * static_cast<int64_t>(elements > 0 ? first : 0),
+                    2 * elements);
+    }
+  }
 
   // Builds the padding table of the tile: thread t is pixel t % 64 of half t / 64.
   __device__ __forceinline__ void build_padding_table() const {
@@ -131,7 +160,7 @@ struct LineGather {
       const int stage = kt % Stages;
       if (kt >= Stages) mbarrier_wait(&empty[stage], ((kt / Stages) - 1) & 1);
       if (thread == 0) {
-        mbarrier_expect_tx(&loaded[stage], kATileBytes + BTileBytes);
+        mbarrier_expect_tx(&loaded[stage], (ByThreads ? 0 : kATileBytes) + BTileBytes);
         mbarrier_arrive(&loaded[stage]);
         tma_load_2d(b_stages + stage * BTileBytes, weight_map, &loaded[stage], kt * kBK, first_col);
       }
@@ -142,7 +171,12 @@ struct LineGather {
       ring[3] = fetch(kt + 4);
       const bool kept = column.tap < kNoTap;
       const int coordinate = kept ? line_base + column.offset : -2 * kLinePixels;
-      tma_load_1d(a_base + stage * kATileBytes + line_offset, x_map, &loaded[stage], coordinate);
+      if constexpr (ByThreads) {
+        copy_lines(a_base + stage * kATileBytes, coordinate);
+        mbarrier_arrive_when_copied(&loaded[stage]);
+      } else {
+        tma_load_1d(a_base + stage * kATileBytes + line_offset, x_map, &loaded[stage], coordinate);
+      }
       return kept ? column.tap : kNoTap;
     };
 
@@ -170,9 +204,11 @@ struct LineGather {
               bits &= bits - 1;
             }
           }
-          fence_proxy_async_shared();
+          if constexpr (!ByThreads) fence_proxy_async_shared();
         }
       }
+      // The cp.async copies wrote through the generic proxy too; wgmma reads the async one.
+      if constexpr (ByThreads) fence_proxy_async_shared();
       mbarrier_arrive(&full[stage]);
     };
 

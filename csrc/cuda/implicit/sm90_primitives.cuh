@@ -123,6 +123,23 @@ __device__ __forceinline__ void mbarrier_expect_tx(uint64_t* barrier, uint32_t b
       : "memory");
 }
 
+// Copies 16 bytes from global to shared memory without holding registers (cp.async, through
+// L2 only): the first `bytes` of them from `source`, zeros past them (0: nothing is read).
+// Both addresses 16-byte aligned.
+__device__ __forceinline__ void copy_async_16(uint32_t destination, const void* source,
+                                              uint32_t bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(destination), "l"(source),
+               "r"(bytes)
+               : "memory");
+}
+
+// Arrives on the barrier once every cp.async this thread started before has landed; the
+// arrival is one of the barrier's expected count (noinc).
+__device__ __forceinline__ void mbarrier_arrive_when_copied(uint64_t* barrier) {
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];" ::"r"(smem_address(barrier))
+               : "memory");
+}
+
 // Waits for the barrier's phase `parity` to complete. ClusterScope: the barrier is also
 // arrived on from the other CTA of a cluster, whose writes the wait must acquire.
 template <bool ClusterScope = false>
