@@ -63,13 +63,21 @@ void conv_nchw(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& 
   at::Tensor cols = make_workspace(images_per_chunk * reduction * pixels_per_chunk, x);
   const int64_t elem = x.element_size();
   char* out_base = static_cast<char*>(out.data_ptr());
+  // The pixel count whose bias rows `cols` holds: the gather never writes them and every
+  // chunk reuses the workspace, so they are filled again only where a chunk's rows are of
+  // another length (an image's last slice), not once per chunk (a launch each).
+  int64_t filled_count = 0;
 
   for (int64_t n0 = 0; n0 < batch; n0 += images_per_chunk) {
     const int64_t images = std::min(images_per_chunk, batch - n0);
     for (int64_t p0 = 0; p0 < pixels; p0 += pixels_per_chunk) {
       const int64_t count = std::min(pixels_per_chunk, pixels - p0);
       im2col_gather_nchw(x, group_idx, cols, g, n0, images, p0, count, bias_rows);
-      if (bias_rows > 0) fill_bias_rows(cols, images, kept_groups, count);
+      if (bias_rows > 0 && count != filled_count) {
+        // Every image slot of the workspace, so a later chunk of fewer images is covered too.
+        fill_bias_rows(cols, images_per_chunk, kept_groups, count);
+        filled_count = count;
+      }
       const RowMajorOperand w_op{weight.data_ptr(), out_channels, reduction, reduction, 0, false};
       const RowMajorOperand cols_op{cols.data_ptr(), reduction,         count,
                                     count,           reduction * count, false};
@@ -101,7 +109,8 @@ void conv_nhwc(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& 
   for (int64_t p0 = 0; p0 < total_pixels; p0 += pixels_per_chunk) {
     const int64_t count = std::min(pixels_per_chunk, total_pixels - p0);
     im2col_gather_nhwc(x, group_idx, cols, g, p0, count, bias_rows);
-    if (bias_rows > 0) fill_bias_rows(cols, count, kept_groups, 1);
+    // As for the linear path: the first (largest) chunk's bias columns serve every chunk.
+    if (bias_rows > 0 && p0 == 0) fill_bias_rows(cols, count, kept_groups, 1);
     const RowMajorOperand cols_op{cols.data_ptr(), count, reduction, reduction, 0, false};
     const RowMajorOperand w_op{weight.data_ptr(), out_channels, reduction, reduction, 0, true};
     const RowMajorOutput out_op{out_base + p0 * out_channels * elem, count, out_channels,

@@ -43,7 +43,9 @@ at::Tensor linear_packed_cuda(const at::Tensor& x2d, const at::Tensor& weight,
   for (int64_t r0 = 0; r0 < rows; r0 += chunk_rows) {
     const int64_t count = std::min(chunk_rows, rows - r0);
     gather_features(x2d, feature_idx, gathered, r0, count, plan.bias_rows);
-    if (plan.bias_rows > 0) fill_bias_rows(gathered, count, kept, 1);
+    // The gather never writes the bias columns and every chunk reuses the workspace, so the
+    // first chunk's fill (the largest) serves the later ones: one launch less per chunk.
+    if (plan.bias_rows > 0 && r0 == 0) fill_bias_rows(gathered, count, kept, 1);
     const RowMajorOperand x_op{gathered.data_ptr(), count, reduction, reduction, 0, false};
     const RowMajorOperand w_op{gemm_weight.data_ptr(), out_features, reduction, reduction, 0, true};
     const RowMajorOutput out_op{out_base + r0 * out_features * elem, count, out_features,
