@@ -37,6 +37,8 @@
 #include <cstring>
 #include <vector>
 
+#include "probe_timing.cuh"
+#include "run_gather.cuh"
 #include "sm90_primitives.cuh"
 #include "wgmma_ops.cuh"
 
@@ -177,25 +179,11 @@ __global__ void __launch_bounds__(384, 1)
           }
 #pragma unroll
           for (int t = 0; t < 4; ++t) {
-            const uint32_t w[8] = {low[t].x,  low[t].y,  low[t].z,  low[t].w,
-                                   high[t].x, high[t].y, high[t].z, high[t].w};
-            const int s = shift[t];
-            uint32_t v[6], u[5], out[4];
-#pragma unroll
-            for (int q = 0; q < 6; ++q) v[q] = (s & 4) ? w[q + 2] : w[q];
-#pragma unroll
-            for (int q = 0; q < 5; ++q) u[q] = (s & 2) ? v[q + 1] : v[q];
-            const uint32_t kept_lo = valid_lo[t] * 0xffu, kept_hi = valid_hi[t] * 0xffu;
-            const uint32_t mask[4] = {
-                __byte_perm(kept_lo, 0, 0x1100), __byte_perm(kept_lo, 0, 0x3322),
-                __byte_perm(kept_hi, 0, 0x1100), __byte_perm(kept_hi, 0, 0x3322)};
-#pragma unroll
-            for (int q = 0; q < 4; ++q)
-              out[q] = ((s & 1) ? __funnelshift_r(u[q], u[q + 1], 16) : u[q]) & mask[q];
             const int group_block = 4 * part + t;
             const uint32_t offset =
                 (half * 8 + group_block) * 1024 + k_row * 128 + (((column ^ k_row) & 7) << 4);
-            store_shared(a + offset, make_uint4(out[0], out[1], out[2], out[3]));
+            store_shared(a + offset,
+                         shift_run(low[t], high[t], shift[t], valid_lo[t], valid_hi[t]));
           }
         }
         fence_proxy_async_shared();
@@ -255,22 +243,10 @@ template <Mode M, bool Copies>
 void run(const char* name, int stages, float* sink, const uint8_t* source) {
   auto kernel = shifted<M, Copies>;
   cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSharedBytes);
-  int sms = 0;
-  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0);
-  cudaEvent_t start, stop;
-  cudaEventCreate(&start);
-  cudaEventCreate(&stop);
-  float best = 1e30f;
-  for (int i = 0; i < 6; ++i) {
-    cudaEventRecord(start);
-    kernel<<<sms, 384, kSharedBytes>>>(stages, sink, source, nullptr);
-    cudaEventRecord(stop);
-    cudaEventSynchronize(stop);
-    float ms = 0.f;
-    cudaEventElapsedTime(&ms, start, stop);
-    if (i > 0 && ms < best) best = ms;
-  }
-  const cudaError_t error = cudaGetLastError();
+  const int sms = probe_sm_count();
+  cudaError_t error;
+  const float best = best_launch_ms(
+      [&] { kernel<<<sms, 384, kSharedBytes>>>(stages, sink, source, nullptr); }, error);
   const double flop = 2.0 * sms * 2 * stages * 4 * 64.0 * 256 * 16;
   std::printf("%-20s %9.4f ms  %7.1f TFLOP/s  %5.0f cycles/stage at 1.98 GHz  %s\n", name, best,
               flop / best / 1e9, best * 1e-3 * 1.98e9 / stages,

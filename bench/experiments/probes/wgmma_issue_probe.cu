@@ -30,6 +30,7 @@
 #include <cstdint>
 #include <cstdio>
 
+#include "probe_timing.cuh"
 #include "sm90_primitives.cuh"
 #include "wgmma_ops.cuh"
 
@@ -281,22 +282,10 @@ template <Variant V, int Pending, Loads L = Loads::kTable8, bool Copies = false>
 void run(const char* name, int stages, float* sink, const uint8_t* source) {
   auto kernel = issue<V, Pending, L, Copies>;
   cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSharedBytes);
-  int sms = 0;
-  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0);
-  cudaEvent_t start, stop;
-  cudaEventCreate(&start);
-  cudaEventCreate(&stop);
-  float best = 1e30f;
-  for (int i = 0; i < 6; ++i) {
-    cudaEventRecord(start);
-    kernel<<<sms, 384, kSharedBytes>>>(stages, sink, source);
-    cudaEventRecord(stop);
-    cudaEventSynchronize(stop);
-    float ms = 0.f;
-    cudaEventElapsedTime(&ms, start, stop);
-    if (i > 0 && ms < best) best = ms;
-  }
-  const cudaError_t error = cudaGetLastError();
+  const int sms = probe_sm_count();
+  cudaError_t error;
+  const float best =
+      best_launch_ms([&] { kernel<<<sms, 384, kSharedBytes>>>(stages, sink, source); }, error);
   const double flop = 2.0 * sms * 2 * stages * 4 * 64.0 * 256 * 16;
   std::printf("%-20s %9.4f ms  %7.1f TFLOP/s  %s\n", name, best, flop / best / 1e9,
               error == cudaSuccess ? "" : cudaGetErrorString(error));

@@ -783,11 +783,11 @@ inline Producer unsplit_window_kernel(const ConvGeometry& g) {
 }
 
 // The NCHW 16-bit producer: the window kernel (split or persistent) where it is the default,
-// else the line gather (its cp.async form) where it applies, else the run gather in pairs, alone, else the row
-// gather. GWPRUNE_IMPLICIT_GATHER=rows|runs|pairs|lines|async-lines|windows|staged|split|persistent
-// forces
-// one (one that does not apply falls back to the row gather); it is read per call so that a
-// benchmark can time them all on one call (bench/experiments/implicit_conv.py).
+// else the line gather (its cp.async form) where it applies, else the run gather in pairs,
+// alone, else the row gather.
+// GWPRUNE_IMPLICIT_GATHER=rows|runs|pairs|lines|async-lines|windows|staged|split|persistent
+// forces one (one that does not apply falls back to the row gather); it is read per call so
+// that a benchmark can time them all on one call (bench/experiments/implicit_conv.py).
 inline Producer nchw_producer(const at::Tensor& x, const at::Tensor& weight,
                               const ConvGeometry& g) {
   const char* forced = std::getenv("GWPRUNE_IMPLICIT_GATHER");

@@ -39,6 +39,27 @@ namespace gwprune::cuda::implicit {
 
 #ifdef GWPRUNE_SM90A_DEVICE
 
+// The run of 8 16-bit elements that starts `shift` (0-7) elements into the aligned 16-byte
+// block `low`, `high` being the block after it, with element e kept where byte e of
+// valid_lo (e < 4) / valid_hi (e >= 4) is 1 and zero where it is 0: the 32 bytes shifted
+// down by 2 words, by 1 word, then by a half word, then masked.
+__device__ __forceinline__ uint4 shift_run(const uint4& low, const uint4& high, int shift,
+                                           uint32_t valid_lo, uint32_t valid_hi) {
+  const uint32_t w[8] = {low.x, low.y, low.z, low.w, high.x, high.y, high.z, high.w};
+  uint32_t v[6], u[5], out[4];
+#pragma unroll
+  for (int q = 0; q < 6; ++q) v[q] = (shift & 4) ? w[q + 2] : w[q];
+#pragma unroll
+  for (int q = 0; q < 5; ++q) u[q] = (shift & 2) ? v[q + 1] : v[q];
+  const uint32_t kept_lo = valid_lo * 0xffu, kept_hi = valid_hi * 0xffu;
+  const uint32_t mask[4] = {__byte_perm(kept_lo, 0, 0x1100), __byte_perm(kept_lo, 0, 0x3322),
+                            __byte_perm(kept_hi, 0, 0x1100), __byte_perm(kept_hi, 0, 0x3322)};
+#pragma unroll
+  for (int q = 0; q < 4; ++q)
+    out[q] = ((shift & 1) ? __funnelshift_r(u[q], u[q + 1], 16) : u[q]) & mask[q];
+  return make_uint4(out[0], out[1], out[2], out[3]);
+}
+
 template <typename Elem>
 struct RunGather {
   static_assert(sizeof(Elem) == 2, "the run gather moves 8 16-bit elements per vector");
@@ -156,26 +177,10 @@ struct RunGather {
     const int k_row = 2 * warp + lane / 16;      // row inside the 8-group atom
 #pragma unroll
     for (int t = 0; t < kPasses; ++t) {
-      const uint32_t w[8] = {low[t].x,  low[t].y,  low[t].z,  low[t].w,
-                             high[t].x, high[t].y, high[t].z, high[t].w};
-      const int s = shift[t];
-      // Shift the 32 bytes down by s elements: by 2 words, by 1 word, then by a half word.
-      uint32_t v[6], u[5], out[4];
-#pragma unroll
-      for (int q = 0; q < 6; ++q) v[q] = (s & 4) ? w[q + 2] : w[q];
-#pragma unroll
-      for (int q = 0; q < 5; ++q) u[q] = (s & 2) ? v[q + 1] : v[q];
-      const uint32_t kept_lo = valid_lo[t] * 0xffu, kept_hi = valid_hi[t] * 0xffu;
-      const uint32_t mask[4] = {__byte_perm(kept_lo, 0, 0x1100), __byte_perm(kept_lo, 0, 0x3322),
-                                __byte_perm(kept_hi, 0, 0x1100), __byte_perm(kept_hi, 0, 0x3322)};
-#pragma unroll
-      for (int q = 0; q < 4; ++q) {
-        out[q] = ((s & 1) ? __funnelshift_r(u[q], u[q + 1], 16) : u[q]) & mask[q];
-      }
       const int group_block = part * kPasses + t;  // K group of 8 inside the stage
       const int offset =
           (half * 8 + group_block) * 1024 + k_row * 128 + (((column ^ k_row) & 7) << 4);
-      const uint4 vector = make_uint4(out[0], out[1], out[2], out[3]);
+      const uint4 vector = shift_run(low[t], high[t], shift[t], valid_lo[t], valid_hi[t]);
       store_shared(smem_address(a_tile) + offset, vector);
       if (peer_tile != 0) store_shared_cluster(peer_tile + offset, vector);
     }
