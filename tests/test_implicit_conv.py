@@ -15,6 +15,7 @@ from conftest import (
 )
 
 import gwprune
+from gwprune._config import IMPLICIT_NCHW_PRODUCERS
 from gwprune.activation import ACTIVATIONS
 
 IMPLICIT_PRECISIONS = ["tf32", "fp16", "bf16"]
@@ -111,17 +112,7 @@ LINEAR_OFFSET_SHAPES = [
     (2, 40, 512, (14, 14), 3, 1, 1, 1),
     (1, 16, 1000, (9, 9), 3, 1, 1, 1),
 ]
-NCHW_GATHERS = [
-    "rows",
-    "runs",
-    "pairs",
-    "lines",
-    "async-lines",
-    "windows",
-    "staged",
-    "split",
-    "persistent",
-]
+NCHW_GATHERS = list(IMPLICIT_NCHW_PRODUCERS)
 # The window kernels: A read into registers by the consumers, staged in shared memory
 # by gatherer warps, or split between the two; and the register one with one CTA per SM
 # walking the tiles.

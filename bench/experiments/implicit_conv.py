@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from triton.testing import do_bench
 
 import gwprune
+from gwprune._config import IMPLICIT_NCHW_PRODUCERS
 
 TOLERANCE = {"tf32": 5e-3, "fp16": 1e-2, "bf16": 1e-2}
 DTYPE = {"tf32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -45,17 +46,7 @@ LAYERS = {
     "batch1-512-14": (1, 512, 512, 14, 3, 1, 1),
 }
 # The NCHW producers (GWPRUNE_IMPLICIT_GATHER), each timed on the same call.
-GATHERS = (
-    "rows",
-    "runs",
-    "pairs",
-    "lines",
-    "async-lines",
-    "windows",
-    "staged",
-    "split",
-    "persistent",
-)
+GATHERS = IMPLICIT_NCHW_PRODUCERS
 QUICK = ["seed-512-28", "r50-256-14", "r50-1x1-1024-14", "batch1-512-14"]
 
 

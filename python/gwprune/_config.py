@@ -4,6 +4,21 @@ import math
 import os
 
 _DEFAULT_WORKSPACE_BYTES = 256 * 2**20
+
+# The NCHW producers of the implicit conv that GWPRUNE_IMPLICIT_GATHER can force, for tests
+# and benchmarks (nchw_producer in csrc/cuda/implicit/implicit_conv_kernel.cuh checks the
+# name; one that does not take a call falls back to the row gather).
+IMPLICIT_NCHW_PRODUCERS = (
+    "rows",
+    "runs",
+    "pairs",
+    "lines",
+    "async-lines",
+    "windows",
+    "staged",
+    "split",
+    "persistent",
+)
 _MAX_WORKSPACE_BYTES = 2**63 - 1  # the C++ ops take it as int64
 
 
