@@ -47,8 +47,8 @@ struct Shape {
   bool swizzle;      // 128-byte swizzle, as the weight tiles use
 };
 
-__global__ void rate(const __grid_constant__ CUtensorMap map, Shape shape, int batch,
-                     int batches, int issuers, unsigned long long* cycles) {
+__global__ void rate(const __grid_constant__ CUtensorMap map, Shape shape, int batch, int batches,
+                     int issuers, unsigned long long* cycles) {
   extern __shared__ __align__(1024) uint8_t ring[];
   __shared__ alignas(8) uint64_t barrier[kInFlight];
   if (threadIdx.x == 0) {
@@ -172,8 +172,8 @@ int main(int argc, char** argv) {
       double mean = 0;
       for (int i = 0; i < sms; ++i) mean += static_cast<double>(host[i]) / sms;
       const double boxes = static_cast<double>(batches) * batch;
-      printf("%-18s %9d %5d %7d %14.1f %22.1f\n", s.name, box_bytes, batch, issuers,
-             mean / boxes, boxes * box_bytes / mean);
+      printf("%-18s %9d %5d %7d %14.1f %22.1f\n", s.name, box_bytes, batch, issuers, mean / boxes,
+             boxes * box_bytes / mean);
       if (batch == 1) break;
     }
   }
