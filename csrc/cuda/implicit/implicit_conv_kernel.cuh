@@ -91,6 +91,11 @@ enum class Producer {
   kPersistentWindows
 };
 
+// The two forms of the line gather (line_gather.cuh: TMA boxes, or the threads' cp.async).
+constexpr bool is_line_gather(Producer kind) {
+  return kind == Producer::kLines || kind == Producer::kAsyncLines;
+}
+
 #ifdef GWPRUNE_SM90A_DEVICE
 template <Producer Kind>
 struct GatherKind {
@@ -202,7 +207,6 @@ __global__ void __launch_bounds__(kThreads, 1)
   uint64_t* loaded = empty + kStages;
   constexpr bool kAMnMajor = Kind != Producer::kRows;
   constexpr bool kPaired = Kind == Producer::kRunPairs;
-  constexpr bool kLineGather = Kind == Producer::kLines || Kind == Producer::kAsyncLines;
 
   // Tiles along Cout vary fastest, so the CTAs that share a pixel tile run together
   // and its gathered rows of x are read from L2 once.
@@ -236,7 +240,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   if (warpgroup == 0) {
     if constexpr (kProducerRegisters < kLaunchRegisters) release_registers<kProducerRegisters>();
-    if constexpr (kLineGather) {
+    if constexpr (is_line_gather(Kind)) {
       auto* padding = reinterpret_cast<uint32_t*>(shared + Config::kPaddingTableOffset);
       const LineGather<kStages, Config::kBTileBytes, Kind == Producer::kAsyncLines> gather{
           p,    &x_map, &weight_map, a_stages,  b_stages,  loaded,
@@ -422,7 +426,7 @@ void launch(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& gro
   CUtensorMap x_map{};
   if constexpr (Kind == Producer::kRuns || Kind == Producer::kRunPairs)
     p.row_pitch = static_cast<int32_t>(run_row_pitch(g));
-  if constexpr (Kind == Producer::kLines || Kind == Producer::kAsyncLines)
+  if constexpr (is_line_gather(Kind))
     p.row_pitch = static_cast<int32_t>(line_row_pitch(g.out_pixels()));
   if constexpr (Kind == Producer::kLines)
     x_map = x_span_tensor_map(x, kLinePixels, CU_TENSOR_MAP_L2_PROMOTION_L2_128B,

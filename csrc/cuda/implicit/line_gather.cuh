@@ -86,6 +86,12 @@ struct LineGather {
   uint32_t* padding;  // kPaddingTableBytes of shared memory
   int first_row, first_col, thread;
 
+  // Where the line of kept group g (of the stage) and pixel half h starts in a stage's
+  // MN-major tile: row g % 8 of atom 8 h + g / 8.
+  __device__ __forceinline__ static uint32_t line_offset_of(int group, int half) {
+    return (half * 8 + group / 8) * 1024 + (group % 8) * 128;
+  }
+
   // ByThreads: the warp's 32 lines of one stage (each lane's `coordinate`), eight lanes per
   // line so that each cp.async instruction reads four whole 128-byte lines. Chunks before x
   // or past its span (padding columns, rows past the last image) are zero-filled.
@@ -98,8 +104,9 @@ struct LineGather {
       const int line_start = __shfl_sync(0xffffffffu, coordinate, source_lane);
       const int line_thread = thread - lane + source_lane;
       const int group = line_thread % kBK, half = line_thread / kBK;
-      const uint32_t destination = a_stage + (half * 8 + group / 8) * 1024 + (group % 8) * 128 +
-                                   (((chunk ^ group) & 7) << 4);
+      // The 128-byte swizzle: chunk c of row r of an atom sits at 16-byte column c ^ r.
+      const uint32_t destination =
+          a_stage + line_offset_of(group, half) + (((chunk ^ group) & 7) << 4);
       const int first = line_start + 8 * chunk;
       const int left = p.x_span - first;
       const int elements = first < 0 ? 0 : (left > 8 ? 8 : (left > 0 ? left : 0));
@@ -145,9 +152,7 @@ struct LineGather {
     const int line_n = line_row / p.row_pitch;
     const int32_t line_base =
         line_n * p.x_stride_n + (line_row - line_n * p.row_pitch) - p.pad_h * p.width - p.pad_w;
-    // Line (group g, half h) of the MN-major tile: row g % 8 of atom 8 h + g / 8.
-    const uint32_t line_offset =
-        (half * 8 + group_in_stage / 8) * 1024 + (group_in_stage % 8) * 128;
+    const uint32_t line_offset = line_offset_of(group_in_stage, half);
     const uint32_t swizzle_row = group_in_stage % 8;
     const uint32_t a_base = smem_address(a_stages);
 
