@@ -115,8 +115,8 @@ LINEAR_OFFSET_SHAPES = [
 NCHW_GATHERS = list(IMPLICIT_NCHW_PRODUCERS)
 # The window kernels: A read into registers by the consumers, staged in shared memory
 # by gatherer warps, or split between the two; and the register one with one CTA per SM
-# walking the tiles.
-WINDOW_KERNELS = ["windows", "staged", "split", "persistent"]
+# walking the tiles, of 128 pixels or tall ones of 256 (where the output channels fit 128).
+WINDOW_KERNELS = ["windows", "staged", "split", "persistent", "tall"]
 
 
 @needs_implicit
@@ -204,14 +204,16 @@ def test_persistent_window_kernel_walks_many_tiles(shape, keep, precision, monke
     )
 
 
-def check_persistent_kernel(shape, keep, precision, seed, context, repeats, monkeypatch):
-    """The persistent window kernel on one case: correct, every output written (poisoned),
-    and bitwise the same over `repeats` more calls."""
+def check_persistent_kernel(
+    shape, keep, precision, seed, context, repeats, monkeypatch, kernel="persistent"
+):
+    """The persistent window kernel (or another forced `kernel`) on one case: correct, every
+    output written (poisoned), and bitwise the same over `repeats` more calls."""
     x, weight, bias, keep_idx, (s, p, d), ref = implicit_case(
         shape, keep, True, False, precision, seed=seed
     )
     packed = gwprune.pack_conv2d_weight(weight, keep_idx)
-    monkeypatch.setenv("GWPRUNE_IMPLICIT_GATHER", "persistent")
+    monkeypatch.setenv("GWPRUNE_IMPLICIT_GATHER", kernel)
     with precision_flags(precision):
         with poisoned_outputs("cuda"):
             out = gwprune.ops.conv2d_packed(x, packed, bias, s, p, d, backend="implicit")
@@ -219,6 +221,60 @@ def check_persistent_kernel(shape, keep, precision, seed, context, repeats, monk
         for _ in range(repeats):
             again = gwprune.ops.conv2d_packed(x, packed, bias, s, p, d, backend="implicit")
             assert torch.equal(out, again), f"{context}: differs from run to run"
+
+
+# The tall-tile kernel (windows/tall_tiles.cuh) on more 128-row blocks than an H100/H200 has
+# SMs: blocks left over after the tall units (ResNet-50's 128 x 28² at batch 64: 392 blocks,
+# 132 tall units and 128 short ones), tall units only, tiles across two and three images,
+# 64- and 128-wide channel tiles (one masked), a ring that wraps many times (keep all), a
+# stride of 2; an odd pixel count takes the one-tile-per-CTA window kernel instead.
+TALL_SHAPES = [
+    (64, 128, 128, (28, 28), 3, 1, 1, 1),
+    (24, 64, 64, (28, 28), 3, 1, 1, 1),
+    (150, 17, 72, (14, 14), 3, 1, 1, 1),
+    (100, 96, 40, (24, 30), 3, 2, 1, 1),
+    (12, 48, 96, (30, 26), 3, 2, 2, 2),
+]
+
+
+@needs_implicit
+@pytest.mark.cuda
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+@pytest.mark.parametrize("keep", ["quarter", "half", "all"])
+@pytest.mark.parametrize("shape", TALL_SHAPES, ids=shape_id)
+def test_tall_window_kernel_walks_many_tiles(shape, keep, precision, monkeypatch):
+    check_persistent_kernel(
+        shape,
+        keep,
+        precision,
+        hash((shape_id(shape), keep, "tall")) % 2**31,
+        f"implicit tall {shape_id(shape)} keep={keep}",
+        1,
+        monkeypatch,
+        kernel="tall",
+    )
+
+
+@needs_implicit
+@pytest.mark.cuda
+@pytest.mark.parametrize("activation", ["relu", "silu"])
+def test_tall_window_kernel_hands_activations_on(activation, monkeypatch):
+    """The tall kernel has no activation switch: a call with one runs the persistent kernel
+    of 128-pixel tiles, whose epilogue applies it."""
+    x, weight, bias, keep_idx, (s, p, d), _ = implicit_case(
+        TALL_SHAPES[1], "half", True, False, "fp16", seed=17
+    )
+    weight = weight / 4
+    masked = gwprune.mask_weight(weight.double().cpu(), keep_idx.cpu())
+    dense = F.conv2d(x.double().cpu(), masked, bias.double().cpu(), s, p, d)
+    ref = DENSE_ACTIVATIONS[activation](dense)
+    packed = gwprune.pack_conv2d_weight(weight, keep_idx)
+    monkeypatch.setenv("GWPRUNE_IMPLICIT_GATHER", "tall")
+    with precision_flags("fp16"), poisoned_outputs("cuda"):
+        out = gwprune.ops.conv2d_packed(
+            x, packed, bias, s, p, d, backend="implicit", activation=activation
+        )
+    assert_matches(out, ref, "fp16", f"implicit tall {activation}")
 
 
 # Few output tiles (a batch of one: 4 tiles of 128 x 256; 2 x 64 x 14 x 14: 4 tiles of 128 x

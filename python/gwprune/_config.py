@@ -18,6 +18,7 @@ IMPLICIT_NCHW_PRODUCERS = (
     "staged",
     "split",
     "persistent",
+    "tall",
 )
 _MAX_WORKSPACE_BYTES = 2**63 - 1  # the C++ ops take it as int64
 

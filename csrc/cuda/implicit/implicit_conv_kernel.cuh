@@ -76,7 +76,9 @@ struct TileConfig {
 // - kSplitWindows, the split window kernel (the same file): each stage's A read half by the
 //   consumers into registers, half from the gatherers' tile;
 // - kPersistentWindows, the window kernel with one CTA per SM walking the output tiles
-//   (windows/persistent_window_kernel.cuh).
+//   (windows/persistent_window_kernel.cuh);
+// - kTallWindows, the same kernel walking tall tiles of 256 pixels (windows/tall_tiles.cuh),
+//   where the output channels fit one tile of at most 128.
 // The first three move the data through the producer's registers (register sets
 // pipelined by parts); kLines and kAsyncLines start copies.
 enum class Producer {
@@ -88,7 +90,8 @@ enum class Producer {
   kWindows,
   kStagedWindows,
   kSplitWindows,
-  kPersistentWindows
+  kPersistentWindows,
+  kTallWindows
 };
 
 // The two forms of the line gather (line_gather.cuh: TMA boxes, or the threads' cp.async).
@@ -542,12 +545,12 @@ inline bool run_pairs_apply(const at::Tensor& x, const at::Tensor& weight, const
 // layout (windows::WindowLayout or windows::StagedLayout), which bounds the ring.
 template <typename Layout>
 inline bool window_launch(const at::Tensor& x, const ConvGeometry& g, const ConvProblem& p,
-                          windows::WindowLaunch& w) {
+                          windows::WindowLaunch& w, int tile_rows = kTileRows) {
   if (x.element_size() != 2 || x.stride(3) != 1 || x.stride(2) != g.width ||
       reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 != 0 ||
       g.kernel_h * g.kernel_w > windows::kMaxTaps || p.rows <= 0 || !rows_fit(x, g.out_pixels()))
     return false;
-  w = windows::window_plan(p);
+  w = windows::window_plan(p, tile_rows);
   if (w.max_segments > windows::kMaxSegments) return false;
   if (element_span(x) + 4 * int64_t{w.slot_elements} >= std::numeric_limits<int32_t>::max())
     return false;
@@ -556,10 +559,19 @@ inline bool window_launch(const at::Tensor& x, const ConvGeometry& g, const Conv
 
 template <typename Layout>
 inline bool window_path_applies(const at::Tensor& x, const at::Tensor& weight,
-                                const ConvGeometry& g) {
+                                const ConvGeometry& g, int tile_rows = kTileRows) {
   const ConvProblem p = problem_shape(x, weight, g, windows::kBK);
   windows::WindowLaunch w;
-  return weight.size(0) > 0 && window_launch<Layout>(x, g, p, w);
+  return weight.size(0) > 0 && window_launch<Layout>(x, g, p, w, tile_rows);
+}
+
+// The persistent window kernel over tall tiles (windows/tall_tiles.cuh): the window path's
+// contract at 256 pixels a tile, output channels that fit one tile of at most 128 (its two
+// row blocks' accumulators), and the register epilogue's pixels.
+inline bool tall_windows_apply(const at::Tensor& x, const at::Tensor& weight,
+                               const ConvGeometry& g) {
+  return weight.size(0) <= 128 && windows::register_epilogue_takes_pixels(g.out_pixels()) &&
+         window_path_applies<windows::WindowLayout<128>>(x, weight, g, windows::kTallTileRows);
 }
 
 // launch_windows' Staged for the persistent window kernel (below).
@@ -596,16 +608,18 @@ struct WindowKernel {
 };
 
 // The persistent window kernel, over whole tiles or K slices (windows/k_slices.cuh), with and
-// without the activation switch.
-template <typename Elem, int BN>
+// without the activation switch; or over tall tiles (Tall: never sliced, and without the
+// switch: with it, ptxas serialized every wgmma of the tall kernel, C7515).
+template <typename Elem, int BN, bool Tall = false>
 struct PersistentWindowKernel {
   using Layout = windows::WindowLayout<BN>;
   static constexpr int kThreads = windows::kThreads;
   using Kernel = void (*)(CUtensorMap, CUtensorMap, ConvProblem, windows::WindowLaunch,
-                          windows::KSlices);
+                          windows::KSlices, windows::TallTiles);
   template <bool ChannelsAligned, bool Activates, bool Sliced>
   static constexpr Kernel instance() {
-    return windows::persistent_window_conv_kernel<Elem, BN, ChannelsAligned, Activates, Sliced>;
+    return windows::persistent_window_conv_kernel < Elem, BN, ChannelsAligned, Activates && !Tall,
+           Sliced && !Tall, Tall > ;
   }
   template <bool ChannelsAligned>
   static Kernel of(bool activates, bool sliced) {
@@ -642,10 +656,10 @@ WindowLaunchSetup<Layout> set_up_windows(const at::Tensor& x, const at::Tensor& 
                                          const at::Tensor& group_idx,
                                          const std::optional<at::Tensor>& bias,
                                          const ConvGeometry& g, at::Tensor& out,
-                                         Activation activation, int bn) {
+                                         Activation activation, int bn, int tile_rows = kTileRows) {
   WindowLaunchSetup<Layout> setup{};
   setup.p = make_problem(x, weight, group_idx, bias, g, out, activation, windows::kBK);
-  TORCH_CHECK(window_launch<Layout>(x, g, setup.p, setup.w),
+  TORCH_CHECK(window_launch<Layout>(x, g, setup.p, setup.w, tile_rows),
               "gwprune: the window kernel does not take this call");
   setup.weight_map = weight_tensor_map(weight, bn);
   setup.x_map = x_span_tensor_map(x, setup.w.box, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
@@ -706,17 +720,28 @@ inline bool k_slices_pay(const at::Tensor& x, const at::Tensor& weight, const Co
   return persistent_k_slices(tiles, p.k_tiles, sms) > 1;
 }
 
-template <typename Elem, int BN>
+template <typename Elem, int BN, bool Tall = false>
 void launch_persistent_windows(const at::Tensor& x, const at::Tensor& weight,
                                const at::Tensor& group_idx, const std::optional<at::Tensor>& bias,
                                const ConvGeometry& g, at::Tensor& out, Activation activation) {
-  using Kernel = PersistentWindowKernel<Elem, BN>;
+  using Kernel = PersistentWindowKernel<Elem, BN, Tall>;
+  TORCH_CHECK(!Tall || activation == Activation::kNone,
+              "gwprune: the tall-tile kernel takes no activation");
   const auto setup =
-      set_up_windows<typename Kernel::Layout>(x, weight, group_idx, bias, g, out, activation, BN);
+      set_up_windows<typename Kernel::Layout>(x, weight, group_idx, bias, g, out, activation, BN,
+                                              Tall ? windows::kTallTileRows : kTileRows);
   allow_window_shared_memory<Kernel>();
   const int sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
   windows::KSlices k;
-  k.slices = persistent_k_slices(setup.tiles, setup.p.k_tiles, sms);
+  windows::TallTiles tall;
+  int64_t units = 0;
+  if constexpr (Tall) {
+    tall = windows::plan_tall_tiles(setup.p.rows, sms);
+    units = int64_t{windows::tall_tile_units(tall)} * ((setup.p.out_channels + BN - 1) / BN);
+  } else {
+    k.slices = persistent_k_slices(setup.tiles, setup.p.k_tiles, sms);
+    units = setup.tiles * k.slices;
+  }
   at::Tensor workspace;
   const auto stream = at::cuda::getCurrentCUDAStream();
   if (k.slices > 1) {
@@ -729,10 +754,9 @@ void launch_persistent_windows(const at::Tensor& x, const at::Tensor& weight,
     k.arrivals = reinterpret_cast<int*>(workspace.data_ptr<float>() + partial_floats);
     C10_CUDA_CHECK(cudaMemsetAsync(k.arrivals, 0, counters * sizeof(int), stream));
   }
-  const int64_t units = setup.tiles * k.slices;
   auto* kernel = Kernel::of(x.stride(1) % 8 == 0, activation != Activation::kNone, k.slices > 1);
   kernel<<<static_cast<unsigned>(units < sms ? units : sms), Kernel::kThreads, setup.shared_bytes,
-           stream>>>(setup.weight_map, setup.x_map, setup.p, setup.w, k);
+           stream>>>(setup.weight_map, setup.x_map, setup.p, setup.w, k, tall);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
@@ -755,6 +779,18 @@ void launch_windows_for_width(const at::Tensor& x, const at::Tensor& weight,
   } else {
     launch_width(std::integral_constant<int, 64>{});
   }
+}
+
+// The persistent window kernel over tall tiles, at the width of the output channels (64 or
+// 128: tall_windows_apply).
+template <typename Elem>
+void launch_tall_windows(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& group_idx,
+                         const std::optional<at::Tensor>& bias, const ConvGeometry& g,
+                         at::Tensor& out, Activation activation) {
+  if (tile_width(weight.size(0)) == 128)
+    launch_persistent_windows<Elem, 128, true>(x, weight, group_idx, bias, g, out, activation);
+  else
+    launch_persistent_windows<Elem, 64, true>(x, weight, group_idx, bias, g, out, activation);
 }
 
 // Where the window kernel is the default (measured, bench/NOTES.md change 21, H200
@@ -789,7 +825,7 @@ inline Producer unsplit_window_kernel(const ConvGeometry& g) {
 // The NCHW 16-bit producer: the window kernel (split or persistent) where it is the default,
 // else the line gather (its cp.async form) where it applies, else the run gather in pairs,
 // alone, else the row gather.
-// GWPRUNE_IMPLICIT_GATHER=rows|runs|pairs|lines|async-lines|windows|staged|split|persistent
+// GWPRUNE_IMPLICIT_GATHER=rows|runs|pairs|lines|async-lines|windows|staged|split|persistent|tall
 // forces one (one that does not apply falls back to the row gather); it is read per call so
 // that a benchmark can time them all on one call (bench/experiments/implicit_conv.py).
 inline Producer nchw_producer(const at::Tensor& x, const at::Tensor& weight,
@@ -799,10 +835,12 @@ inline Producer nchw_producer(const at::Tensor& x, const at::Tensor& weight,
     const std::string name(forced);
     TORCH_CHECK(name == "rows" || name == "runs" || name == "pairs" || name == "lines" ||
                     name == "async-lines" || name == "windows" || name == "staged" ||
-                    name == "split" || name == "persistent",
+                    name == "split" || name == "persistent" || name == "tall",
                 "GWPRUNE_IMPLICIT_GATHER must be 'rows', 'runs', 'pairs', 'lines', 'async-lines', "
-                "'windows', 'staged', 'split' or 'persistent', not '",
+                "'windows', 'staged', 'split', 'persistent' or 'tall', not '",
                 name, "'");
+    if (name == "tall")
+      return tall_windows_apply(x, weight, g) ? Producer::kTallWindows : Producer::kRows;
     if (name == "windows")
       return window_path_applies<windows::WindowLayout<256>>(x, weight, g) ? Producer::kWindows
                                                                            : Producer::kRows;
@@ -862,6 +900,17 @@ void launch_for_layout(const at::Tensor& x, const at::Tensor& weight, const at::
                                                       activation);
         else
           launch_windows_for_width<Elem, -1>(x, weight, group_idx, bias, g, out, activation);
+        return;
+      case Producer::kTallWindows:
+        // The same epilogue contract and no activation (PersistentWindowKernel), else the
+        // persistent kernel of 128-pixel tiles, else the one-tile-per-CTA window kernel.
+        if (!windows::register_epilogue_applies(g.out_pixels(), out.data_ptr()))
+          launch_windows_for_width<Elem, -1>(x, weight, group_idx, bias, g, out, activation);
+        else if (activation == Activation::kNone)
+          launch_tall_windows<Elem>(x, weight, group_idx, bias, g, out, activation);
+        else
+          launch_windows_for_width<Elem, kPersistent>(x, weight, group_idx, bias, g, out,
+                                                      activation);
         return;
       case Producer::kLines:
         launch_for_width<Elem, false, Producer::kLines>(x, weight, group_idx, bias, g, out,

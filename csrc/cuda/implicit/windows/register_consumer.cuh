@@ -136,6 +136,10 @@ __device__ __forceinline__ uint32_t fragment_parity(const uint32_t (&a)[4]) {
 // The K loop of one consumer warpgroup over the window layout `View` reads
 // (RowWindowView), with its shared-memory map, tile and launch sizes.
 //
+// RowBlocks = 2 is a tall tile's consumer (tall_tiles.cuh): warpgroup w multiplies tile rows
+// [128 w, 128 w + 128) as two 64-row blocks, each K step's table entries read once for both
+// and both blocks' wgmma on the same weight tile; acc[h] is block h's accumulators.
+//
 // RegisterSteps < BK / 16 splits each stage (the split kernel, staged_window_kernel.cuh): the
 // consumers read A for its first RegisterSteps K steps themselves, and take the rest from
 // the A tile that gatherer warps build in shared memory meanwhile (s.a_stages, complete on
@@ -147,21 +151,27 @@ __device__ __forceinline__ uint32_t fragment_parity(const uint32_t (&a)[4]) {
 // for the caller to hand back (release_tile), after the last wgmma is waited for. `range` is
 // the tile's stages that this work unit multiplies (all of them, or a K slice: k_slices.cuh).
 template <typename View, typename MmaType, int BN, int Stages, int BK, int RegisterSteps = BK / 16,
-          typename Shared, typename Tile, typename Launch>
-__device__ __forceinline__ void consume_windows(float (&acc)[BN / 2], const ConvProblem& p,
-                                                const Shared& s, const Tile& tile, const Launch& w,
-                                                int first_row, int consumer, int thread,
-                                                ConsumerCursor& cursor, KRange range) {
+          int RowBlocks = 1, typename Shared, typename Tile, typename Launch>
+__device__ __forceinline__ void consume_windows(float (&acc)[RowBlocks][BN / 2],
+                                                const ConvProblem& p, const Shared& s,
+                                                const Tile& tile, const Launch& w, int first_row,
+                                                int consumer, int thread, ConsumerCursor& cursor,
+                                                KRange range) {
   using Mma = WgmmaRegisterA<MmaType, BN>;
   constexpr int kBTileBytes = BN * 128;
   constexpr int kSteps = BK / 16;
   // The previous stage is handed back at step 1, after the wait that retires it.
   static_assert(RegisterSteps >= 2 && RegisterSteps <= kSteps, "two register steps at least");
+  static_assert(RowBlocks == 1 || RegisterSteps == kSteps, "tall tiles have no shared A tile");
   const int warp = thread / 32, lane = thread % 32;
-  const int row = first_row + 64 * consumer + 16 * warp + lane / 4;
-  const typename View::Pixel pixel[2] = {View::pixel(p, tile, w, s.ring, row),
-                                         View::pixel(p, tile, w, s.ring, row + 8)};
-  uint32_t a[2][4] = {};
+  const int row = first_row + 64 * RowBlocks * consumer + 16 * warp + lane / 4;
+  typename View::Pixel pixel[RowBlocks][2];
+#pragma unroll
+  for (int h = 0; h < RowBlocks; ++h) {
+    pixel[h][0] = View::pixel(p, tile, w, s.ring, row + 64 * h);
+    pixel[h][1] = View::pixel(p, tile, w, s.ring, row + 64 * h + 8);
+  }
+  uint32_t a[2][RowBlocks][4] = {};
   uint32_t sink = 0;
   const int stages = range.end - range.begin;
 #pragma unroll 1
@@ -169,18 +179,22 @@ __device__ __forceinline__ void consume_windows(float (&acc)[BN / 2], const Conv
     const int g = cursor.stages + kt;
     const auto [stage, table, last_channel] = start_stage<Stages, BK>(s, g);
     const uint32_t b = smem_address(s.b_stages + stage * kBTileBytes);
-    // The stage's table entries this thread needs, for all its K steps at once.
+    // The stage's table entries this thread needs, for all its K steps at once (a tall
+    // tile's consumer, short of registers, reads each step's just before its elements).
     typename View::Entry entry[RegisterSteps][4];
 #pragma unroll
-    for (int step = 0; step < RegisterSteps; ++step)
+    for (int step = 0; step < (RowBlocks == 1 ? RegisterSteps : 0); ++step)
       View::entries(table, 16 * step + 2 * (lane % 4), entry[step]);
 #pragma unroll
     for (int step = 0; step < RegisterSteps; ++step) {
-      uint32_t v[4][2];
+      if (RowBlocks > 1) View::entries(table, 16 * step + 2 * (lane % 4), entry[step]);
+      uint32_t v[RowBlocks][4][2];
 #pragma unroll
-      for (int e = 0; e < 4; ++e)
+      for (int h = 0; h < RowBlocks; ++h)
 #pragma unroll
-        for (int h = 0; h < 2; ++h) v[e][h] = View::element(entry[step][e], pixel[h]);
+        for (int e = 0; e < 4; ++e)
+#pragma unroll
+          for (int r = 0; r < 2; ++r) v[h][e][r] = View::element(entry[step][e], pixel[h][r]);
       // The wgmma two steps back, which read this register set, is done (and at a stage's
       // second step the previous stage's weight tile is free).
       wgmma_wait_group<1>();
@@ -190,28 +204,34 @@ __device__ __forceinline__ void consume_windows(float (&acc)[BN / 2], const Conv
         __syncwarp();
         if (lane == 0) mbarrier_arrive(&s.empty[(g - 1) % Stages]);
       }
-      uint32_t (&frag)[4] = a[step % 2];
-      sink ^= fragment_parity(frag);
-      pack_register_fragment(v, frag);
-      fence_accumulators(acc);
+#pragma unroll
+      for (int h = 0; h < RowBlocks; ++h) {
+        sink ^= fragment_parity(a[step % 2][h]);
+        pack_register_fragment(v[h], a[step % 2][h]);
+      }
+#pragma unroll
+      for (int h = 0; h < RowBlocks; ++h) fence_accumulators(acc[h]);
       wgmma_fence();
-      Mma::mma(acc, frag, sw128_kmajor_descriptor(b + 32 * step), (kt > 0 || step > 0) ? 1 : 0);
+#pragma unroll
+      for (int h = 0; h < RowBlocks; ++h)
+        Mma::mma(acc[h], a[step % 2][h], sw128_kmajor_descriptor(b + 32 * step),
+                 (kt > 0 || step > 0) ? 1 : 0);
       wgmma_commit_group();
-      fence_accumulators(acc);
+      for (int h = 0; h < RowBlocks; ++h) fence_accumulators(acc[h]);
     }
     if constexpr (RegisterSteps < kSteps) {
       using SharedMma = Wgmma<MmaType, BN>;
       mbarrier_wait(&s.a_full[stage], (g / Stages) & 1);
       const uint32_t a =
           smem_address(s.a_stages + stage * kATileBytes + consumer * kATileBytes / 2);
-      fence_accumulators(acc);
+      for (int h = 0; h < RowBlocks; ++h) fence_accumulators(acc[h]);
       wgmma_fence();
 #pragma unroll
       for (int step = RegisterSteps; step < kSteps; ++step)
-        SharedMma::mma(acc, sw128_kmajor_descriptor(a + 32 * step),
+        SharedMma::mma(acc[0], sw128_kmajor_descriptor(a + 32 * step),
                        sw128_kmajor_descriptor(b + 32 * step), 1);
       wgmma_commit_group();
-      fence_accumulators(acc);
+      for (int h = 0; h < RowBlocks; ++h) fence_accumulators(acc[h]);
     }
     // Channels before this stage's last appear in no later stage: this warp has read them.
     __syncwarp();
@@ -219,11 +239,23 @@ __device__ __forceinline__ void consume_windows(float (&acc)[BN / 2], const Conv
     cursor.last_channel = last_channel;
   }
   wgmma_wait_group<0>();
-  fence_accumulators(acc);
+  for (int h = 0; h < RowBlocks; ++h) fence_accumulators(acc[h]);
   cursor.stages += stages;
   // Never true (rows is positive): only so that `sink`, and with it the fragments' last
   // reads, cannot be removed.
-  if (p.rows < 0) acc[0] += __uint_as_float(sink);
+  if (p.rows < 0) acc[0][0] += __uint_as_float(sink);
+}
+
+// One 64-row block per consumer (the 128-row tiles), its accumulators as one array.
+template <typename View, typename MmaType, int BN, int Stages, int BK, int RegisterSteps = BK / 16,
+          typename Shared, typename Tile, typename Launch>
+__device__ __forceinline__ void consume_windows(float (&acc)[BN / 2], const ConvProblem& p,
+                                                const Shared& s, const Tile& tile, const Launch& w,
+                                                int first_row, int consumer, int thread,
+                                                ConsumerCursor& cursor, KRange range) {
+  consume_windows<View, MmaType, BN, Stages, BK, RegisterSteps, 1>(
+      *reinterpret_cast<float (*)[1][BN / 2]>(&acc), p, s, tile, w, first_row, consumer, thread,
+      cursor, range);
 }
 
 // One tile per CTA: nothing to hand back after it.

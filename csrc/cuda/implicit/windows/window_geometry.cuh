@@ -13,7 +13,8 @@
 //   aligned; any N and C strides, stride, dilation and padding;
 // - kh * kw <= 29 (a pixel's valid taps are bits of a 32-bit mask whose top 3 bits a
 //   table entry uses for the channel's residue);
-// - a 128-pixel tile touches at most kMaxSegments images (out_pixels >= 43);
+// - a 128-pixel tile touches at most kMaxSegments images (out_pixels >= 43; a tall tile's
+//   256 pixels: out_pixels >= 86);
 // - a channel's window fits a ring of more than 64 slots next to the weight stages.
 //
 // A window slot holds one segment per image the tile touches: the rows [first_row, first_row
@@ -58,10 +59,12 @@ __host__ __device__ inline int boxes_for_rows(int rows, int width, int box) {
   return rows > 0 ? (rows * width + kSegmentSlack + box - 1) / box : 0;
 }
 
-// The images and input rows that tile rows [first, first + 128) read.
-__host__ __device__ inline TileWindows tile_windows(const ConvProblem& p, int first, int box) {
+// The images and input rows that tile rows [first, first + tile_rows) read (tile_rows: 128, or
+// a tall tile's 256, tall_tiles.cuh).
+__host__ __device__ inline TileWindows tile_windows(const ConvProblem& p, int first, int box,
+                                                    int tile_rows = kTileRows) {
   TileWindows t{};
-  const int last = (first + kTileRows < p.rows ? first + kTileRows : p.rows) - 1;
+  const int last = (first + tile_rows < p.rows ? first + tile_rows : p.rows) - 1;
   t.first_image = first / p.out_pixels;
   const int last_image = last / p.out_pixels;
   t.segments = last_image - t.first_image + 1;
@@ -113,15 +116,15 @@ __host__ __device__ inline TileRing tile_ring(const TileWindows& t, const Window
   return {FastDivision::of(slots), elements};
 }
 
-inline WindowLaunch window_plan(const ConvProblem& p) {
+inline WindowLaunch window_plan(const ConvProblem& p, int tile_rows = kTileRows) {
   WindowLaunch plan;
-  // Output rows that 128 consecutive pixels of one image span, then their input rows.
-  int out_rows = (kTileRows - 1) / p.out_w + 2;
+  // Output rows that a tile's consecutive pixels of one image span, then their input rows.
+  int out_rows = (tile_rows - 1) / p.out_w + 2;
   if (out_rows > p.out_h) out_rows = p.out_h;
   int in_rows = (out_rows - 1) * p.stride_h + (p.kernel_h - 1) * p.dilation_h + 1;
   if (in_rows > p.height) in_rows = p.height;
   const int images = p.rows / p.out_pixels;
-  plan.max_segments = (kTileRows - 1) / p.out_pixels + 2;
+  plan.max_segments = (tile_rows - 1) / p.out_pixels + 2;
   if (plan.max_segments > images) plan.max_segments = images;
   const int span = in_rows * p.width + kSegmentSlack;
   // TMA writes shared memory at 128-byte aligned boxes: multiples of 64 elements.
