@@ -187,23 +187,6 @@ PERSISTENT_SHAPES = [
 ]
 
 
-@needs_implicit
-@pytest.mark.cuda
-@pytest.mark.parametrize("precision", ["fp16", "bf16"])
-@pytest.mark.parametrize("keep", ["quarter", "half", "all"])
-@pytest.mark.parametrize("shape", PERSISTENT_SHAPES, ids=shape_id)
-def test_persistent_window_kernel_walks_many_tiles(shape, keep, precision, monkeypatch):
-    check_persistent_kernel(
-        shape,
-        keep,
-        precision,
-        hash((shape_id(shape), keep)) % 2**31,
-        f"implicit persistent {shape_id(shape)} keep={keep}",
-        1,
-        monkeypatch,
-    )
-
-
 def check_persistent_kernel(
     shape, keep, precision, seed, context, repeats, monkeypatch, kernel="persistent"
 ):
@@ -237,21 +220,29 @@ TALL_SHAPES = [
 ]
 
 
+# The persistent kernel (128-row tiles) on PERSISTENT_SHAPES, the tall one on TALL_SHAPES.
+WALKING_KERNELS = [
+    pytest.param(kernel, shape, id=f"{kernel}-{shape_id(shape)}")
+    for kernel, shapes in (("persistent", PERSISTENT_SHAPES), ("tall", TALL_SHAPES))
+    for shape in shapes
+]
+
+
 @needs_implicit
 @pytest.mark.cuda
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
 @pytest.mark.parametrize("keep", ["quarter", "half", "all"])
-@pytest.mark.parametrize("shape", TALL_SHAPES, ids=shape_id)
-def test_tall_window_kernel_walks_many_tiles(shape, keep, precision, monkeypatch):
+@pytest.mark.parametrize("kernel, shape", WALKING_KERNELS)
+def test_window_kernel_walks_many_tiles(kernel, shape, keep, precision, monkeypatch):
     check_persistent_kernel(
         shape,
         keep,
         precision,
-        hash((shape_id(shape), keep, "tall")) % 2**31,
-        f"implicit tall {shape_id(shape)} keep={keep}",
+        hash((shape_id(shape), keep, kernel)) % 2**31,
+        f"implicit {kernel} {shape_id(shape)} keep={keep}",
         1,
         monkeypatch,
-        kernel="tall",
+        kernel=kernel,
     )
 
 
