@@ -567,7 +567,8 @@ inline bool window_path_applies(const at::Tensor& x, const at::Tensor& weight,
 
 // The persistent window kernel over tall tiles (windows/tall_tiles.cuh): the window path's
 // contract at 256 pixels a tile, output channels that fit one tile of at most 128 (its two
-// row blocks' accumulators), and the register epilogue's pixels.
+// row blocks' accumulators), and the register epilogue's pixels. The ring is sized against
+// the 128-wide layout's weight stages, which bound the 64-wide one's.
 inline bool tall_windows_apply(const at::Tensor& x, const at::Tensor& weight,
                                const ConvGeometry& g) {
   return weight.size(0) <= 128 && windows::register_epilogue_takes_pixels(g.out_pixels()) &&

@@ -133,15 +133,10 @@ __global__ void __launch_bounds__(kThreads, 1)
       const WindowUnit unit = unit_of(u);
       const TileWindows tile = tile_windows(p, unit.first_row, w.box, unit.blocks * kTileRows);
       float acc[Tall ? 2 : 1][BN / 2];
-      bool tall_unit = false;
-      if constexpr (Tall) {
-        if (unit.blocks == 2) {
-          consume_windows<View, Mma, BN, kStages, kBK, kBK / 16, Tall ? 2 : 1>(
-              acc, p, s, tile, w, unit.first_row, consumer, thread, cursor, unit.range);
-          tall_unit = true;
-        }
-      }
-      if (!tall_unit)
+      if (Tall && unit.blocks == 2)
+        consume_windows<View, Mma, BN, kStages, kBK, kBK / 16, Tall ? 2 : 1>(
+            acc, p, s, tile, w, unit.first_row, consumer, thread, cursor, unit.range);
+      else
         consume_windows<View, Mma, BN, kStages, kBK>(acc[0], p, s, tile, w, unit.first_row,
                                                      consumer, thread, cursor, unit.range);
       release_tile<kStages>(s, cursor, thread % 32);

@@ -179,15 +179,13 @@ __device__ __forceinline__ void consume_windows(float (&acc)[RowBlocks][BN / 2],
     const int g = cursor.stages + kt;
     const auto [stage, table, last_channel] = start_stage<Stages, BK>(s, g);
     const uint32_t b = smem_address(s.b_stages + stage * kBTileBytes);
-    // The stage's table entries this thread needs, for all its K steps at once (a tall
-    // tile's consumer, short of registers, reads each step's just before its elements).
+    // The stage's table entries this thread needs, for all its K steps at once.
     typename View::Entry entry[RegisterSteps][4];
 #pragma unroll
-    for (int step = 0; step < (RowBlocks == 1 ? RegisterSteps : 0); ++step)
+    for (int step = 0; step < RegisterSteps; ++step)
       View::entries(table, 16 * step + 2 * (lane % 4), entry[step]);
 #pragma unroll
     for (int step = 0; step < RegisterSteps; ++step) {
-      if (RowBlocks > 1) View::entries(table, 16 * step + 2 * (lane % 4), entry[step]);
       uint32_t v[RowBlocks][4][2];
 #pragma unroll
       for (int h = 0; h < RowBlocks; ++h)
